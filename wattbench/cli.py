@@ -1,0 +1,83 @@
+"""The `wattbench` command. Bad input ends in one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wattbench.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wattbench", description="Time and energy of Triton kernels and PyTorch paths, "
+                                                   "training vs inference, per joule.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run the suites on this host's device and write a run file")
+    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+    run.add_argument("--preset", default="quick", help="quick (minutes) or full")
+    run.add_argument("-k", dest="select", default=None, metavar="EXPR",
+                     help="only benchmarks matching this pytest -k expression, e.g. 'gemm and infer'")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder (run files go to OUT/runs)")
+    run.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                     help="after '--': further pytest options, e.g. -- --wattbench-energy-window 10")
+
+    commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
+
+    selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
+    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead"])
+    return parser
+
+
+def _run(args) -> int:
+    from wattbench import runner
+
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    return runner.run(args.device, args.preset, args.select, args.out, extra)
+
+
+def _devices(args) -> int:
+    import torch
+
+    from wattbench import device as devices
+    from wattbench.power import describe_sources
+
+    found = [devices.detect("cpu")]
+    found += [devices.detect(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    if not torch.cuda.is_available():
+        print("compute: no CUDA device (torch.cuda.is_available() is False): Triton runs through its interpreter")
+    for dev in found:
+        print(f"device {dev.spec}: {dev.name}")
+        for status in describe_sources(dev):
+            mark = "yes" if status.available else "no "
+            print(f"  power source {status.name:<7} {mark}  {status.detail}")
+    return 0
+
+
+def _selfcheck(args) -> int:
+    from wattbench.power import selfcheck
+
+    return selfcheck.power_accuracy() if args.check == "power-accuracy" else selfcheck.sampler_overhead()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"run": _run, "devices": _devices, "selfcheck": _selfcheck}[args.command]
+        return handler(args)
+    except UsageError as exc:
+        print(f"wattbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wattbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

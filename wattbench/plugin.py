@@ -1,0 +1,290 @@
+"""pytest plugin (entry point `pytest11`): wattbench fixtures and options on top of pytest-benchmark.
+
+`pytest suites/` runs every registry case through `wattbench_benchmark`, which times it with
+pytest-benchmark's own `pedantic` loop using a device clock as the timer (so pytest-benchmark's
+stats are device time), then measures its energy, and stores wattbench's fields in the
+benchmark's `extra_info`. The JSON that `--benchmark-json` writes stays pytest-benchmark's
+format, with a `wattbench` block added through `pytest_benchmark_update_json`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import pytest
+import torch
+
+from wattbench import environment, timing
+from wattbench.device import INTERPRET_ENV, Device, detect
+from wattbench.errors import UsageError
+from wattbench.power import PowerConfig, PowerMonitor
+from wattbench.workloads import PRESETS, Case, case_by_id, cases
+
+RUN_FORMAT = "wattbench-run/1"
+#: Under Triton's interpreter timings are meaningless, so spend as little time as possible on them.
+INTERPRETED_MAX_ROUNDS = 3
+
+
+class WorkloadFailure(Exception):
+    """A workload ran but produced something unusable (NaN or inf in its outputs)."""
+
+
+@dataclass
+class RunState:
+    """Everything one pytest session of wattbench needs, kept in the config's stash."""
+
+    device: Device
+    preset: str
+    plan: timing.TimingPlan
+    power_config: PowerConfig
+    seed: int
+    clock: Callable[[], float]
+    started_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    failed: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    exit_status: int | None = None
+    power: PowerMonitor | None = None
+
+
+STATE = pytest.StashKey[RunState]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("wattbench", "wattbench: time and energy per unit of work")
+    group.addoption("--wattbench-device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+    group.addoption("--wattbench-preset", default="quick", help=f"which sizes to run: {' | '.join(PRESETS)}")
+    group.addoption("--wattbench-seed", type=int, default=0, help="base seed for input generation")
+    group.addoption("--wattbench-min-time", type=float, default=None,
+                    help="seconds of timed rounds per benchmark (default: 0.2 quick, 1.0 full)")
+    group.addoption("--wattbench-cuda-graph", action="store_true",
+                    help="replay a captured CUDA graph, for small kernels dominated by launch overhead")
+    group.addoption("--wattbench-no-flush", action="store_true", help="do not flush the L2 cache between rounds")
+    group.addoption("--wattbench-energy-window", type=float, default=5.0,
+                    help="minimum seconds of each energy measurement window")
+    group.addoption("--wattbench-energy-repeats", type=int, default=3, help="energy windows per benchmark")
+    group.addoption("--wattbench-idle", type=float, default=10.0, help="seconds of idle-power baseline before the run")
+    group.addoption("--wattbench-power-replay", default=None, metavar="CSV",
+                    help="power log of an external meter (timestamp, watts) to attribute to benchmark windows")
+    group.addoption("--wattbench-save-trace", default=None, metavar="CSV", help="write the run's power trace here")
+
+
+def _plan(config, preset: str) -> timing.TimingPlan:
+    min_time = config.getoption("wattbench_min_time")
+    if min_time is None:
+        min_time = 0.2 if preset == "quick" else 1.0
+    if min_time <= 0:
+        raise pytest.UsageError(f"--wattbench-min-time must be positive, got {min_time}")
+    return timing.TimingPlan(min_time_s=min_time, flush_l2=not config.getoption("wattbench_no_flush"),
+                             cuda_graph=config.getoption("wattbench_cuda_graph"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "wattbench(suite=NAME): run the registry cases of one suite")
+    preset = config.getoption("wattbench_preset")
+    try:
+        device = detect(config.getoption("wattbench_device"))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if preset not in PRESETS:
+        raise pytest.UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if device.type == "cpu":
+        # Triton can only run on a CPU through its interpreter; set it before suites import kernels.
+        os.environ.setdefault(INTERPRET_ENV, "1")
+    config.stash[STATE] = RunState(
+        device=device,
+        preset=preset,
+        plan=_plan(config, preset),
+        power_config=PowerConfig(
+            min_window_s=config.getoption("wattbench_energy_window"),
+            repeats=config.getoption("wattbench_energy_repeats"),
+            idle_s=config.getoption("wattbench_idle"),
+            replay_path=config.getoption("wattbench_power_replay"),
+            save_trace=config.getoption("wattbench_save_trace") is not None,
+        ),
+        seed=config.getoption("wattbench_seed"),
+        clock=timing.clock_for(device),
+    )
+
+
+def pytest_generate_tests(metafunc):
+    if "wattbench_case" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[STATE]
+    marker = metafunc.definition.get_closest_marker("wattbench")
+    suite = marker.kwargs.get("suite") if marker else None
+    ids = [case.id for case in cases(state.preset, state.device, suite)]
+    metafunc.parametrize("wattbench_case", ids, indirect=True, ids=ids)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Time every wattbench benchmark with the device clock, grouped by workload."""
+    state = config.stash[STATE]
+    for item in items:
+        if "wattbench_benchmark" not in getattr(item, "fixturenames", ()):
+            continue
+        options = {}
+        existing = item.get_closest_marker("benchmark")
+        if existing:
+            options.update(existing.kwargs)
+        callspec = getattr(item, "callspec", None)
+        if callspec and "wattbench_case" in callspec.params:
+            options.setdefault("group", case_by_id(callspec.params["wattbench_case"]).workload.name)
+        options["timer"] = state.clock
+        item.add_marker(pytest.mark.benchmark(**options))
+
+
+@pytest.fixture(scope="session")
+def wattbench_power(pytestconfig):
+    """The run's power monitor: idle baseline once, then one energy window per benchmark."""
+    state = pytestconfig.stash[STATE]
+    with PowerMonitor(state.device, state.power_config) as monitor:
+        state.power = monitor
+        yield monitor
+        trace_path = pytestconfig.getoption("wattbench_save_trace")
+        if trace_path:
+            monitor.write_trace(trace_path)
+
+
+@pytest.fixture
+def wattbench_case(request) -> Case:
+    return case_by_id(request.param)
+
+
+def _check_finite(outputs: Any, case: Case) -> None:
+    tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    for position, tensor in enumerate(tensors):
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise WorkloadFailure(f"{case.id}: output {position} holds NaN or inf")
+
+
+def skip_reason(case: Case, device: Device) -> str | None:
+    if case.impl == "triton":
+        from wattbench.kernels import INTERPRETED
+
+        if device.type == "cpu" and not INTERPRETED:
+            return (f"Triton runs on a CPU only through its interpreter, and kernels were already "
+                    f"compiled for CUDA in this process: set {INTERPRET_ENV}=1 before starting")
+    return case.workload.skip(case.impl, case.dtype, device)
+
+
+@pytest.fixture
+def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[Case], dict]:
+    """Run one registry case: correctness check, device-timed rounds, energy window, extra_info."""
+    state = pytestconfig.stash[STATE]
+
+    def run(case: Case) -> dict:
+        device, plan = state.device, state.plan
+        reason = skip_reason(case, device)
+        if reason:
+            pytest.skip(reason)
+        from wattbench.kernels import INTERPRETED
+
+        interpreted = case.impl == "triton" and INTERPRETED
+        step = case.build(device, state.seed)
+        outputs = step()
+        device.synchronize()
+        _check_finite(outputs, case)
+        rounds = plan.rounds_for(timing.time_once(step, device))
+        if interpreted:
+            rounds = min(rounds, INTERPRETED_MAX_ROUNDS)
+        benchmark.pedantic(timing.timed_step(step, device, plan), setup=timing.round_setup(device, plan),
+                           rounds=rounds, warmup_rounds=0 if interpreted else plan.warmup_rounds, iterations=1)
+        samples = list(benchmark.stats.stats.data) if benchmark.stats else []
+        info = record_fields(case, device, state, samples, rounds, interpreted)
+        info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
+        benchmark.extra_info.update(info)
+        return info
+
+    return run
+
+
+def record_fields(case: Case, device: Device, state: RunState, samples: list[float], rounds: int,
+                  interpreted: bool) -> dict:
+    """wattbench's fields of one benchmark record (everything except energy)."""
+    accounting = case.accounting()
+    median_s = _median(samples)
+    plan = state.plan
+    fields = {
+        "workload": case.workload.name,
+        "op": case.workload.op,
+        "style": case.workload.style,
+        "impl": case.impl,
+        "precision": case.precision,
+        "size": case.size.name,
+        "shape": dict(case.size.params),
+        "device": device.spec,
+        "device_name": device.name,
+        "interpreted": interpreted,
+        "seed": case.seed(state.seed),
+        **accounting,
+        "timing": {
+            "method": timing.method_name(device, plan),
+            "rounds": rounds,
+            "warmup_rounds": 0 if interpreted else plan.warmup_rounds,
+            "flush_l2": plan.flush_l2 and device.type == "cuda",
+            "samples_s": samples,
+        },
+        "median_s": median_s,
+        "units_per_s": accounting["units_per_call"] / median_s if median_s else None,
+        "tflops": accounting["flops"] / median_s / 1e12 if median_s else None,
+        "gbps": accounting["bytes"] / median_s / 1e9 if median_s else None,
+    }
+    if interpreted:
+        fields["note"] = "Triton interpreter on CPU: timing is meaningless and must not be compared"
+    return fields
+
+
+def _median(samples: list[float]) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Record failed and skipped wattbench cases, with their reason, for the run file."""
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    if not callspec or "wattbench_case" not in callspec.params:
+        return
+    state = item.config.stash[STATE]
+    case_id = callspec.params["wattbench_case"]
+    if report.failed:
+        error = call.excinfo.exconly() if call.excinfo else report.longreprtext
+        state.failed.append({"case": case_id, "phase": report.when, "error": error.strip().splitlines()[-1]})
+    elif report.skipped and report.when in ("setup", "call"):
+        reason = call.excinfo.value.msg if call.excinfo and hasattr(call.excinfo.value, "msg") else str(report.longrepr)
+        state.skipped.append({"case": case_id, "reason": reason})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[STATE].exit_status = int(exitstatus)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["wattbench"] = environment.describe(config.stash[STATE].device)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    state = config.stash[STATE]
+    output_json["wattbench"] = {
+        "format": RUN_FORMAT,
+        "preset": state.preset,
+        "device": state.device.spec,
+        "device_name": state.device.name,
+        "seed": state.seed,
+        "timing_plan": asdict(state.plan),
+        "started_utc": state.started_utc,
+        "ended_utc": datetime.now(timezone.utc).isoformat(),
+        "complete": state.exit_status in (0, 1),
+        "failed": state.failed,
+        "skipped": state.skipped,
+        "power": state.power.run_info() if state.power else {"reason": "no benchmark ran"},
+    }

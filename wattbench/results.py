@@ -1,0 +1,111 @@
+"""Run files: pytest-benchmark JSON with wattbench's fields; written atomically, read with checks.
+
+A run file is exactly what `pytest --benchmark-json` writes (so `pytest-benchmark compare`
+reads it), plus a top-level `wattbench` block and wattbench fields in each record's
+`extra_info`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from wattbench.errors import UsageError
+
+NOT_MEASURED = "not measured"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_run(path: Path) -> dict:
+    """A run file's contents, or a one-line UsageError naming the file and what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise UsageError(f"{path}: not a run file: no 'benchmarks' list")
+    if not isinstance(data.get("wattbench"), dict):
+        raise UsageError(f"{path}: not a wattbench run file: no 'wattbench' block")
+    for position, bench in enumerate(data["benchmarks"]):
+        if not isinstance(bench, dict) or not isinstance(bench.get("extra_info"), dict):
+            raise UsageError(f"{path}: benchmarks[{position}] has no 'extra_info' object")
+    return data
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _fmt_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _energy_cells(energy: dict, unit: str) -> list[str]:
+    if not energy or energy.get("joules_per_unit") is None:
+        return [NOT_MEASURED] * 3
+    return [f"{energy['joules_per_unit']:.4g} J/{unit.rstrip('s')}", f"{energy['units_per_joule']:.4g} {unit}/J",
+            f"{energy['avg_power_w']:.4g} W"]
+
+
+def format_table(run: dict) -> str:
+    """The summary table `wattbench run` prints: time, throughput and energy per benchmark."""
+    header = ["workload", "style", "impl", "precision", "size", "median", "throughput", "energy/unit",
+              "work/J", "avg power"]
+    rows = []
+    interpreted_seen = False
+    for bench in run["benchmarks"]:
+        info = bench["extra_info"]
+        impl = info.get("impl", "?")
+        if info.get("interpreted"):
+            impl += "*"
+            interpreted_seen = True
+        throughput = info.get("units_per_s")
+        rows.append([info.get("workload", bench.get("name", "?")), info.get("style", "?"), impl,
+                     info.get("precision", "?"), info.get("size", "?"), _fmt_time(info.get("median_s")),
+                     f"{_fmt_number(throughput)} {info.get('unit', '')}/s" if throughput else "-",
+                     *_energy_cells(info.get("energy") or {}, info.get("unit", "unit"))])
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [header, ["-" * w for w in widths], *rows]]
+    lines += _footnotes(run, interpreted_seen)
+    return "\n".join(lines)
+
+
+def _footnotes(run: dict, interpreted_seen: bool) -> list[str]:
+    notes = []
+    if interpreted_seen:
+        notes.append("* interpreted: Triton ran through its interpreter on the CPU; correct results, "
+                     "but the timing is meaningless and must not be compared")
+    reasons = {(b["extra_info"].get("energy") or {}).get("reason") for b in run["benchmarks"]
+               if (b["extra_info"].get("energy") or {}).get("joules_per_unit") is None}
+    for reason in sorted(r for r in reasons if r):
+        notes.append(f"energy: {NOT_MEASURED} — {reason}")
+    block = run["wattbench"]
+    for skipped in block.get("skipped", []):
+        notes.append(f"skipped {skipped['case']}: {skipped['reason']}")
+    for failed in block.get("failed", []):
+        notes.append(f"FAILED {failed['case']}: {failed['error']}")
+    return notes

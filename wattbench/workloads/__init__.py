@@ -1,0 +1,150 @@
+"""The workload registry: every benchmark the suites run is described here, in one place.
+
+A `Workload` is one operation in one style ("train": forward + backward, large batches;
+"infer": forward only, small batches), with its implementations (the PyTorch reference
+"torch" and the Triton kernel "triton"), the inputs for each named size, the unit of useful
+work it produces and its FLOP and byte counts. The suites are generated from this registry,
+so adding a workload means adding one `register(...)` call in a module of this package.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from wattbench.device import Device
+from wattbench.errors import UsageError
+
+STYLES = ("train", "infer")
+PRESETS = ("quick", "full")
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+Inputs = dict[str, Any]
+Step = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Size:
+    """A named input size; `presets` and `devices` say where it is run."""
+
+    params: Mapping[str, int]
+    presets: tuple[str, ...] = PRESETS
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+    @property
+    def name(self) -> str:
+        return "-".join(f"{key}{value}" for key, value in self.params.items())
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One operation in one style, with everything needed to run and account for it."""
+
+    name: str
+    op: str
+    style: str
+    unit: str
+    sizes: tuple[Size, ...]
+    dtypes: tuple[torch.dtype, ...]
+    #: (params, dtype, device, generator) -> inputs; generated on the device, from the seed.
+    make_inputs: Callable[[Mapping[str, int], torch.dtype, torch.device, torch.Generator], Inputs]
+    #: impl name -> (inputs -> step), where a step is one call returning its outputs.
+    impls: Mapping[str, Callable[[Inputs], Step]]
+    units_per_call: Callable[[Mapping[str, int]], float]
+    flops: Callable[[Mapping[str, int]], float]
+    #: (params, element size in bytes) -> compulsory bytes moved per call.
+    bytes: Callable[[Mapping[str, int], int], float]
+    #: (impl, dtype, device) -> reason to skip that combination, or None.
+    skip: Callable[[str, torch.dtype, Device], str | None] = field(default=lambda impl, dtype, device: None)
+    suite: str = "kernels"
+
+    def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"workload {self.name}: style must be one of {STYLES}, got {self.style!r}")
+        if not {"torch", "triton"} <= set(self.impls):
+            raise ValueError(f"workload {self.name}: needs a 'torch' and a 'triton' implementation")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: a workload, an implementation, a precision and a size."""
+
+    workload: Workload
+    impl: str
+    dtype: torch.dtype
+    size: Size
+
+    @property
+    def precision(self) -> str:
+        return DTYPE_NAMES[self.dtype]
+
+    @property
+    def id(self) -> str:
+        """Stable identity, used as the pytest parameter id and by the gate to match runs."""
+        return f"{self.workload.name}-{self.impl}-{self.precision}-{self.size.name}"
+
+    def seed(self, base_seed: int) -> int:
+        return (base_seed + zlib.crc32(self.id.encode())) % 2**31
+
+    def build(self, device: Device, base_seed: int) -> Step:
+        """Generate the inputs on `device` from the seed and return the step to benchmark."""
+        generator = torch.Generator(device=device.torch).manual_seed(self.seed(base_seed))
+        inputs = self.workload.make_inputs(self.size.params, self.dtype, device.torch, generator)
+        return self.workload.impls[self.impl](inputs)
+
+    def accounting(self) -> dict:
+        """Work per call: units of useful work, FLOP and compulsory bytes."""
+        params = self.size.params
+        element_size = torch.empty((), dtype=self.dtype).element_size()
+        return {
+            "unit": self.workload.unit,
+            "units_per_call": float(self.workload.units_per_call(params)),
+            "flops": float(self.workload.flops(params)),
+            "bytes": float(self.workload.bytes(params, element_size)),
+        }
+
+
+_REGISTRY: dict[str, Workload] = {}
+
+
+def register(workload: Workload) -> Workload:
+    if workload.name in _REGISTRY:
+        raise ValueError(f"workload {workload.name!r} is registered twice")
+    _REGISTRY[workload.name] = workload
+    return workload
+
+
+def workloads() -> list[Workload]:
+    """All registered workloads (importing the modules that define them)."""
+    from wattbench.workloads import gemm  # noqa: F401  (registers on import)
+
+    return list(_REGISTRY.values())
+
+
+def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
+    """Every case of the preset that applies to the device, in a stable order."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return [
+        Case(workload, impl, dtype, size)
+        for workload in workloads()
+        if suite is None or workload.suite == suite
+        for size in workload.sizes
+        if preset in size.presets and device.type in size.devices
+        for dtype in workload.dtypes
+        for impl in workload.impls
+    ]
+
+
+def case_by_id(case_id: str) -> Case:
+    for workload in workloads():
+        for size in workload.sizes:
+            for dtype in workload.dtypes:
+                for impl in workload.impls:
+                    case = Case(workload, impl, dtype, size)
+                    if case.id == case_id:
+                        return case
+    raise KeyError(f"no workload case {case_id!r}")
