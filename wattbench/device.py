@@ -60,7 +60,9 @@ class Device:
 
 def detect(requested: str | None = None) -> Device:
     """The device named by `requested` ("cpu", "cuda", "cuda:N"), or the best one present."""
-    spec = (requested or ("cuda:0" if torch.cuda.is_available() else "cpu")).strip().lower()
+    if requested is None:
+        requested = "cuda:0" if torch.cuda.is_available() else "cpu"
+    spec = requested.strip().lower()
     if spec == "cpu":
         return Device("cpu", None, cpu_model())
     match = re.fullmatch(r"cuda(?::(\d+))?", spec)

@@ -41,12 +41,18 @@ class RunState:
     plan: timing.TimingPlan
     power_config: PowerConfig
     seed: int
-    clock: Callable[[], float]
     started_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     failed: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     exit_status: int | None = None
     power: PowerMonitor | None = None
+    _clock: Callable[[], float] | None = None
+
+    def clock(self) -> Callable[[], float]:
+        """The device clock, made on first use: pytest runs without wattbench benchmarks never touch CUDA."""
+        if self._clock is None:
+            self._clock = timing.clock_for(self.device)
+        return self._clock
 
 
 STATE = pytest.StashKey[RunState]()
@@ -105,7 +111,6 @@ def pytest_configure(config):
             save_trace=config.getoption("wattbench_save_trace") is not None,
         ),
         seed=config.getoption("wattbench_seed"),
-        clock=timing.clock_for(device),
     )
 
 
@@ -132,7 +137,7 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         if callspec and "wattbench_case" in callspec.params:
             options.setdefault("group", case_by_id(callspec.params["wattbench_case"]).workload.name)
-        options["timer"] = state.clock
+        options["timer"] = state.clock()
         item.add_marker(pytest.mark.benchmark(**options))
 
 
@@ -263,9 +268,11 @@ def pytest_runtest_makereport(item, call):
         state.skipped.append({"case": case_id, "reason": reason})
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
+    """Note how the session ended before pytest-benchmark (a wrapper too) writes its JSON."""
     session.config.stash[STATE].exit_status = int(exitstatus)
+    yield
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

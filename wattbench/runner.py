@@ -45,7 +45,8 @@ def run(device: str | None, preset: str, select: str | None, out: Path, pytest_a
     final = runs_dir / run_file_name(chosen.slug, datetime.now(timezone.utc))
     partial = final.with_name(f".{final.stem}.partial.json")
     args = [str(SUITES_DIR), "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-o", "addopts=",
-            "-v", "--no-header", "--benchmark-quiet", f"--benchmark-json={partial}",
+            "-v", "--no-header", "--benchmark-quiet",
+            "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={partial}",
             "--wattbench-device", chosen.spec, "--wattbench-preset", preset, *pytest_args]
     if select:
         args += ["-k", select]

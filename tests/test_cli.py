@@ -1,0 +1,68 @@
+"""The `wattbench` command: the main job end to end, and bad input as one line with exit code 2."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from wattbench import cli
+
+
+def wattbench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "wattbench.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def assert_one_line_error(capsys, code, pattern):
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["run", "--device", "tpu"], r"^wattbench: error: unknown device 'tpu'"),
+    (["run", "--preset", "huge"], r"unknown preset 'huge'"),
+    (["run", "--bogus"], r"unrecognized arguments: --bogus"),
+    (["selfcheck", "nothing"], r"invalid choice: 'nothing'"),
+    ([], r"required: command"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(capsys, args, pattern):
+    assert_one_line_error(capsys, cli.main(args), pattern)
+
+
+def test_unwritable_output_folder_is_refused(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_one_line_error(capsys, cli.main(["run", "--out", str(blocker)]), r"output folder .* is not writable")
+
+
+def test_selection_matching_nothing_is_refused(tmp_path):
+    proc = wattbench("run", "-k", "no_such_workload", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("wattbench: error: -k 'no_such_workload' matches no benchmark "
+                                   "for preset 'quick' on cpu")
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_run_writes_a_run_file_and_prints_the_table(tmp_path):
+    proc = wattbench("run", "-k", "gemm and infer and M1-", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = list((tmp_path / "runs").iterdir())
+    assert len(files) == 1, files  # no partial or temporary file left behind
+    assert re.fullmatch(r".+_[a-z0-9-]+_\d{8}T\d{6}Z\.json", files[0].name)
+    data = json.loads(files[0].read_text())
+    assert {b["extra_info"]["impl"] for b in data["benchmarks"]} == {"torch", "triton"}
+    assert all(b["extra_info"]["interpreted"] == (b["extra_info"]["impl"] == "triton") for b in data["benchmarks"])
+    assert data["wattbench"]["complete"] is True and data["wattbench"]["failed"] == []
+    assert "gemm.infer  infer  triton*" in proc.stdout
+    assert "energy: not measured — no power source" in proc.stdout
+    assert f"run file: {files[0]}" in proc.stdout
+
+
+def test_devices_lists_power_sources(capsys):
+    assert cli.main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "device cpu:" in out and "power source" in out

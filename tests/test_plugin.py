@@ -1,0 +1,117 @@
+"""What the pytest plugin writes: pytest-benchmark JSON with wattbench fields, failures recorded."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+FAULT_CONFTEST = '''
+import torch
+from wattbench.workloads import Size, Workload, register
+
+
+def make_inputs(params, dtype, device, generator):
+    return {"x": torch.randn(params["N"], generator=generator, device=device, dtype=dtype)}
+
+
+def doubles(inputs):
+    return lambda: inputs["x"] * 2
+
+
+def makes_nan(inputs):
+    return lambda: inputs["x"] * float("nan")
+
+
+def crashes(inputs):
+    def step():
+        raise RuntimeError("kernel exploded")
+    return step
+
+
+register(Workload(
+    name="fault.infer", op="fault", style="infer", unit="samples", sizes=(Size({"N": 4096}),),
+    dtypes=(torch.float32,), make_inputs=make_inputs,
+    impls={"torch": doubles, "triton": makes_nan, "crash": crashes},
+    units_per_call=lambda p: p["N"], flops=lambda p: p["N"], bytes=lambda p, e: 2 * p["N"] * e, suite="faults",
+))
+'''
+
+FAULT_SUITE = '''
+import pytest
+
+
+@pytest.mark.wattbench(suite="faults")
+def test_fault(wattbench_case, wattbench_benchmark):
+    wattbench_benchmark(wattbench_case)
+'''
+
+REQUIRED_FIELDS = ("workload", "style", "impl", "device", "unit", "units_per_call", "flops", "bytes", "interpreted")
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory):
+    """One pytest session over a suite where one case works, one returns NaN and one raises."""
+    folder = tmp_path_factory.mktemp("faults")
+    (folder / "conftest.py").write_text(FAULT_CONFTEST)
+    (folder / "test_faults.py").write_text(FAULT_SUITE)
+    out = folder / "run.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-q",
+                           f"--benchmark-json={out}", "--wattbench-min-time=0.02", "--rootdir", str(folder)],
+                          capture_output=True, text=True, timeout=300, cwd=folder)
+    return proc, json.loads(out.read_text()), out
+
+
+def test_failures_are_recorded_and_the_others_still_run(fault_run):
+    proc, data, _ = fault_run
+    assert proc.returncode == 1, proc.stdout
+    assert [b["extra_info"]["impl"] for b in data["benchmarks"]] == ["torch"]
+    failed = {f["case"]: f["error"] for f in data["wattbench"]["failed"]}
+    assert set(failed) == {"fault.infer-triton-fp32-N4096", "fault.infer-crash-fp32-N4096"}
+    assert "NaN or inf" in failed["fault.infer-triton-fp32-N4096"]
+    assert failed["fault.infer-crash-fp32-N4096"] == "RuntimeError: kernel exploded"
+    assert data["wattbench"]["complete"] is True
+
+
+def test_records_carry_wattbench_fields_and_device_samples(fault_run):
+    _, data, _ = fault_run
+    bench = data["benchmarks"][0]
+    info = bench["extra_info"]
+    for name in REQUIRED_FIELDS:
+        assert name in info, name
+    assert (info["workload"], info["style"], info["unit"], info["units_per_call"]) == ("fault.infer", "infer",
+                                                                                       "samples", 4096)
+    assert info["interpreted"] is False and info["device"] == "cpu"
+    samples = info["timing"]["samples_s"]
+    assert len(samples) == bench["stats"]["rounds"] >= 5
+    assert info["median_s"] == pytest.approx(bench["stats"]["median"])
+    assert info["units_per_s"] == pytest.approx(4096 / info["median_s"])
+    assert bench["options"]["timer"].endswith("perf_counter_clock")
+    assert bench["group"] == "fault.infer"
+
+
+def test_energy_says_not_measured_with_a_reason_never_zero(fault_run):
+    _, data, _ = fault_run
+    energy = data["benchmarks"][0]["extra_info"]["energy"]
+    assert energy["method"] == "none"
+    assert energy["reason"].startswith("no power source")
+    assert energy["joules_per_unit"] is None and energy["units_per_joule"] is None
+
+
+def test_run_metadata_is_recorded(fault_run):
+    _, data, _ = fault_run
+    block = data["wattbench"]
+    assert block["preset"] == "quick" and block["device"] == "cpu"
+    assert block["started_utc"] <= block["ended_utc"]
+    env = data["machine_info"]["wattbench"]
+    for key in ("wattbench_version", "host", "cpu_model", "packages", "device", "cuda_runtime", "nvidia_driver"):
+        assert key in env, key
+    assert env["packages"]["torch"]
+
+
+def test_pytest_benchmark_compare_reads_the_json(fault_run):
+    _, _, out = fault_run
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "test_fault[fault.infer-torch-fp32-N4096]" in proc.stdout

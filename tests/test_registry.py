@@ -1,0 +1,101 @@
+"""The workload registry: what the suites are generated from."""
+
+import pytest
+import torch
+
+from wattbench.device import Device
+from wattbench.errors import UsageError
+from wattbench.workloads import PRESETS, Case, Size, Workload, case_by_id, cases, workloads
+
+CPU = Device("cpu", None, "test cpu")
+GPU = Device("cuda", 0, "test gpu")
+
+
+def test_every_workload_is_complete():
+    registered = workloads()
+    assert {w.name for w in registered} >= {"gemm.train", "gemm.infer"}
+    for workload in registered:
+        assert workload.style in ("train", "infer")
+        assert {"torch", "triton"} <= set(workload.impls)
+        assert workload.unit and workload.sizes and workload.dtypes
+        for device_type in ("cpu", "cuda"):
+            assert any("quick" in s.presets and device_type in s.devices for s in workload.sizes), \
+                f"{workload.name} has no quick size for {device_type}"
+
+
+@pytest.mark.parametrize("device", [CPU, GPU], ids=["cpu", "cuda"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cases_cover_both_styles_and_impls_with_unique_ids(preset, device):
+    selected = cases(preset, device)
+    ids = [case.id for case in selected]
+    assert len(ids) == len(set(ids))
+    assert {c.workload.style for c in selected} == {"train", "infer"}
+    assert {c.impl for c in selected} == {"torch", "triton"}
+    assert all(device.type in c.size.devices and preset in c.size.presets for c in selected)
+
+
+def test_full_preset_extends_quick():
+    quick = {c.id for c in cases("quick", CPU)}
+    full = {c.id for c in cases("full", CPU)}
+    assert quick < full
+
+
+def test_case_ids_are_stable_and_round_trip():
+    case = cases("quick", CPU)[0]
+    assert case.id == "gemm.train-torch-fp32-M512-K256-N256"
+    for case in cases("full", GPU):
+        assert case_by_id(case.id) == case
+
+
+def test_unknown_preset_and_case_are_refused():
+    with pytest.raises(UsageError, match="unknown preset 'huge'"):
+        cases("huge", CPU)
+    with pytest.raises(KeyError):
+        case_by_id("gemm.train-torch-fp64-M1")
+
+
+def test_gemm_accounting_counts_three_gemms_for_training():
+    train = case_by_id("gemm.train-torch-fp32-M512-K256-N256").accounting()
+    M, K, N = 512, 256, 256
+    assert train["unit"] == "tokens" and train["units_per_call"] == M
+    assert train["flops"] == 3 * 2 * M * N * K + 2 * M * N  # 3 GEMMs, bias add, bias-gradient reduction
+    assert train["bytes"] == (3 * (M * K + K * N + M * N) + 2 * N) * 4
+    infer = case_by_id("gemm.infer-torch-bf16-M16-K512-N512").accounting()
+    assert infer["flops"] == 2 * 16 * 512 * 512 + 16 * 512
+    assert infer["bytes"] == (16 * 512 + 512 * 512 + 16 * 512 + 512) * 2
+
+
+def test_inputs_are_reproducible_from_the_seed():
+    case = case_by_id("gemm.infer-torch-fp32-M16-K512-N512")
+    first, again, other = case.build(CPU, 7)(), case.build(CPU, 7)(), case.build(CPU, 8)()
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert case.seed(7) != case.seed(8)
+    assert case_by_id("gemm.infer-triton-fp32-M16-K512-N512").seed(7) == case.seed(7), "impls must share inputs"
+
+
+@pytest.mark.parametrize("name", ["gemm.train", "gemm.infer"])
+def test_triton_and_torch_steps_agree(name):
+    """The two implementations of a workload compute the same thing on the same inputs."""
+    size = next(c.size for c in cases("quick", CPU) if c.workload.name == name).name
+    torch_out = case_by_id(f"{name}-torch-fp32-{size}").build(CPU, 3)()
+    triton_out = case_by_id(f"{name}-triton-fp32-{size}").build(CPU, 3)()
+    pairs = zip(torch_out, triton_out) if isinstance(torch_out, tuple) else [(torch_out, triton_out)]
+    for expected, actual in pairs:
+        assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def _workload(**overrides):
+    fields = dict(name="x", op="x", style="train", unit="samples", sizes=(Size({"N": 1}),), dtypes=(torch.float32,),
+                  make_inputs=lambda *a: {}, impls={"torch": None, "triton": None}, units_per_call=lambda p: 1,
+                  flops=lambda p: 1, bytes=lambda p, e: 1)
+    fields.update(overrides)
+    return Workload(**fields)
+
+
+def test_workload_definition_is_validated():
+    with pytest.raises(ValueError, match="style"):
+        _workload(style="serve")
+    with pytest.raises(ValueError, match="'torch' and a 'triton'"):
+        _workload(impls={"torch": None})
+    assert Size({"M": 1, "K": 2}).name == "M1-K2"

@@ -1,0 +1,80 @@
+"""Run files: atomic writes, checked loading, the summary table."""
+
+import json
+
+import pytest
+
+from wattbench import results
+from wattbench.errors import UsageError
+
+
+def record(impl="torch", interpreted=False, energy=None):
+    return {"name": f"test_kernel[{impl}]", "extra_info": {
+        "workload": "gemm.infer", "style": "infer", "impl": impl, "precision": "bf16", "size": "M1-K8-N8",
+        "unit": "tokens", "median_s": 2.5e-3, "units_per_s": 400.0, "interpreted": interpreted,
+        "energy": energy or {"method": "none", "reason": "no power source: NVML absent", "joules_per_unit": None}}}
+
+
+def run(*records, failed=(), skipped=()):
+    return {"benchmarks": list(records), "wattbench": {"failed": list(failed), "skipped": list(skipped)}}
+
+
+def test_atomic_write_leaves_only_the_complete_file(tmp_path):
+    target = tmp_path / "runs" / "r.json"
+    results.write_json_atomic(target, {"a": 1})
+    results.write_json_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "r.json"
+    results.write_json_atomic(target, {"a": 1})
+    with pytest.raises(TypeError):
+        results.write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", r"not valid JSON \(line 1"),
+    ("[]", "no 'benchmarks' list"),
+    ('{"benchmarks": []}', "no 'wattbench' block"),
+    ('{"benchmarks": [1], "wattbench": {}}', r"benchmarks\[0\] has no 'extra_info'"),
+])
+def test_malformed_run_files_are_named_in_one_line(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=message) as caught:
+        results.load_run(path)
+    assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
+def test_missing_run_file_is_named(tmp_path):
+    with pytest.raises(UsageError, match="cannot read"):
+        results.load_run(tmp_path / "absent.json")
+
+
+def test_table_says_energy_was_not_measured_and_why():
+    table = results.format_table(run(record(), record("triton", interpreted=True)))
+    lines = table.splitlines()
+    assert lines[0].split() == ["workload", "style", "impl", "precision", "size", "median", "throughput",
+                                "energy/unit", "work/J", "avg", "power"]
+    assert "2.5 ms" in lines[2] and "400 tokens/s" in lines[2] and lines[2].count("not measured") == 3
+    assert " triton* " in lines[3]
+    assert any(line.startswith("* interpreted") for line in lines)
+    assert "energy: not measured — no power source: NVML absent" in lines
+
+
+def test_table_shows_measured_energy():
+    energy = {"method": "counter", "joules_per_unit": 0.125, "units_per_joule": 8.0, "avg_power_w": 50.0}
+    table = results.format_table(run(record(energy=energy)))
+    row = table.splitlines()[2]
+    assert "0.125 J/token" in row and "8 tokens/J" in row and "50 W" in row
+    assert "not measured" not in table
+
+
+def test_table_lists_failures_and_skips():
+    table = results.format_table(run(record(), failed=[{"case": "c1", "error": "RuntimeError: boom"}],
+                                     skipped=[{"case": "c2", "reason": "needs CUDA"}]))
+    assert "FAILED c1: RuntimeError: boom" in table and "skipped c2: needs CUDA" in table
