@@ -1,8 +1,9 @@
-"""Tiled matmul with a fused bias epilogue, differentiable through the same kernel.
+"""Tiled matmul with a fused bias + activation epilogue, differentiable through the same kernel.
 
-The backward pass runs both products (dA = dC @ B^T, dB = A^T @ dC) through the Triton
+The backward pass runs both products (dA = dZ @ B^T, dB = A^T @ dZ) through the Triton
 kernel too, by passing transposed strides: no copies, so a training step measures Triton
-end to end.
+end to end. With an activation, the forward pass also keeps the pre-activation Z, and a
+small Triton kernel turns the incoming gradient into dZ = dC * act'(Z) before the products.
 """
 
 from __future__ import annotations
@@ -15,84 +16,223 @@ from wattbench.kernels import INTERPRETED
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+#: Epilogue activations; the keys are what `matmul(..., activation=)` accepts.
+ACTIVATIONS = {
+    None: torch.nn.Identity(),
+    "relu": torch.nn.functional.relu,
+    "gelu": torch.nn.functional.gelu,  # exact (erf) form, torch's default
+    "silu": torch.nn.functional.silu,
+}
+
+
+def _gemm_configs() -> list[triton.Config]:
+    """Ampere/Hopper tile shapes on GPU; one small tile under the interpreter, which would
+    otherwise run (slowly) every config to pick a winner."""
+    if INTERPRETED:
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2})]
+    shapes = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps
+        (128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
+        (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 4), (64, 32, 32, 5, 2),
+        (32, 64, 32, 5, 2), (16, 64, 128, 4, 4), (16, 128, 64, 4, 4),  # the last two for decode-sized M
+    ]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
+            for m, n, k, s, w in shapes]
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """Follow torch's TF32 switch for fp32 operands, so both impls compute the same thing
+    (fp16/bf16 ignore it: "tf32" is Triton's default)."""
+    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+
 
 @triton.jit
-def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K,
+def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's (row tile, column tile), walking GROUP_M row tiles per column sweep so
+    neighbouring programs share A and B tiles in L2."""
+    pid = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    programs_per_group = GROUP_M * tiles_n
+    first_m = (pid // programs_per_group) * GROUP_M
+    group_rows = min(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % programs_per_group) % group_rows
+    pid_n = (pid % programs_per_group) // group_rows
+    return pid_m, pid_n
+
+
+@triton.jit
+def _activate(x, ACTIVATION: tl.constexpr):
+    if ACTIVATION == "relu":
+        x = tl.maximum(x, 0.0)
+    elif ACTIVATION == "gelu":
+        x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    elif ACTIVATION == "silu":
+        x = x * tl.sigmoid(x)
+    return x
+
+
+@triton.jit
+def _activation_slope(z, ACTIVATION: tl.constexpr):
+    """d act(z) / dz."""
+    if ACTIVATION == "relu":
+        slope = tl.where(z > 0.0, 1.0, 0.0)
+    elif ACTIVATION == "gelu":
+        cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
+        pdf = tl.exp(-0.5 * z * z) * 0.3989422804014327
+        slope = cdf + z * pdf
+    else:  # silu
+        s = tl.sigmoid(z)
+        slope = s * (1.0 + z * (1.0 - s))
+    return slope
+
+
+@triton.autotune(configs=_gemm_configs(), key=["M", "N", "K"])
+@triton.jit
+def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, preact_ptr, M, N, K,
                    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-                   HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+                   HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, STORE_PREACT: tl.constexpr,
+                   PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
+    # Rows/columns past the edge read a valid row/column instead (wrapped) and are never
+    # stored, so only the K edge needs a load mask.
+    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
-        a = tl.load(a_ptr + rm[:, None] * stride_am + kk[None, :] * stride_ak,
-                    mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
-        b = tl.load(b_ptr + kk[:, None] * stride_bk + rn[None, :] * stride_bn,
-                    mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        a = tl.load(a_ptrs, mask=(k0 + rk)[None, :] < K, other=0.0)
+        b = tl.load(b_ptrs, mask=(k0 + rk)[:, None] < K, other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
-             acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+        acc += tl.load(bias_ptr + rn % N).to(tl.float32)[None, :]
+    offsets = rm[:, None] * stride_cm + rn[None, :] * stride_cn
+    in_bounds = (rm[:, None] < M) & (rn[None, :] < N)
+    if STORE_PREACT:
+        tl.store(preact_ptr + offsets, acc.to(preact_ptr.dtype.element_ty), mask=in_bounds)
+    acc = _activate(acc, ACTIVATION)
+    tl.store(c_ptr + offsets, acc.to(c_ptr.dtype.element_ty), mask=in_bounds)
 
 
-def _launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+@triton.jit
+def _activation_grad_kernel(grad_out_ptr, preact_ptr, grad_preact_ptr, N, numel, stride_gm, stride_gn,
+                            ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
+    """dZ = dC * act'(Z). Z and dZ are contiguous (we allocate them); dC may have any strides
+    (a gradient of `.sum()` arrives as an expanded, stride-0 tensor)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < numel
+    grad_out = tl.load(grad_out_ptr + (offsets // N) * stride_gm + (offsets % N) * stride_gn, mask=mask)
+    z = tl.load(preact_ptr + offsets, mask=mask).to(tl.float32)
+    grad = grad_out.to(tl.float32) * _activation_slope(z, ACTIVATION)
+    tl.store(grad_preact_ptr + offsets, grad.to(grad_preact_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, activation: str | None = None,
+            keep_preact: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """C = act(A @ B + bias) for validated inputs; also returns Z = A @ B + bias when asked."""
     M, K = a.shape
     N = b.shape[1]
     c = torch.empty((M, N), device=a.device, dtype=a.dtype)
-    block_m, block_n, block_k = (64, 64, 32) if M > 16 else (16, 64, 64)
-    grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
-    _matmul_kernel[grid](a, b, bias if bias is not None else c, c, M, N, K,
+    preact = torch.empty_like(c) if keep_preact else None
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    _matmul_kernel[grid](a, b, bias if bias is not None else c, c, preact if keep_preact else c, M, N, K,
                          a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-                         HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                         UPCAST=INTERPRETED and a.dtype == torch.bfloat16)
-    return c
+                         HAS_BIAS=bias is not None, ACTIVATION=activation or "none", STORE_PREACT=keep_preact,
+                         PRECISION=dot_precision(a.dtype), UPCAST=INTERPRETED and a.dtype == torch.bfloat16)
+    return c, preact
+
+
+def _activation_grad(grad_out: torch.Tensor, preact: torch.Tensor, activation: str) -> torch.Tensor:
+    grad_preact = torch.empty_like(preact)
+    numel = preact.numel()
+    block = 1024
+    _activation_grad_kernel[(triton.cdiv(numel, block),)](
+        grad_out, preact, grad_preact, preact.shape[1], numel, grad_out.stride(0), grad_out.stride(1),
+        ACTIVATION=activation, BLOCK=block)
+    return grad_preact
 
 
 class _MatmulFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, bias):
-        ctx.save_for_backward(a, b)
+    def forward(ctx, a, b, bias, activation):
+        c, preact = _launch(a, b, bias, activation, keep_preact=activation is not None)
+        ctx.save_for_backward(a, b, preact)
         ctx.has_bias = bias is not None
-        return _launch(a, b, bias)
+        ctx.activation = activation
+        return c
 
     @staticmethod
     def backward(ctx, grad_c):
-        a, b = ctx.saved_tensors
-        grad_a = _launch(grad_c, b.t(), None) if ctx.needs_input_grad[0] else None
-        grad_b = _launch(a.t(), grad_c, None) if ctx.needs_input_grad[1] else None
-        grad_bias = grad_c.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_a, grad_b, grad_bias
+        a, b, preact = ctx.saved_tensors
+        grad_preact = grad_c if ctx.activation is None else _activation_grad(grad_c, preact, ctx.activation)
+        grad_a = _launch(grad_preact, b.t())[0] if ctx.needs_input_grad[0] else None
+        grad_b = _launch(a.t(), grad_preact)[0] if ctx.needs_input_grad[1] else None
+        grad_bias = grad_preact.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_a, grad_b, grad_bias, None
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(M, K) @ (K, N) [+ bias (N,)] in fp32/fp16/bf16, accumulating in fp32."""
-    if a.dim() != 2 or b.dim() != 2:
-        raise ValueError(f"matmul: a and b must be 2-D, got a{tuple(a.shape)} and b{tuple(b.shape)}")
+def check_devices(op: str, **tensors: torch.Tensor | None) -> None:
+    """All tensors on one device, and one the kernels can run on (the interpreter runs on any)."""
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        found = ", ".join(f"{name} on {t.device}" for name, t in present.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {found}")
+    device = devices.pop()
+    if not INTERPRETED and device.type != "cuda":
+        raise ValueError(f"{op}: compiled Triton kernels need CUDA tensors, got {device}")
+
+
+def check_tensor(op: str, name: str, value: object, ndim: int) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dim() != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(value.shape)}")
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+           activation: str | None = None) -> torch.Tensor:
+    """act((M, K) @ (K, N) [+ bias (N,)]) in fp32/fp16/bf16, accumulating in fp32.
+
+    Any strides (transposed or sliced views) are read in place. `activation` is one of
+    None, "relu", "gelu" (exact erf form) or "silu", applied in the epilogue.
+    """
+    check_tensor("matmul", "a", a, 2)
+    check_tensor("matmul", "b", b, 2)
+    if bias is not None:
+        check_tensor("matmul", "bias", bias, 1)
+    if a.dtype not in _DTYPES or b.dtype != a.dtype or (bias is not None and bias.dtype != a.dtype):
+        raise TypeError(f"matmul: a, b and bias must share one dtype of {_DTYPES}, got a {a.dtype}, b {b.dtype}"
+                        + (f", bias {bias.dtype}" if bias is not None else ""))
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: inner dimensions differ: a{tuple(a.shape)} @ b{tuple(b.shape)}")
-    if a.dtype not in _DTYPES or b.dtype != a.dtype:
-        raise TypeError(f"matmul: a and b must share one dtype of {_DTYPES}, got {a.dtype} and {b.dtype}")
-    if bias is not None and (bias.shape != (b.shape[1],) or bias.dtype != a.dtype):
-        raise ValueError(f"matmul: bias must be ({b.shape[1]},) {a.dtype}, got {tuple(bias.shape)} {bias.dtype}")
-    if a.device != b.device or (bias is not None and bias.device != a.device):
-        raise ValueError("matmul: a, b and bias must be on one device")
-    return _MatmulFunction.apply(a, b, bias)
+    if bias is not None and bias.shape[0] != b.shape[1]:
+        raise ValueError(f"matmul: bias must have shape ({b.shape[1]},), got {tuple(bias.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"matmul: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    check_devices("matmul", a=a, b=b, bias=bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (a, b, bias)):
+        return _MatmulFunction.apply(a, b, bias, activation)
+    return _launch(a, b, bias, activation)[0]
 
 
-def matmul_reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The PyTorch path (cuBLAS on GPU) with the same signature and semantics."""
-    return torch.addmm(bias, a, b) if bias is not None else a @ b
+def matmul_reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+                     activation: str | None = None) -> torch.Tensor:
+    """The PyTorch path (cuBLAS on GPU, then an eager activation) with the same signature and semantics."""
+    out = torch.addmm(bias, a, b) if bias is not None else a @ b
+    return ACTIVATIONS[activation](out)
 
 
 def matmul_flops(M: int, N: int, K: int, bias: bool = False) -> int:
+    """Multiply-adds of the product (2MNK) plus the bias adds; the activation's few elementwise
+    operations are not counted, as in torch's FlopCounterMode."""
     return 2 * M * N * K + (M * N if bias else 0)
 
 

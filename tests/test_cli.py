@@ -66,3 +66,42 @@ def test_devices_lists_power_sources(capsys):
     assert cli.main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "device cpu:" in out and "power source" in out
+
+
+def test_sigterm_keeps_a_valid_partial_run_that_resume_completes(tmp_path):
+    """A run killed mid-way leaves a readable run file marked incomplete; --resume finishes it."""
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "wattbench.cli", "run", "-k", "gemm and infer and M1-", "--out", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        files = [p for p in runs.glob("[!.]*.json")] if runs.exists() else []
+        if files and json.loads(files[0].read_text())["benchmarks"]:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out + err
+    (run_file,) = runs.glob("[!.]*.json")
+    partial = json.loads(run_file.read_text())
+    assert partial["wattbench"]["complete"] is False
+    done = [b["params"]["wattbench_case"] for b in partial["benchmarks"]]
+    assert 1 <= len(done) < 4
+    assert "--resume" in out
+
+    resumed = wattbench("run", "--resume", str(run_file))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = json.loads(run_file.read_text())
+    cases = [b["params"]["wattbench_case"] for b in final["benchmarks"]]
+    assert final["wattbench"]["complete"] is True
+    assert len(cases) == len(set(cases)) == 4 and cases[:len(done)] == done
+    assert [p.name for p in runs.iterdir()] == [run_file.name]
+
+
+def test_resume_refuses_a_complete_run(tmp_path, capsys):
+    run_file = tmp_path / "done.json"
+    run_file.write_text(json.dumps({"benchmarks": [], "wattbench": {"complete": True}}))
+    assert_one_line_error(capsys, cli.main(["run", "--resume", str(run_file)]), "run is complete")

@@ -21,10 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the suites on this host's device and write a run file")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
-    run.add_argument("--preset", default="quick", help="quick (minutes) or full")
+    run.add_argument("--preset", default=None, help="quick (minutes, the default) or full")
     run.add_argument("-k", dest="select", default=None, metavar="EXPR",
                      help="only benchmarks matching this pytest -k expression, e.g. 'gemm and infer'")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (run files go to OUT/runs)")
+    run.add_argument("--resume", type=Path, default=None, metavar="RUN.json",
+                     help="continue an interrupted run: skip the benchmarks its run file already holds")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
                      help="after '--': further pytest options, e.g. -- --wattbench-energy-window 10")
 
@@ -39,7 +41,7 @@ def _run(args) -> int:
     from wattbench import runner
 
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
-    return runner.run(args.device, args.preset, args.select, args.out, extra)
+    return runner.run(args.device, args.preset, args.select, args.out, extra, resume=args.resume)
 
 
 def _devices(args) -> int:

@@ -10,8 +10,11 @@ format, with a `wattbench` block added through `pytest_benchmark_update_json`.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -20,6 +23,7 @@ import torch
 from wattbench import environment, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
+from wattbench.journal import RunJournal
 from wattbench.power import PowerConfig, PowerMonitor
 from wattbench.workloads import PRESETS, Case, case_by_id, cases
 
@@ -41,11 +45,14 @@ class RunState:
     plan: timing.TimingPlan
     power_config: PowerConfig
     seed: int
+    select: str
     started_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     failed: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     exit_status: int | None = None
     power: PowerMonitor | None = None
+    journal: RunJournal | None = None
+    journal_header: dict | None = None
     _clock: Callable[[], float] | None = None
 
     def clock(self) -> Callable[[], float]:
@@ -75,6 +82,10 @@ def pytest_addoption(parser):
     group.addoption("--wattbench-power-replay", default=None, metavar="CSV",
                     help="power log of an external meter (timestamp, watts) to attribute to benchmark windows")
     group.addoption("--wattbench-save-trace", default=None, metavar="CSV", help="write the run's power trace here")
+    group.addoption("--wattbench-run-file", default=None, metavar="JSON",
+                    help="keep this run file current (atomically rewritten after every benchmark)")
+    group.addoption("--wattbench-resume", action="store_true",
+                    help="continue the run in --wattbench-run-file: skip the benchmarks it already holds")
 
 
 def _plan(config, preset: str) -> timing.TimingPlan:
@@ -111,7 +122,29 @@ def pytest_configure(config):
             save_trace=config.getoption("wattbench_save_trace") is not None,
         ),
         seed=config.getoption("wattbench_seed"),
+        select=config.getoption("keyword"),
+        journal=_journal(config),
     )
+    if config.stash[STATE].journal and threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler's time limit, `kill`) ends the run like Ctrl-C: what completed is kept.
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _journal(config) -> RunJournal | None:
+    path = config.getoption("wattbench_run_file")
+    resume = config.getoption("wattbench_resume")
+    if resume and not path:
+        raise pytest.UsageError("--wattbench-resume needs --wattbench-run-file")
+    if not path:
+        return None
+    try:
+        return RunJournal(Path(path), resume)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc):
@@ -127,6 +160,11 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     """Time every wattbench benchmark with the device clock, grouped by workload."""
     state = config.stash[STATE]
+    if state.journal and state.journal.previous:
+        done = state.journal.completed_cases
+        kept = [item for item in items if _case_id(item) not in done]
+        config.hook.pytest_deselected(items=[item for item in items if _case_id(item) in done])
+        items[:] = kept
     for item in items:
         if "wattbench_benchmark" not in getattr(item, "fixturenames", ()):
             continue
@@ -134,11 +172,15 @@ def pytest_collection_modifyitems(config, items):
         existing = item.get_closest_marker("benchmark")
         if existing:
             options.update(existing.kwargs)
-        callspec = getattr(item, "callspec", None)
-        if callspec and "wattbench_case" in callspec.params:
-            options.setdefault("group", case_by_id(callspec.params["wattbench_case"]).workload.name)
+        if _case_id(item):
+            options.setdefault("group", case_by_id(_case_id(item)).workload.name)
         options["timer"] = state.clock()
         item.add_marker(pytest.mark.benchmark(**options))
+
+
+def _case_id(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("wattbench_case") if callspec else None
 
 
 @pytest.fixture(scope="session")
@@ -201,6 +243,8 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
         info = record_fields(case, device, state, samples, rounds, interpreted)
         info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
         benchmark.extra_info.update(info)
+        if state.journal and benchmark.stats:
+            state.journal.add(benchmark.stats.as_dict(include_data=False))
         return info
 
     return run
@@ -252,14 +296,17 @@ def _median(samples: list[float]) -> float | None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Record failed and skipped wattbench cases, with their reason, for the run file."""
+    """Record failed and skipped wattbench cases, with their reason; bring the run file up to date."""
     outcome = yield
     report = outcome.get_result()
-    callspec = getattr(item, "callspec", None)
-    if not callspec or "wattbench_case" not in callspec.params:
+    case_id = _case_id(item)
+    if not case_id:
         return
     state = item.config.stash[STATE]
-    case_id = callspec.params["wattbench_case"]
+    if report.when == "teardown" and state.journal:
+        if state.journal_header is None:
+            state.journal_header = _json_header(item.config)
+        state.journal.write_progress(state.journal_header, run_block(state))
     if report.failed:
         error = call.excinfo.exconly() if call.excinfo else report.longreprtext
         state.failed.append({"case": case_id, "phase": report.when, "error": error.strip().splitlines()[-1]})
@@ -279,14 +326,38 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["wattbench"] = environment.describe(config.stash[STATE].device)
 
 
+def _json_header(config) -> dict:
+    """The top of a pytest-benchmark JSON file, made through pytest-benchmark's own hooks."""
+    machine_info = config.hook.pytest_benchmark_generate_machine_info(config=config)
+    config.hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
+    commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+    config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
+    return {"machine_info": machine_info, "commit_info": commit_info,
+            "datetime": datetime.now(timezone.utc).isoformat(), "version": _pytest_benchmark_version()}
+
+
+def _pytest_benchmark_version() -> str:
+    import pytest_benchmark
+
+    return pytest_benchmark.__version__
+
+
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = config.stash[STATE]
-    output_json["wattbench"] = {
+    output_json["wattbench"] = run_block(state)
+    if state.journal:
+        state.journal.write_final(output_json)
+
+
+def run_block(state: RunState) -> dict:
+    """The run file's `wattbench` block: how, where and how completely this run was measured."""
+    return {
         "format": RUN_FORMAT,
         "preset": state.preset,
         "device": state.device.spec,
         "device_name": state.device.name,
         "seed": state.seed,
+        "select": state.select,
         "timing_plan": asdict(state.plan),
         "started_utc": state.started_utc,
         "ended_utc": datetime.now(timezone.utc).isoformat(),

@@ -32,44 +32,59 @@ def run_file_name(device_slug: str, when: datetime) -> str:
     return f"{host_name()}_{device_slug}_{when.strftime('%Y%m%dT%H%M%SZ')}.json"
 
 
-def run(device: str | None, preset: str, select: str | None, out: Path, pytest_args: list[str]) -> int:
-    """Run the suites; returns 0 when every benchmark ran, 1 when some failed, 2 on bad input."""
+def run(device: str | None, preset: str | None, select: str | None, out: Path, pytest_args: list[str],
+        resume: Path | None = None) -> int:
+    """Run the suites; returns 0 when every benchmark ran, 1 when some failed or the run was cut short."""
+    seed = 0
+    if resume:
+        block = results.load_run(resume)["wattbench"]
+        if block.get("complete"):
+            raise UsageError(f"{resume}: this run is complete; there is nothing to resume")
+        for name, given in (("device", device), ("preset", preset)):
+            if given is not None and given != block.get(name):
+                raise UsageError(f"{resume}: was run with --{name} {block.get(name)}, not {given}")
+        device, preset, seed = block.get("device"), block.get("preset"), block.get("seed", 0)
+        select = select or block.get("select") or None
+    preset = preset or "quick"
     chosen = detect(device)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    runs_dir = out / "runs"
+    runs_dir = resume.parent if resume else out / "runs"
     check_writable(runs_dir)
     if chosen.type == "cpu":
         os.environ.setdefault(INTERPRET_ENV, "1")
 
-    final = runs_dir / run_file_name(chosen.slug, datetime.now(timezone.utc))
-    partial = final.with_name(f".{final.stem}.partial.json")
+    final = resume or runs_dir / run_file_name(chosen.slug, datetime.now(timezone.utc))
+    scratch = final.with_name(f".{final.stem}.pytest-benchmark.json")
     args = [str(SUITES_DIR), "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-o", "addopts=",
             "-v", "--no-header", "--benchmark-quiet",
-            "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={partial}",
-            "--wattbench-device", chosen.spec, "--wattbench-preset", preset, *pytest_args]
+            "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={scratch}",
+            "--wattbench-run-file", str(final), "--wattbench-device", chosen.spec, "--wattbench-preset", preset,
+            "--wattbench-seed", str(seed), *(["--wattbench-resume"] if resume else []), *pytest_args]
     if select:
         args += ["-k", select]
-    print(f"wattbench: {preset} preset on {chosen.spec} ({chosen.name})", flush=True)
+    print(f"wattbench: {preset} preset on {chosen.spec} ({chosen.name})"
+          + (f", resuming {final}" if resume else ""), flush=True)
     status = pytest.main(args)
+    scratch.unlink(missing_ok=True)
 
-    if status == pytest.ExitCode.NO_TESTS_COLLECTED:
-        partial.unlink(missing_ok=True)
+    if status == pytest.ExitCode.NO_TESTS_COLLECTED and resume:
+        data = results.load_run(final)
+        data["wattbench"]["complete"] = True
+        results.write_json_atomic(final, data)
+    elif status == pytest.ExitCode.NO_TESTS_COLLECTED:
         what = f"-k {select!r} matches" if select else "the suites hold"
         raise UsageError(f"{what} no benchmark for preset {preset!r} on {chosen.spec}")
-    if status == pytest.ExitCode.USAGE_ERROR:
-        partial.unlink(missing_ok=True)
+    elif status == pytest.ExitCode.USAGE_ERROR:
         raise UsageError("pytest rejected the arguments (see above)")
-    if not partial.exists() or partial.stat().st_size == 0:
-        partial.unlink(missing_ok=True)
+    if not final.exists():
         print(f"wattbench: no results were written (pytest exit status {int(status)})", file=sys.stderr)
         return 1
-    data = results.load_run(partial)
-    results.write_json_atomic(final, data)
-    partial.unlink()
-
+    data = results.load_run(final)
     print()
     print(results.format_table(data))
     print(f"\nrun file: {final}")
-    incomplete = not data["wattbench"].get("complete", False)
-    return 1 if data["wattbench"]["failed"] or incomplete or status != pytest.ExitCode.OK else 0
+    if not data["wattbench"].get("complete"):
+        print(f"run incomplete: continue it with `wattbench run --resume {final}`")
+        return 130 if status == pytest.ExitCode.INTERRUPTED else 1
+    return 1 if data["wattbench"]["failed"] else 0
