@@ -11,8 +11,8 @@ import torch
 from wattbench.workloads import Size, Workload, register
 
 
-def make_inputs(params, dtype, device, generator):
-    return {"x": torch.randn(params["N"], generator=generator, device=device, dtype=dtype)}
+def make_inputs(params, precision, device, generator):
+    return {"x": torch.randn(params["N"], generator=generator, device=device)}
 
 
 def doubles(inputs):
@@ -31,9 +31,9 @@ def crashes(inputs):
 
 register(Workload(
     name="fault.infer", op="fault", style="infer", unit="samples", sizes=(Size({"N": 4096}),),
-    dtypes=(torch.float32,), make_inputs=make_inputs,
+    precisions={"cpu": ("fp32",), "cuda": ("fp32",)}, make_inputs=make_inputs,
     impls={"torch": doubles, "triton": makes_nan, "crash": crashes},
-    units_per_call=lambda p: p["N"], flops=lambda p: p["N"], bytes=lambda p, e: 2 * p["N"] * e, suite="faults",
+    units_per_call=lambda p: p["N"], flops=lambda p: p["N"], bytes=lambda p, precision: 8 * p["N"], suite="faults",
 ))
 '''
 

@@ -16,8 +16,8 @@ def test_every_workload_is_complete():
     assert {w.name for w in registered} >= {"gemm.train", "gemm.infer"}
     for workload in registered:
         assert workload.style in ("train", "infer")
-        assert {"torch", "triton"} <= set(workload.impls)
-        assert workload.unit and workload.sizes and workload.dtypes
+        assert "torch" in workload.impls
+        assert workload.unit and workload.sizes and workload.precisions
         for device_type in ("cpu", "cuda"):
             assert any("quick" in s.presets and device_type in s.devices for s in workload.sizes), \
                 f"{workload.name} has no quick size for {device_type}"
@@ -86,7 +86,7 @@ def test_triton_and_torch_steps_agree(name):
 
 
 def _workload(**overrides):
-    fields = dict(name="x", op="x", style="train", unit="samples", sizes=(Size({"N": 1}),), dtypes=(torch.float32,),
+    fields = dict(name="x", op="x", style="train", unit="samples", sizes=(Size({"N": 1}),), precisions={"cpu": ("fp32",)},
                   make_inputs=lambda *a: {}, impls={"torch": None, "triton": None}, units_per_call=lambda p: 1,
                   flops=lambda p: 1, bytes=lambda p, e: 1)
     fields.update(overrides)
@@ -96,6 +96,9 @@ def _workload(**overrides):
 def test_workload_definition_is_validated():
     with pytest.raises(ValueError, match="style"):
         _workload(style="serve")
-    with pytest.raises(ValueError, match="'torch' and a 'triton'"):
-        _workload(impls={"torch": None})
+    with pytest.raises(ValueError, match="'torch' reference"):
+        _workload(impls={"triton": None})
+    with pytest.raises(KeyError):
+        _workload(precisions={"cpu": ("fp64",)})
     assert Size({"M": 1, "K": 2}).name == "M1-K2"
+    assert Size({"model": "tiny", "B": 4}).name == "tiny-B4"

@@ -214,7 +214,7 @@ def skip_reason(case: Case, device: Device) -> str | None:
         if device.type == "cpu" and not INTERPRETED:
             return (f"Triton runs on a CPU only through its interpreter, and kernels were already "
                     f"compiled for CUDA in this process: set {INTERPRET_ENV}=1 before starting")
-    return case.workload.skip(case.impl, case.dtype, device)
+    return case.workload.skip(case.impl, case.precision, device)
 
 
 @pytest.fixture

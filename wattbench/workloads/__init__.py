@@ -20,7 +20,12 @@ from wattbench.errors import UsageError
 
 STYLES = ("train", "infer")
 PRESETS = ("quick", "full")
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def activation_dtype(precision: str) -> torch.dtype:
+    """The dtype of activations (and unquantised weights) for a precision such as "bf16" or "int8w-bf16"."""
+    return DTYPES[precision.split("-")[-1]]
 
 Inputs = dict[str, Any]
 Step = Callable[[], Any]
@@ -30,13 +35,14 @@ Step = Callable[[], Any]
 class Size:
     """A named input size; `presets` and `devices` say where it is run."""
 
-    params: Mapping[str, int]
+    params: Mapping[str, int | str]
     presets: tuple[str, ...] = PRESETS
     devices: tuple[str, ...] = ("cpu", "cuda")
 
     @property
     def name(self) -> str:
-        return "-".join(f"{key}{value}" for key, value in self.params.items())
+        """e.g. "M512-K256-N256"; text values stand alone ("tiny-B4-S64")."""
+        return "-".join(value if isinstance(value, str) else f"{key}{value}" for key, value in self.params.items())
 
 
 @dataclass(frozen=True)
@@ -48,24 +54,28 @@ class Workload:
     style: str
     unit: str
     sizes: tuple[Size, ...]
-    dtypes: tuple[torch.dtype, ...]
-    #: (params, dtype, device, generator) -> inputs; generated on the device, from the seed.
-    make_inputs: Callable[[Mapping[str, int], torch.dtype, torch.device, torch.Generator], Inputs]
+    #: device type ("cpu", "cuda") -> precisions run there: "fp32", "bf16", "fp16", "int8w-bf16", ...
+    precisions: Mapping[str, tuple[str, ...]]
+    #: (params, precision, device, generator) -> inputs; generated on the device, from the seed.
+    make_inputs: Callable[[Mapping[str, int | str], str, torch.device, torch.Generator], Inputs]
     #: impl name -> (inputs -> step), where a step is one call returning its outputs.
     impls: Mapping[str, Callable[[Inputs], Step]]
     units_per_call: Callable[[Mapping[str, int]], float]
     flops: Callable[[Mapping[str, int]], float]
-    #: (params, element size in bytes) -> compulsory bytes moved per call.
-    bytes: Callable[[Mapping[str, int], int], float]
-    #: (impl, dtype, device) -> reason to skip that combination, or None.
-    skip: Callable[[str, torch.dtype, Device], str | None] = field(default=lambda impl, dtype, device: None)
+    #: (params, precision) -> compulsory bytes moved per call.
+    bytes: Callable[[Mapping[str, int | str], str], float]
+    #: (impl, precision, device) -> reason to skip that combination, or None.
+    skip: Callable[[str, str, Device], str | None] = field(default=lambda impl, precision, device: None)
     suite: str = "kernels"
 
     def __post_init__(self):
         if self.style not in STYLES:
             raise ValueError(f"workload {self.name}: style must be one of {STYLES}, got {self.style!r}")
-        if not {"torch", "triton"} <= set(self.impls):
-            raise ValueError(f"workload {self.name}: needs a 'torch' and a 'triton' implementation")
+        if "torch" not in self.impls:
+            raise ValueError(f"workload {self.name}: needs a 'torch' reference implementation")
+        for precisions in self.precisions.values():
+            for precision in precisions:
+                activation_dtype(precision)  # KeyError for an unknown precision
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,12 @@ class Case:
 
     workload: Workload
     impl: str
-    dtype: torch.dtype
+    precision: str
     size: Size
 
     @property
-    def precision(self) -> str:
-        return DTYPE_NAMES[self.dtype]
+    def dtype(self) -> torch.dtype:
+        return activation_dtype(self.precision)
 
     @property
     def id(self) -> str:
@@ -94,18 +104,17 @@ class Case:
     def build(self, device: Device, base_seed: int) -> Step:
         """Generate the inputs on `device` from the seed and return the step to benchmark."""
         generator = torch.Generator(device=device.torch).manual_seed(self.seed(base_seed))
-        inputs = self.workload.make_inputs(self.size.params, self.dtype, device.torch, generator)
+        inputs = self.workload.make_inputs(self.size.params, self.precision, device.torch, generator)
         return self.workload.impls[self.impl](inputs)
 
     def accounting(self) -> dict:
         """Work per call: units of useful work, FLOP and compulsory bytes."""
         params = self.size.params
-        element_size = torch.empty((), dtype=self.dtype).element_size()
         return {
             "unit": self.workload.unit,
             "units_per_call": float(self.workload.units_per_call(params)),
             "flops": float(self.workload.flops(params)),
-            "bytes": float(self.workload.bytes(params, element_size)),
+            "bytes": float(self.workload.bytes(params, self.precision)),
         }
 
 
@@ -131,12 +140,12 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return [
-        Case(workload, impl, dtype, size)
+        Case(workload, impl, precision, size)
         for workload in workloads()
         if suite is None or workload.suite == suite
         for size in workload.sizes
         if preset in size.presets and device.type in size.devices
-        for dtype in workload.dtypes
+        for precision in workload.precisions.get(device.type, ())
         for impl in workload.impls
     ]
 
@@ -144,9 +153,9 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
 def case_by_id(case_id: str) -> Case:
     for workload in workloads():
         for size in workload.sizes:
-            for dtype in workload.dtypes:
+            for precision in {p for precisions in workload.precisions.values() for p in precisions}:
                 for impl in workload.impls:
-                    case = Case(workload, impl, dtype, size)
+                    case = Case(workload, impl, precision, size)
                     if case.id == case_id:
                         return case
     raise KeyError(f"no workload case {case_id!r}")

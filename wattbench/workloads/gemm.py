@@ -9,14 +9,19 @@ from typing import Mapping
 import torch
 
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
-from wattbench.workloads import Inputs, Size, Step, Workload, register
+from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
 
-DTYPES = (torch.float32, torch.bfloat16)
+PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
 
 
-def _layer_inputs(params: Mapping[str, int], dtype: torch.dtype, device: torch.device,
+def _element_size(precision: str) -> int:
+    return torch.empty((), dtype=activation_dtype(precision)).element_size()
+
+
+def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.device,
                   generator: torch.Generator, train: bool) -> Inputs:
     M, K, N = params["M"], params["K"], params["N"]
+    dtype = activation_dtype(precision)
 
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, device=device, generator=generator) * scale).to(dtype)
@@ -63,8 +68,9 @@ def _train_flops(p):
     return forward + grad_x_and_w + p["M"] * p["N"]  # + the bias gradient's reduction
 
 
-def _train_bytes(p, element_size):
+def _train_bytes(p, precision):
     """Forward GEMM, dX = dY W^T and dW = X^T dY each move their operands once, plus the bias path."""
+    element_size = _element_size(precision)
     return 3 * matmul_bytes(p["M"], p["N"], p["K"], element_size) + 2 * p["N"] * element_size
 
 
@@ -83,8 +89,8 @@ register(Workload(
         Size({"M": 8192, "K": 4096, "N": 4096}, devices=("cuda",)),
         Size({"M": 16384, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
     ),
-    dtypes=DTYPES,
-    make_inputs=lambda p, dtype, device, gen: _layer_inputs(p, dtype, device, gen, train=True),
+    precisions=PRECISIONS,
+    make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=True),
     impls={"torch": _train_step(matmul_reference), "triton": _train_step(matmul)},
     units_per_call=_tokens,
     flops=_train_flops,
@@ -107,10 +113,10 @@ register(Workload(
         Size({"M": 4, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
         Size({"M": 64, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
     ),
-    dtypes=DTYPES,
-    make_inputs=lambda p, dtype, device, gen: _layer_inputs(p, dtype, device, gen, train=False),
+    precisions=PRECISIONS,
+    make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=False),
     impls={"torch": _infer_step(matmul_reference), "triton": _infer_step(matmul)},
     units_per_call=_tokens,
     flops=lambda p: matmul_flops(p["M"], p["N"], p["K"], bias=True),
-    bytes=lambda p, element_size: matmul_bytes(p["M"], p["N"], p["K"], element_size, bias=True),
+    bytes=lambda p, precision: matmul_bytes(p["M"], p["N"], p["K"], _element_size(precision), bias=True),
 ))

@@ -1,0 +1,125 @@
+"""The sampler thread and its windows, with fake channels on the real perf_counter clock."""
+
+import threading
+import time
+
+import pytest
+
+from wattbench.power.base import Channel, SensorFault
+from wattbench.power.sampler import Sampler
+
+WATTS = 50.0
+
+
+def counter_channel(name="fake:counter", fail=None):
+    start = time.perf_counter()
+
+    def read():
+        if fail is not None and fail():
+            raise fail.error
+        return WATTS * (time.perf_counter() - start)
+    return Channel(name, "fake", "counter", "test", read=read)
+
+
+def power_channel(name="fake:power"):
+    return Channel(name, "fake", "instant", "test", read=lambda: WATTS)
+
+
+def test_thread_is_a_daemon_and_windows_give_energy_power_and_counts():
+    with Sampler([counter_channel(), power_channel()], hz=200) as sampler:
+        assert any(t.daemon and t.name == "wattbench-power-sampler" for t in threading.enumerate())
+        time.sleep(0.05)
+        with sampler.window("outer") as outer:
+            with sampler.window("inner") as inner:
+                time.sleep(0.2)
+            time.sleep(0.1)
+    for handle in (outer, inner):
+        result = handle.result
+        for window in result.channels.values():
+            assert window.valid, window.reason
+            assert window.joules == pytest.approx(WATTS * result.duration_s, rel=0.05)
+            assert window.avg_power_w == pytest.approx(WATTS, rel=0.05)
+            assert window.samples >= 0.5 * 200 * result.duration_s
+    assert outer.result.duration_s > inner.result.duration_s
+    assert not any(t.name == "wattbench-power-sampler" for t in threading.enumerate())
+
+
+def test_overlapping_windows_and_bad_window_names():
+    with Sampler([power_channel()], hz=200) as sampler:
+        sampler.begin_window("a")
+        time.sleep(0.05)
+        sampler.begin_window("b")
+        with pytest.raises(ValueError, match="already open"):
+            sampler.begin_window("b")
+        first = sampler.end_window("a")
+        second = sampler.end_window("b")
+        with pytest.raises(ValueError, match="no open window"):
+            sampler.end_window("a")
+    assert first.start_s < second.start_s < first.end_s < second.end_s
+
+
+def test_window_body_raising_cancels_the_window():
+    sampler = Sampler([power_channel()])
+    with pytest.raises(RuntimeError):
+        with sampler.window("x"):
+            raise RuntimeError("benchmark failed")
+    sampler.begin_window("x")  # the name is free again
+
+
+def test_counter_going_backwards_invalidates_only_windows_around_it():
+    values = iter([1.0, 2.0, 3.0, 4.0, 5.0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5])
+    channel = Channel("c", "fake", "counter", "test", read=lambda: next(values))
+    sampler = Sampler([channel])
+    times = []
+    for _ in range(12):
+        sampler.poll_once()
+        times.append(sampler.trace(channel).timestamps[-1])
+        time.sleep(0.002)
+    before = sampler.evaluate("before", times[1], times[3]).channels["c"]
+    across = sampler.evaluate("across", times[3], times[7]).channels["c"]
+    after = sampler.evaluate("after", times[7], times[10]).channels["c"]
+    assert before.valid and after.valid
+    assert not across.valid and "went backwards" in across.reason
+
+
+def test_lost_device_stops_polling_and_invalidates_later_windows():
+    lost = threading.Event()
+
+    def fail():
+        return lost.is_set()
+    fail.error = SensorFault("device lost", permanent=True)
+    channel = counter_channel(fail=fail)
+    with Sampler([channel], hz=200) as sampler:
+        time.sleep(0.05)  # a counter needs an update before a window starts
+        with sampler.window("healthy") as healthy:
+            time.sleep(0.1)
+        with sampler.window("broken") as broken:
+            time.sleep(0.05)
+            lost.set()
+            time.sleep(0.05)
+    assert healthy.result.channels[channel.name].valid
+    window = broken.result.channels[channel.name]
+    assert not window.valid and "device lost" in window.reason and window.joules is None
+    assert sampler.trace(channel).dead is not None
+
+
+def test_unexpected_exceptions_in_a_read_do_not_kill_the_thread():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 3:
+            raise ZeroDivisionError("bug")
+        return WATTS
+    channel = Channel("flaky", "fake", "instant", "test", read=flaky)
+    with Sampler([channel], hz=200) as sampler:
+        time.sleep(0.1)
+    trace = sampler.trace(channel)
+    assert len(trace.timestamps) > 5 and "ZeroDivisionError" in trace.faults[0][2]
+
+
+def test_bad_sampler_arguments():
+    with pytest.raises(ValueError, match="hz"):
+        Sampler([power_channel()], hz=0)
+    with pytest.raises(ValueError, match="read or load"):
+        Sampler([Channel("x", "fake", "instant", "test")])

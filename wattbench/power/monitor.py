@@ -1,0 +1,327 @@
+"""PowerMonitor: the energy side of one benchmark run.
+
+Entering it probes the sources once, starts the sampler and measures the idle baseline.
+`measure` then runs a benchmark's step in its own steady-state windows, separate from the
+timing runs: each window repeats the step until it spans `min_window_s` (about 50 updates of
+a 100 ms counter), `repeats` times, each after a random start offset so that a sensor that
+sees only part of each update period sees different parts of the workload.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from wattbench.device import Device
+from wattbench.power import hwmon, nvml, rapl, replay
+from wattbench.power.base import Channel, Probe, SourceStatus
+from wattbench.power.sampler import ChannelWindow, Sampler
+
+ENERGY_FIELDS = ("joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w",
+                 "idle_power_w", "dynamic_joules_per_call", "window_s", "samples", "uncertainty_pct")
+
+#: Two-sided 95% Student t quantiles by degrees of freedom; beyond 10, 2.23 stays conservative.
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+#: Fewer sensor updates than this in a window and the sensor's granularity shows.
+MIN_UPDATES = 50
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    """How energy windows are measured.
+
+    `offset_period_s` is the sensor update period that the random start offsets spread
+    over; `sysfs_root` is where RAPL and hwmon are looked for.
+    """
+
+    min_window_s: float = 5.0
+    repeats: int = 3
+    idle_s: float = 10.0
+    replay_path: str | None = None
+    save_trace: bool = False
+    sample_hz: float = 100.0
+    offset_period_s: float = 0.1
+    sysfs_root: str = "/sys"
+
+    def __post_init__(self):
+        for name in ("min_window_s", "sample_hz", "idle_s", "offset_period_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"{name} must be a finite number, got {value!r}")
+            if value < 0 or (value == 0 and name in ("min_window_s", "sample_hz")):
+                raise ValueError(f"{name} must be {'positive' if name in ('min_window_s', 'sample_hz') else '>= 0'},"
+                                 f" got {value!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        if self.replay_path is not None and not isinstance(self.replay_path, str):
+            raise TypeError(f"replay_path must be a path string or None, got {self.replay_path!r}")
+
+
+def probe_sources(device: Device, config: PowerConfig) -> list[Probe]:
+    """Every source kind, in detection order: NVML, RAPL, hwmon, replay."""
+    return [nvml.probe(device), rapl.probe(device, config.sysfs_root), hwmon.probe(device, config.sysfs_root),
+            replay.probe(config.replay_path)]
+
+
+def describe_sources(device: Device, config: PowerConfig = PowerConfig()) -> list[SourceStatus]:
+    """Whether each source kind can measure `device`, and why not."""
+    probes = probe_sources(device, config)
+    for found in probes:
+        found.close()
+    return [found.status for found in probes]
+
+
+def sum_channels(results: list[ChannelWindow]) -> ChannelWindow:
+    """Several channels that together make the device's energy (e.g. two CPU packages)."""
+    first = results[0]
+    if len(results) == 1 or not all(r.valid for r in results):
+        return next((r for r in results if not r.valid), first)
+    return ChannelWindow("+".join(r.channel for r in results), first.method, first.duration_s, True,
+                         joules=sum(r.joules for r in results), avg_power_w=sum(r.avg_power_w for r in results),
+                         peak_power_w=sum(r.peak_power_w for r in results), samples=min(r.samples for r in results),
+                         updates=min(r.updates for r in results), edge_error_j=sum(r.edge_error_j for r in results))
+
+
+def combine(windows: list[ChannelWindow], calls: list[int], idle_power_w: float | None = None) -> dict:
+    """Mean per call over the valid windows, with a 95% uncertainty.
+
+    The uncertainty adds the spread between windows (Student t on their mean: it catches a
+    sensor that sees a different part of the workload in each window) and the worst bound
+    from a window's edges (counter granularity, sensor lag).
+    """
+    valid = [(w, n) for w, n in zip(windows, calls) if w.valid]
+    reasons = [w.reason for w in windows if not w.valid]
+    if not valid:
+        return {**{f: None for f in ENERGY_FIELDS}, "idle_power_w": idle_power_w, "updates": None,
+                "valid_windows": 0, "reasons": reasons}
+    per_call = [w.joules / n for w, n in valid]
+    mean = statistics.fmean(per_call)
+    spread = T95.get(len(per_call) - 1, 2.23) * statistics.stdev(per_call) / math.sqrt(len(per_call)) \
+        if len(per_call) > 1 else 0.0
+    edges = max(w.edge_error_j / w.joules for w, _ in valid) if mean > 0 else math.inf
+    dynamic = None if idle_power_w is None else \
+        statistics.fmean((w.joules - idle_power_w * w.duration_s) / n for w, n in valid)
+    return {
+        "joules_per_call": mean,
+        "avg_power_w": statistics.fmean(w.avg_power_w for w, _ in valid),
+        "peak_power_w": max(w.peak_power_w for w, _ in valid),
+        "idle_power_w": idle_power_w,
+        "dynamic_joules_per_call": dynamic,
+        "window_s": statistics.fmean(w.duration_s for w, _ in valid),
+        "samples": sum(w.samples for w, _ in valid),
+        "updates": sum(w.updates for w, _ in valid),
+        "uncertainty_pct": 100 * (spread / mean + edges) if mean > 0 else None,
+        "valid_windows": len(valid),
+        "reasons": reasons,
+    }
+
+
+def run_for(step: Callable[[], Any], seconds: float) -> int:
+    """Call `step` until `seconds` have passed on the host; the number of calls."""
+    start = time.perf_counter()
+    calls = 0
+    while True:
+        step()
+        calls += 1
+        if time.perf_counter() - start >= seconds:
+            return calls
+
+
+def start_offsets(repeats: int, period_s: float, rng: random.Random) -> list[float]:
+    """Random offsets spread over one sensor period: one in each of `repeats` equal slices,
+    so that even a workload in step with the sensor is seen at evenly spread phases."""
+    offsets = [(i + rng.random()) * period_s / repeats for i in range(repeats)]
+    rng.shuffle(offsets)
+    return offsets
+
+
+class PowerMonitor:
+    """Owns the power sampler for one run (a context manager).
+
+    `probes` replaces the probing of real sources (tests and self-checks pass simulated ones).
+    """
+
+    def __init__(self, device: Device, config: PowerConfig = PowerConfig(), probes: list[Probe] | None = None):
+        if not isinstance(config, PowerConfig):
+            raise TypeError(f"config must be a PowerConfig, got {type(config).__name__}")
+        self.device = device
+        self.config = config
+        self._given_probes = probes
+        self.probes: list[Probe] = []
+        self.chosen: Probe | None = None
+        self.primary: list[Channel] = []
+        self.reason: str | None = None
+        self.sampler: Sampler | None = None
+        self.idle_power_w: float | None = None
+        self.idle_reason: str | None = None
+        self.idle_by_channel: dict[str, float | None] = {}
+        self._entered = False
+        self._measured = 0
+        self._rng = random.Random()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> "PowerMonitor":
+        self._entered = True
+        self.probes = probe_sources(self.device, self.config) if self._given_probes is None else self._given_probes
+        chosen = next((p for p in self.probes if p.status.available and p.primary), None)
+        if chosen is None:
+            self.reason = "no power source: " + "; ".join(f"{p.status.name}: {p.status.detail}" for p in self.probes)
+            self._close_probes()
+            return self
+        self.chosen = chosen
+        self.primary = chosen.primary
+        channels = [c for p in self.probes if p.status.available for c in p.channels]
+        self.sampler = Sampler(channels, self.config.sample_hz).start()
+        self.sampler.wait_for_coverage(time.perf_counter())  # every counter has updated once: windows may start
+        self._measure_idle()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        self._close_probes()
+
+    def _close_probes(self) -> None:
+        for found in self.probes:
+            found.close()
+
+    def _measure_idle(self) -> None:
+        if self.config.idle_s == 0:
+            self.idle_reason = "idle baseline not measured (idle_s=0)"
+            return
+        self.device.synchronize()
+        with self.sampler.window("idle") as window:
+            time.sleep(self.config.idle_s)
+        idle = sum_channels([window.result.channels[c.name] for c in self.primary])
+        self.idle_power_w = idle.avg_power_w
+        self.idle_reason = None if idle.valid else f"idle baseline invalid: {idle.reason}"
+        self.idle_by_channel = {name: r.avg_power_w for name, r in window.result.channels.items()}
+
+    # -- measurement --------------------------------------------------------------------
+
+    def not_measured(self, reason: str) -> dict:
+        return {"source": "none", "method": "none", "reason": reason, **{f: None for f in ENERGY_FIELDS}}
+
+    def measure(self, step: Callable[[], Any], sync: Callable[[], None], units_per_call: float) -> dict:
+        """The energy record of one benchmark (see the module docstring); never raises for sensor faults."""
+        if not callable(step) or not callable(sync):
+            raise TypeError("step and sync must be callables taking no arguments")
+        if isinstance(units_per_call, bool) or not isinstance(units_per_call, (int, float)) \
+                or not math.isfinite(units_per_call) or units_per_call <= 0:
+            raise ValueError(f"units_per_call must be a positive number, got {units_per_call!r}")
+        if not self._entered:
+            raise RuntimeError("PowerMonitor.measure needs the monitor entered (`with PowerMonitor(...) as m:`)")
+        if self.sampler is None:
+            return self.not_measured(self.reason)
+        self._measured += 1
+        windows, calls = [], []
+        for i, offset in enumerate(start_offsets(self.config.repeats, self.config.offset_period_s, self._rng)):
+            time.sleep(offset)
+            sync()
+            with self.sampler.window(f"benchmark{self._measured}:window{i + 1}") as window:
+                calls.append(run_for(step, self.config.min_window_s))
+                sync()
+            windows.append(window.result)
+        return self.record(windows, calls, units_per_call)
+
+    def record(self, windows, calls: list[int], units_per_call: float) -> dict:
+        primary = [sum_channels([w.channels[c.name] for c in self.primary]) for w in windows]
+        summary = combine(primary, calls, self.idle_power_w)
+        first = self.primary[0]
+        record = {"source": first.source, "method": first.method,
+                  "reason": None if summary["valid_windows"] else f"energy invalid: {summary['reasons'][0]}",
+                  "valid": summary["valid_windows"] > 0, "scope": first.scope,
+                  "channel": "+".join(c.name for c in self.primary),
+                  **{f: summary[f] for f in ENERGY_FIELDS if f in summary},
+                  "joules_per_unit": None, "units_per_joule": None,
+                  "updates": summary["updates"], "windows": len(windows), "valid_windows": summary["valid_windows"],
+                  "calls_per_window": calls}
+        if record["valid"]:
+            record["joules_per_unit"] = summary["joules_per_call"] / units_per_call
+            record["units_per_joule"] = units_per_call / summary["joules_per_call"] \
+                if summary["joules_per_call"] > 0 else None
+        record["channels"] = {}
+        for channel in self.sampler.channels:
+            each = combine([w.channels[channel.name] for w in windows], calls)
+            record["channels"][channel.name] = {
+                "method": channel.method, "scope": channel.scope, "joules_per_call": each["joules_per_call"],
+                "avg_power_w": each["avg_power_w"], "uncertainty_pct": each["uncertainty_pct"],
+                "valid_windows": each["valid_windows"], **({"reasons": each["reasons"]} if each["reasons"] else {})}
+        record.update(self._cross_check(record))
+        record["warnings"] = self._warnings(windows, primary, summary)
+        return record
+
+    def _cross_check(self, record: dict) -> dict:
+        """Instant-power energy against the counter of the same sensor, when both exist."""
+        first = self.primary[0]
+        if first.method != "counter" or len(self.primary) != 1:
+            return {}
+        twin = next((c for c in self.sampler.channels if c.source == first.source and c.scope == first.scope
+                     and c.method == "instant"), None)
+        if twin is None:
+            return {}
+        other = record["channels"][twin.name]["joules_per_call"]
+        base = record["joules_per_call"]
+        return {"cross_check_method": "instant", "cross_check_joules_per_call": other,
+                "disagreement_pct": None if other is None or not base else 100 * (other - base) / base}
+
+    def _warnings(self, windows, primary: list[ChannelWindow], summary: dict) -> list[str]:
+        warnings = [f"window {i + 1}/{len(windows)} invalid: {w.reason}" for i, w in enumerate(primary) if not w.valid]
+        warnings += [f"window {i + 1}/{len(windows)} saw only {w.updates} sensor updates (< {MIN_UPDATES}): "
+                     "raise min_window_s" for i, w in enumerate(primary) if w.valid and w.updates < MIN_UPDATES]
+        if self.primary[0].method == "average":
+            warnings.append(f"{self.primary[0].name}: {self.primary[0].note}")
+        if summary["valid_windows"] == 1:
+            warnings.append("one valid window: the uncertainty covers its edges only, not the spread between windows")
+        if self.idle_reason:
+            warnings.append(self.idle_reason)
+        return warnings
+
+    # -- run level ----------------------------------------------------------------------
+
+    def run_info(self) -> dict:
+        info = {"sources": [asdict(p.status) for p in self.probes], "reason": self.reason,
+                "device": self.device.name, "device_spec": self.device.spec, "config": asdict(self.config)}
+        if self.sampler is None:
+            return info
+        chosen = self.chosen.info
+        faults = []
+        for channel in self.sampler.channels:
+            if channel.read is not None:
+                trace = self.sampler.trace(channel)
+                faults += [reason for _, _, reason in trace.faults] + ([trace.dead[1]] if trace.dead else [])
+        return {**info, "source": self.chosen.status.name, "primary": [c.name for c in self.primary],
+                "scope": self.primary[0].scope, "power_limit_w": chosen.get("power_limit_w"),
+                "device_name_reported": chosen.get("device_name"),
+                "idle_power_w": self.idle_power_w, "idle_s": self.config.idle_s, "idle_reason": self.idle_reason,
+                "idle_power_by_channel_w": self.idle_by_channel,
+                "channels": [c.describe() for c in self.sampler.channels],
+                "sampler": {"hz": self.sampler.hz, "cpu_s": self.sampler.cpu_s, "thread": "daemon",
+                            "clock": "time.perf_counter"},
+                "faults": faults}
+
+    def write_trace(self, path: str) -> None:
+        """The run's readings as CSV (timestamp_s from the monitor's start), with `save_trace` only."""
+        if not self.config.save_trace:
+            return
+        with open(path, "w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["timestamp_s", "source", "channel", "method", "watts", "joules"])
+            if self.sampler is None:
+                return
+            for channel in self.sampler.channels:
+                try:
+                    trace = self.sampler.trace(channel)
+                except (OSError, ValueError):
+                    continue
+                for stamp, value in zip(trace.timestamps, trace.values):
+                    power, energy = ("", value) if channel.is_counter else (value, "")
+                    out.writerow([f"{stamp - self.sampler.started_s:.6f}", channel.source, channel.name,
+                                  channel.method, power, energy])
