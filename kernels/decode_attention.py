@@ -1,0 +1,235 @@
+"""Decode attention (one new token per sequence) over a KV cache, split along the sequence.
+
+A decode step has too little work per sequence to fill a GPU if one program walks the whole
+cache, so the cache is cut into splits (flash-decoding / split-K): each program reduces one
+split of one KV head to a partial output and its log-sum-exp, and a second kernel merges the
+splits. A program serves every query head of its group (grouped-query attention), so each
+K/V block is read once per group, not once per query head.
+
+Inference only: there is no backward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import torch
+import triton
+import triton.language as tl
+
+from wattbench.kernels import INTERPRETED
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_LENGTH_DTYPES = (torch.int32, torch.int64)
+HEAD_DIMS = (16, 32, 64, 128)
+_LOG2_E = 1.4426950408889634
+# Splits are whole multiples of this many keys (the largest BLOCK_N, so only a split's last block is ragged).
+_SPLIT_GRANULE = 16 if INTERPRETED else 128
+# The interpreter has no SMs to fill; this small target still splits test-sized caches so the merge runs.
+_INTERPRETED_TARGET_PROGRAMS = 8
+
+
+def _configs() -> list[triton.Config]:
+    """Real Ampere/Hopper tiles on GPU; one small tile under the interpreter (autotuning would run them all)."""
+    if INTERPRETED:
+        return [triton.Config({"BLOCK_N": 16})]
+    return [triton.Config({"BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
+            for block_n in (32, 64, 128) for warps in (2, 4, 8) for stages in (2, 3)]
+
+
+@triton.autotune(configs=_configs(), key=["SPLIT_SIZE", "HEAD_DIM", "BLOCK_G"])
+@triton.jit
+def _decode_split_kernel(Q, K, V, SEQ_LENS, O_PART, LSE_PART, qk_scale, H, H_kv, S_max, GROUP, SPLIT_SIZE, NUM_SPLITS,
+                         stride_lens, stride_qb, stride_qh, stride_qd,
+                         stride_kb, stride_kh, stride_ks, stride_kd,
+                         stride_vb, stride_vh, stride_vs, stride_vd,
+                         HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, UPCAST: tl.constexpr,
+                         DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Softmax-weighted sum of one split of one KV head's cache, for all GROUP query heads sharing it."""
+    bk = tl.program_id(0)
+    split = tl.program_id(1)
+    b = (bk // H_kv).to(tl.int64)
+    kv_head = (bk % H_kv).to(tl.int64)
+    # Lengths past the cache are clamped so no program reads outside it.
+    seq_len = tl.minimum(tl.load(SEQ_LENS + b * stride_lens), S_max)
+    start = split * SPLIT_SIZE
+    end = tl.minimum(start + SPLIT_SIZE, seq_len)
+
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, HEAD_DIM)
+    head_ok = offs_g < GROUP
+    heads = kv_head * GROUP + offs_g
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
+                mask=head_ok[:, None], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    k_base = K + b * stride_kb + kv_head * stride_kh
+    v_base = V + b * stride_vb + kv_head * stride_vh
+
+    # Online softmax in the log2 domain; every block visited holds at least one valid key.
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < end
+        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=key_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=key_ok[:, None], other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        s = tl.where(key_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    # A split past the sequence's end contributes nothing: weight exp2(-inf) = 0 and a zero output.
+    nonempty = l_i > 0
+    safe_l = tl.where(nonempty, l_i, 1.0)
+    rows = (b * H + heads) * NUM_SPLITS + split
+    tl.store(O_PART + rows[:, None] * HEAD_DIM + offs_d[None, :], acc / safe_l[:, None], mask=head_ok[:, None])
+    tl.store(LSE_PART + rows, tl.where(nonempty, m_i + tl.math.log2(safe_l), float("-inf")), mask=head_ok)
+
+
+@triton.jit
+def _decode_merge_kernel(O_PART, LSE_PART, O, H, NUM_SPLITS, stride_ob, stride_oh, stride_od,
+                         HEAD_DIM: tl.constexpr, BLOCK_SPLITS: tl.constexpr):
+    """Combine one head's split outputs, each weighted by its share of the softmax denominator."""
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    offs_s = tl.arange(0, BLOCK_SPLITS)
+    offs_d = tl.arange(0, HEAD_DIM)
+    split_ok = offs_s < NUM_SPLITS
+    rows = bh.to(tl.int64) * NUM_SPLITS + offs_s
+    lse = tl.load(LSE_PART + rows, mask=split_ok, other=float("-inf"))
+    weights = tl.math.exp2(lse - tl.max(lse, 0))  # split 0 is never empty, so the max is finite
+    parts = tl.load(O_PART + rows[:, None] * HEAD_DIM + offs_d[None, :], mask=split_ok[:, None], other=0.0)
+    out = tl.sum(weights[:, None] * parts, 0) / tl.sum(weights, 0)
+    tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d * stride_od, out.to(O.dtype.element_ty))
+
+
+@functools.lru_cache(maxsize=None)
+def _target_programs(device: torch.device) -> int:
+    """Enough programs to give every SM two, so short batches still fill the GPU."""
+    if INTERPRETED:
+        return _INTERPRETED_TARGET_PROGRAMS
+    return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _split_size(batch_kv_heads: int, s_max: int, device: torch.device) -> int:
+    """Keys per split: as many splits as needed to reach the program target, none shorter than a granule."""
+    splits = max(1, triton.cdiv(_target_programs(device), batch_kv_heads))
+    return triton.cdiv(triton.cdiv(s_max, splits), _SPLIT_GRANULE) * _SPLIT_GRANULE
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """fp32 products follow torch's TF32 switch (off by default), so both impls compute the same thing."""
+    return "tf32" if dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def _check_inputs(q, k_cache, v_cache, seq_lens, sm_scale) -> None:
+    tensors = (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("seq_lens", seq_lens))
+    for name, t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"decode_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
+    for name, t, rank, layout in (("q", q, 3, "(B, H, D)"), ("k_cache", k_cache, 4, "(B, H_kv, S_max, D)"),
+                                  ("v_cache", v_cache, 4, "(B, H_kv, S_max, D)"), ("seq_lens", seq_lens, 1, "(B,)")):
+        if t.dim() != rank:
+            raise ValueError(f"decode_attention: {name} must be {rank}-D {layout}, got shape {tuple(t.shape)}")
+        if t.numel() == 0:
+            raise ValueError(f"decode_attention: {name} must not be empty, got shape {tuple(t.shape)}")
+    if q.dtype not in _DTYPES or k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+        raise TypeError(f"decode_attention: q, k_cache, v_cache must share one dtype of {_DTYPES}, "
+                        f"got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    if seq_lens.dtype not in _LENGTH_DTYPES:
+        raise TypeError(f"decode_attention: seq_lens must be int32 or int64, got {seq_lens.dtype}")
+    B, H, D = q.shape
+    if (k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[3] != D
+            or seq_lens.shape != (B,)):
+        raise ValueError(f"decode_attention: expected q (B, H, D), caches (B, H_kv, S_max, D) and seq_lens (B,), "
+                         f"got q{tuple(q.shape)}, k_cache{tuple(k_cache.shape)}, v_cache{tuple(v_cache.shape)}, "
+                         f"seq_lens{tuple(seq_lens.shape)}")
+    if H % k_cache.shape[1] != 0:
+        raise ValueError(f"decode_attention: query heads H={H} must be a multiple of cache heads "
+                         f"H_kv={k_cache.shape[1]}")
+    if D not in HEAD_DIMS:
+        raise ValueError(f"decode_attention: head dim D must be one of {HEAD_DIMS}, got {D}")
+    devices = {t.device for _, t in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"decode_attention: q, k_cache, v_cache, seq_lens must be on one device, got {devices}")
+    if not INTERPRETED and q.device.type != "cuda":
+        raise ValueError(f"decode_attention: Triton kernels need CUDA tensors here, got {q.device}")
+    if torch.is_grad_enabled() and any(t.requires_grad for _, t in tensors):
+        raise ValueError("decode_attention: inference only (no backward pass); call it under torch.no_grad() "
+                         "or with tensors that do not require grad")
+    if sm_scale is not None:
+        if isinstance(sm_scale, bool) or not isinstance(sm_scale, numbers.Real):
+            raise TypeError(f"decode_attention: sm_scale must be None or a real number, got {type(sm_scale).__name__}")
+        if not math.isfinite(sm_scale):
+            raise ValueError(f"decode_attention: sm_scale must be finite, got {sm_scale}")
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, seq_lens: torch.Tensor,
+                     sm_scale: float | None = None) -> torch.Tensor:
+    """Attention of one query token per sequence over its first seq_lens[b] cached keys and values.
+
+    q (B, H, D); caches (B, H_kv, S_max, D) with H a multiple of H_kv (query head h reads cache
+    head h // (H / H_kv)); seq_lens int32/int64 (B,), each in [1, S_max]. The lengths are not
+    checked on the host, which would synchronise the GPU and break CUDA-graph capture; the
+    kernel clamps them to S_max. D in {16, 32, 64, 128}; fp32/fp16/bf16; any strides.
+    Returns a contiguous (B, H, D) tensor in q's dtype.
+    """
+    _check_inputs(q, k_cache, v_cache, seq_lens, sm_scale)
+    B, H, D = q.shape
+    H_kv, S_max = k_cache.shape[1], k_cache.shape[2]
+    group = H // H_kv
+    scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
+    split_size = _split_size(B * H_kv, S_max, q.device)
+    num_splits = triton.cdiv(S_max, split_size)
+
+    out_part = torch.empty((B, H, num_splits, D), device=q.device, dtype=torch.float32)
+    lse_part = torch.empty((B, H, num_splits), device=q.device, dtype=torch.float32)
+    out = torch.empty((B, H, D), device=q.device, dtype=q.dtype)
+    _decode_split_kernel[(B * H_kv, num_splits)](
+        q, k_cache, v_cache, seq_lens, out_part, lse_part, scale * _LOG2_E, H, H_kv, S_max, group, split_size,
+        num_splits, seq_lens.stride(0), *q.stride(), *k_cache.stride(), *v_cache.stride(),
+        HEAD_DIM=D, BLOCK_G=max(16, triton.next_power_of_2(group)),  # tl.dot needs at least 16 rows
+        UPCAST=INTERPRETED and q.dtype == torch.bfloat16,
+        DOT_PRECISION=_dot_precision(q.dtype))
+    _decode_merge_kernel[(B * H,)](out_part, lse_part, out, H, num_splits, *out.stride(),
+                                   HEAD_DIM=D, BLOCK_SPLITS=triton.next_power_of_2(num_splits))
+    return out
+
+
+def decode_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                               seq_lens: torch.Tensor, sm_scale: float | None = None) -> torch.Tensor:
+    """Plain PyTorch: repeat the cache heads to H, mask positions >= seq_lens, softmax, weight v."""
+    group = q.shape[1] // k_cache.shape[1]
+    k = k_cache.repeat_interleave(group, dim=1)
+    v = v_cache.repeat_interleave(group, dim=1)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
+    scores = torch.einsum("bhd,bhsd->bhs", q, k) * scale
+    positions = torch.arange(k.shape[2], device=q.device)
+    scores = scores.masked_fill(positions[None, None, :] >= seq_lens[:, None, None], float("-inf"))
+    return torch.einsum("bhs,bhsd->bhd", scores.softmax(-1), v)
+
+
+def decode_attention_flops(batch: int, heads: int, kv_len: int, head_dim: int) -> int:
+    """Matmul FLOPs: q.k and p.v over kv_len keys (the mean valid length when lengths differ) per query head."""
+    return 4 * batch * heads * kv_len * head_dim
+
+
+def decode_attention_bytes(batch: int, heads: int, kv_heads: int, kv_len: int, head_dim: int,
+                           element_size: int) -> int:
+    """Compulsory traffic: the valid part of K and V read once per cache head, q read and o written once.
+
+    The lengths and the fp32 split partials are not counted (tiny, and an implementation choice).
+    """
+    return (2 * batch * kv_heads * kv_len * head_dim + 2 * batch * heads * head_dim) * element_size
