@@ -27,8 +27,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (run files go to OUT/runs)")
     run.add_argument("--resume", type=Path, default=None, metavar="RUN.json",
                      help="continue an interrupted run: skip the benchmarks its run file already holds")
+    run.add_argument("--save-trace", action="store_true", help="keep the run's power trace (CSV beside the run file)")
+    run.add_argument("--power-replay", type=Path, default=None, metavar="CSV",
+                     help="power log of an external meter (timestamp, watts) to attribute to the benchmarks")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
                      help="after '--': further pytest options, e.g. -- --wattbench-energy-window 10")
+
+    report = commands.add_parser("report", help="CSV, plots, summary.md and report.html over run files from any hosts")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run files (results/runs/*.json)")
+    report.add_argument("--out", type=Path, default=Path("results") / "reports" / "combined", help="report folder")
+    report.add_argument("--specs", type=Path, default=None,
+                        help="your own device spec file (wattbench-device-specs/1 JSON), matched first")
+    report.add_argument("--trace", type=Path, default=None, help="power trace CSV of the first run (--save-trace)")
+
+    select = commands.add_parser("select", help="rank devices by work per joule for a workload under a latency bound")
+    select.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run files (results/runs/*.json)")
+    select.add_argument("--workload", required=True, help="e.g. gemm.infer")
+    select.add_argument("--max-latency-ms", type=float, default=None, help="bound on the median latency per call")
+    select.add_argument("--metric", default="units_per_joule",
+                        help="units_per_joule | joules_per_unit | units_per_s | median_ms | tflops")
 
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
@@ -41,7 +58,20 @@ def _run(args) -> int:
     from wattbench import runner
 
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
-    return runner.run(args.device, args.preset, args.select, args.out, extra, resume=args.resume)
+    return runner.run(args.device, args.preset, args.select, args.out, extra, resume=args.resume,
+                      save_trace=args.save_trace, power_replay=args.power_replay)
+
+
+def _report(args) -> int:
+    from wattbench.report import write_report
+
+    return write_report(args.runs, args.out, args.specs, args.trace)
+
+
+def _select(args) -> int:
+    from wattbench.report import select_devices
+
+    return select_devices(args.runs, args.workload, args.max_latency_ms, args.metric)
 
 
 def _devices(args) -> int:
@@ -71,7 +101,8 @@ def _selfcheck(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"run": _run, "devices": _devices, "selfcheck": _selfcheck}[args.command]
+        handler = {"run": _run, "report": _report, "select": _select, "devices": _devices,
+                   "selfcheck": _selfcheck}[args.command]
         return handler(args)
     except UsageError as exc:
         print(f"wattbench: error: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ def run_file_name(device_slug: str, when: datetime) -> str:
 
 
 def run(device: str | None, preset: str | None, select: str | None, out: Path, pytest_args: list[str],
-        resume: Path | None = None) -> int:
+        resume: Path | None = None, save_trace: bool = False, power_replay: Path | None = None) -> int:
     """Run the suites; returns 0 when every benchmark ran, 1 when some failed or the run was cut short."""
     seed = 0
     if resume:
@@ -56,11 +56,16 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
 
     final = resume or runs_dir / run_file_name(chosen.slug, datetime.now(timezone.utc))
     scratch = final.with_name(f".{final.stem}.pytest-benchmark.json")
+    trace = final.with_suffix(".trace.csv") if save_trace else None
+    if power_replay is not None and not power_replay.is_file():
+        raise UsageError(f"power log {str(power_replay)!r} does not exist")
     args = [str(SUITES_DIR), "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-o", "addopts=",
             "-v", "--no-header", "--benchmark-quiet",
             "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={scratch}",
             "--wattbench-run-file", str(final), "--wattbench-device", chosen.spec, "--wattbench-preset", preset,
-            "--wattbench-seed", str(seed), *(["--wattbench-resume"] if resume else []), *pytest_args]
+            "--wattbench-seed", str(seed), *(["--wattbench-resume"] if resume else []),
+            *(["--wattbench-save-trace", str(trace)] if trace else []),
+            *(["--wattbench-power-replay", str(power_replay)] if power_replay else []), *pytest_args]
     if select:
         args += ["-k", select]
     print(f"wattbench: {preset} preset on {chosen.spec} ({chosen.name})"
@@ -84,6 +89,11 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
     print()
     print(results.format_table(data))
     print(f"\nrun file: {final}")
+    if data["benchmarks"]:
+        from wattbench.report import write_report
+
+        write_report([final], runs_dir.parent / "reports" / final.stem,
+                     trace=trace if trace and trace.exists() else None)
     if not data["wattbench"].get("complete"):
         print(f"run incomplete: continue it with `wattbench run --resume {final}`")
         return 130 if status == pytest.ExitCode.INTERRUPTED else 1

@@ -130,7 +130,7 @@ def register(workload: Workload) -> Workload:
 
 def workloads() -> list[Workload]:
     """All registered workloads (importing the modules that define them)."""
-    from wattbench.workloads import gemm  # noqa: F401  (registers on import)
+    from wattbench.workloads import gemm, ops  # noqa: F401  (they register on import)
 
     return list(_REGISTRY.values())
 

@@ -1,5 +1,9 @@
 """A linear layer's GEMM: training-style (forward + both backward GEMMs, many tokens) and
 inference-style (forward only, decode-sized M). Useful work is counted in tokens (rows of M).
+
+Inference also runs with weight-only int8 ("int8w-*": int8 weights dequantised in the kernel)
+and, on CUDA devices of compute capability 8.0+, a 2:4 pruned weight through PyTorch's
+semi-structured sparsity ("sp24-*", torch path only).
 """
 
 from __future__ import annotations
@@ -8,10 +12,13 @@ from typing import Mapping
 
 import torch
 
+from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
+from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
 from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
 
-PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
+TRAIN_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
+INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "int8w-fp32"), "cuda": ("fp32", "bf16", "fp16", "int8w-bf16", "sp24-bf16")}
 
 
 def _element_size(precision: str) -> int:
@@ -26,9 +33,14 @@ def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.devic
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, device=device, generator=generator) * scale).to(dtype)
 
-    inputs = {"x": randn(M, K), "w": randn(K, N, scale=K ** -0.5), "bias": randn(N, scale=0.1)}
+    inputs = {"x": randn(M, K), "w": randn(K, N, scale=K ** -0.5), "bias": randn(N, scale=0.1),
+              "format": weight_format(precision)}
+    if precision.startswith("int8w"):
+        inputs["w"] = quantize_int8(inputs["w"])
+    elif precision.startswith("sp24"):
+        inputs["w"] = torch.sparse.to_sparse_semi_structured(prune_2_4(inputs["w"]).t().contiguous())
     if train:
-        for name in ("x", "w", "bias"):
+        for name in ("x", "w", "bias"):  # training is dense only
             inputs[name].requires_grad_(True)
         inputs["grad_out"] = randn(M, N)
     return inputs
@@ -49,9 +61,35 @@ def _train_step(linear):
     return build
 
 
-def _infer_step(linear):
+def prune_2_4(w: torch.Tensor) -> torch.Tensor:
+    """Keep the 2 largest-magnitude weights of every 4 consecutive along K, for each output column."""
+    K, N = w.shape
+    groups = w.t().reshape(N, K // 4, 4)
+    keep = groups.abs().topk(2, dim=-1).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, keep, True)
+    return (groups * mask).reshape(N, K).t()
+
+
+def _sparse_linear(x, w_sparse, bias):
+    """x (M, K) @ W, where W is stored as its (N, K) transpose in 2:4 semi-structured form."""
+    return torch.nn.functional.linear(x, w_sparse, bias)
+
+
+INFER_LINEARS = {
+    "torch": {"dense": matmul_reference, "int8w": lambda x, w, bias: matmul_int8w_reference(x, *w, bias),
+              "sp24": _sparse_linear},
+    "triton": {"dense": matmul, "int8w": lambda x, w, bias: matmul_int8w(x, *w, bias)},
+}
+
+
+def weight_format(precision: str) -> str:
+    return precision.split("-")[0] if "-" in precision else "dense"
+
+
+def _infer_step(impl):
     def build(inputs: Inputs) -> Step:
         x, w, bias = inputs["x"], inputs["w"], inputs["bias"]
+        linear = INFER_LINEARS[impl][inputs["format"]]
 
         def step():
             with torch.no_grad():
@@ -60,6 +98,26 @@ def _infer_step(linear):
         return step
 
     return build
+
+
+def _infer_skip(impl: str, precision: str, device: Device) -> str | None:
+    if weight_format(precision) != "sp24":
+        return None
+    if impl == "triton":
+        return "the kernel library has no Triton 2:4 sparse GEMM; the sparse case runs on the torch path only"
+    if device.type != "cuda" or torch.cuda.get_device_capability(device.index) < (8, 0):
+        return "2:4 semi-structured sparsity needs a CUDA device of compute capability 8.0 or newer"
+    return None
+
+
+def _infer_bytes(p, precision):
+    M, N, K = p["M"], p["N"], p["K"]
+    element_size = _element_size(precision)
+    if weight_format(precision) == "int8w":
+        return matmul_int8w_bytes(M, N, K, element_size, bias=True)
+    if weight_format(precision) == "sp24":  # half the weights, plus 2-bit metadata per kept value
+        return (M * K + M * N + N) * element_size + K * N // 2 * element_size + K * N // 8
+    return matmul_bytes(M, N, K, element_size, bias=True)
 
 
 def _train_flops(p):
@@ -89,7 +147,7 @@ register(Workload(
         Size({"M": 8192, "K": 4096, "N": 4096}, devices=("cuda",)),
         Size({"M": 16384, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
     ),
-    precisions=PRECISIONS,
+    precisions=TRAIN_PRECISIONS,
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=True),
     impls={"torch": _train_step(matmul_reference), "triton": _train_step(matmul)},
     units_per_call=_tokens,
@@ -113,10 +171,11 @@ register(Workload(
         Size({"M": 4, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
         Size({"M": 64, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
     ),
-    precisions=PRECISIONS,
+    precisions=INFER_PRECISIONS,
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=False),
-    impls={"torch": _infer_step(matmul_reference), "triton": _infer_step(matmul)},
+    impls={"torch": _infer_step("torch"), "triton": _infer_step("triton")},
     units_per_call=_tokens,
     flops=lambda p: matmul_flops(p["M"], p["N"], p["K"], bias=True),
-    bytes=lambda p, precision: matmul_bytes(p["M"], p["N"], p["K"], _element_size(precision), bias=True),
+    bytes=_infer_bytes,
+    skip=_infer_skip,
 ))

@@ -1,0 +1,166 @@
+"""Run files from any number of hosts into one tidy DataFrame: one row per benchmark record.
+
+Bad files do not stop the others: each is reported by name (with why) and skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wattbench.errors import UsageError
+from wattbench.report.specs import SpecTable, load_specs
+from wattbench.results import load_run
+
+#: Identity of a benchmark across runs (the lead's run-file contract).
+IDENTITY = ["workload", "impl", "style", "precision", "size", "device_name"]
+
+#: A median's 95% half-width is about this times IQR / sqrt(n): 1.96 z, times sqrt(pi/2) (the
+#: median's standard error relative to the mean's, for normal samples), over 1.349 IQRs per sigma.
+MEDIAN_CI_FACTOR = 1.96 * math.sqrt(math.pi / 2) / 1.349
+
+COLUMNS = [
+    "run_file", "run_started", "host", "device", "device_name", "wattbench_version", "commit",
+    "workload", "op", "style", "impl", "precision", "size", "batch", "unit", "interpreted",
+    "timing_method", "rounds", "median_s", "mean_s", "stddev_s", "min_s", "max_s", "q1_s", "q3_s",
+    "p90_s", "p99_s", "median_ms", "time_uncertainty_pct", "units_per_s", "flops", "bytes", "tflops",
+    "gbps",
+    "arithmetic_intensity", "energy_method", "energy_source", "energy_reason", "energy_measured",
+    "joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w", "idle_power_w",
+    "dynamic_joules_per_call", "energy_uncertainty_pct", "energy_valid_windows",
+    "spec_name", "peak_tflops", "pct_peak_flops", "peak_gbps", "pct_peak_bw", "attainable_tflops", "pct_roofline",
+]
+
+
+@dataclass
+class Loaded:
+    """The tidy table, the run files it came from (path, contents), and the files skipped (path, why)."""
+
+    frame: pd.DataFrame
+    runs: list[tuple[Path, dict]] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return math.nan
+    return float(value)
+
+
+def _samples(info: dict, stats: dict) -> np.ndarray:
+    """Per-round device-time samples; pytest-benchmark's own data when wattbench's are missing."""
+    samples = (info.get("timing") or {}).get("samples_s") or stats.get("data") or []
+    values = np.array([_number(s) for s in samples], dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _timing_columns(info: dict, stats: dict) -> dict:
+    samples = _samples(info, stats)
+    median = _number(info.get("median_s", stats.get("median")))
+    row = {"median_s": median, "mean_s": _number(stats.get("mean")), "stddev_s": _number(stats.get("stddev")),
+           "min_s": _number(stats.get("min")), "max_s": _number(stats.get("max")),
+           "q1_s": _number(stats.get("q1")), "q3_s": _number(stats.get("q3")),
+           "p90_s": math.nan, "p99_s": math.nan, "time_uncertainty_pct": math.nan}
+    if samples.size:
+        q1, q3, p90, p99 = np.percentile(samples, [25, 75, 90, 99])
+        row.update(p90_s=p90, p99_s=p99)
+        if samples.size >= 2 and median > 0:
+            row["time_uncertainty_pct"] = 100 * MEDIAN_CI_FACTOR * (q3 - q1) / math.sqrt(samples.size) / median
+    row["median_ms"] = median * 1e3
+    return row
+
+
+def _energy_columns(energy: dict) -> dict:
+    per_call = _number(energy.get("joules_per_call"))
+    return {"energy_method": energy.get("method", "none"), "energy_source": energy.get("source", "none"),
+            "energy_reason": energy.get("reason"), "energy_measured": math.isfinite(per_call),
+            "joules_per_call": per_call, "joules_per_unit": _number(energy.get("joules_per_unit")),
+            "units_per_joule": _number(energy.get("units_per_joule")),
+            "avg_power_w": _number(energy.get("avg_power_w")),
+            "peak_power_w": _number(energy.get("peak_power_w")), "idle_power_w": _number(energy.get("idle_power_w")),
+            "dynamic_joules_per_call": _number(energy.get("dynamic_joules_per_call")),
+            "energy_uncertainty_pct": _number(energy.get("uncertainty_pct")),
+            "energy_valid_windows": _number(energy.get("valid_windows"))}
+
+
+def _spec_columns(specs: SpecTable, device_name: str, precision: str, tflops: float, gbps: float,
+                  intensity: float) -> dict:
+    """% of peak FLOP/s (the MFU for training records), % of peak bandwidth and % of the roofline."""
+    spec = specs.find(device_name)
+    peak = spec.peak_for(precision) if spec else None
+    bandwidth = spec.memory_bandwidth_gbps if spec else None
+    row = {"spec_name": spec.name if spec else None, "peak_tflops": _number(peak), "peak_gbps": _number(bandwidth)}
+    row["pct_peak_flops"] = 100 * tflops / peak if peak else math.nan
+    row["pct_peak_bw"] = 100 * gbps / bandwidth if bandwidth else math.nan
+    attainable = min(peak, intensity * bandwidth / 1e3) if peak and bandwidth and math.isfinite(intensity) else math.nan
+    row["attainable_tflops"] = attainable
+    row["pct_roofline"] = 100 * tflops / attainable if math.isfinite(attainable) and attainable > 0 else math.nan
+    return row
+
+
+def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
+    """One benchmark record as a flat row (the columns in COLUMNS)."""
+    info, stats = bench["extra_info"], bench.get("stats") or {}
+    block = run["wattbench"]
+    env = (run.get("machine_info") or {}).get("wattbench") or {}
+    commit = env.get("wattbench_commit") or {}
+    flops, nbytes = _number(info.get("flops")), _number(info.get("bytes"))
+    intensity = flops / nbytes if nbytes > 0 else math.nan
+    tflops, gbps = _number(info.get("tflops")), _number(info.get("gbps"))
+    device_name = info.get("device_name") or block.get("device_name") or "unknown device"
+    precision = info.get("precision", "unknown")
+    row = {
+        "run_file": str(path), "run_started": block.get("started_utc") or run.get("datetime"),
+        "host": env.get("host") or (run.get("machine_info") or {}).get("node") or "unknown host",
+        "device": info.get("device") or block.get("device"), "device_name": device_name,
+        "wattbench_version": env.get("wattbench_version"),
+        "commit": commit["id"][:12] + ("+dirty" if commit.get("dirty") else "") if commit.get("id") else None,
+        "workload": info.get("workload") or bench.get("group") or bench.get("name"),
+        "op": info.get("op"), "style": info.get("style"), "impl": info.get("impl"), "precision": precision,
+        "size": info.get("size"), "batch": _number(info.get("units_per_call")), "unit": info.get("unit"),
+        "interpreted": bool(info.get("interpreted", False)),
+        "timing_method": (info.get("timing") or {}).get("method"),
+        "rounds": _number((info.get("timing") or {}).get("rounds", stats.get("rounds"))),
+        "units_per_s": _number(info.get("units_per_s")), "flops": flops, "bytes": nbytes,
+        "tflops": tflops, "gbps": gbps, "arithmetic_intensity": intensity,
+    }
+    row.update(_timing_columns(info, stats))
+    row.update(_energy_columns(info.get("energy") or {}))
+    row.update(_spec_columns(specs, device_name, precision, tflops, gbps, intensity))
+    return row
+
+
+def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
+    """Every readable record of `paths` in one DataFrame; unreadable or empty files in `problems`."""
+    if not isinstance(paths, (list, tuple)):
+        raise TypeError(f"paths must be a list of run file paths, got {type(paths).__name__}")
+    if not paths:
+        raise UsageError("no run files given")
+    specs = specs or load_specs()
+    rows, loaded = [], Loaded(pd.DataFrame(columns=COLUMNS))
+    for path in map(Path, paths):
+        try:
+            run = load_run(path)
+        except UsageError as exc:
+            loaded.problems.append((path, str(exc).removeprefix(f"{path}: ")))
+            continue
+        if not run["benchmarks"]:
+            loaded.problems.append((path, "no benchmarks in this run file"))
+            continue
+        loaded.runs.append((path, run))
+        rows += [record_row(path, run, bench, specs) for bench in run["benchmarks"]]
+    if rows:
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        frame["run_started"] = pd.to_datetime(frame["run_started"], utc=True, errors="coerce", format="ISO8601")
+        loaded.frame = frame
+    return loaded
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Records fit for speed and energy comparisons: not interpreted, and the latest run of each identity."""
+    measured = frame[~frame["interpreted"]]
+    return measured.sort_values("run_started", kind="stable").drop_duplicates(IDENTITY, keep="last")

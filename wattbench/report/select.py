@@ -1,0 +1,191 @@
+"""`wattbench select`: which device gives the most work per joule for a workload, under a latency bound."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from wattbench.errors import UsageError
+from wattbench.report.load import comparable, load_runs
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    higher_is_better: bool
+    needs_energy: bool
+    uncertainty_column: str
+    label: str
+
+
+METRICS = {
+    "units_per_joule": Metric("units_per_joule", True, True, "energy_uncertainty_pct", "work per joule"),
+    "joules_per_unit": Metric("joules_per_unit", False, True, "energy_uncertainty_pct", "energy per unit of work"),
+    "units_per_s": Metric("units_per_s", True, False, "time_uncertainty_pct", "throughput"),
+    "median_ms": Metric("median_ms", False, False, "time_uncertainty_pct", "median latency per call"),
+    "tflops": Metric("tflops", True, False, "time_uncertainty_pct", "achieved TFLOP/s"),
+}
+
+
+@dataclass
+class Entry:
+    """A device's best configuration for the workload, and how far ahead of the next device it is."""
+
+    device_name: str
+    host: str
+    impl: str
+    precision: str
+    size: str
+    unit: str
+    value: float
+    uncertainty_pct: float
+    median_ms: float
+    margin_pct: float = math.nan
+    within_uncertainty: bool | None = None
+
+
+@dataclass
+class Ranking:
+    workload: str
+    metric: str
+    max_latency_ms: float | None
+    entries: list[Entry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: Why the ranking is not by the metric asked for (energy not measured anywhere), else None.
+    fallback: str | None = None
+
+
+def check_workload(frame: pd.DataFrame, workload: str) -> None:
+    """UsageError naming the close matches when `workload` is in none of the runs."""
+    known = sorted(set(frame["workload"].dropna()))
+    if workload in known:
+        return
+    close = difflib.get_close_matches(workload, known, n=3, cutoff=0.5)
+    close += [w for w in known if workload and workload in w and w not in close]
+    hint = f"close matches: {', '.join(close)}" if close else f"workloads in these runs: {', '.join(known)}"
+    raise UsageError(f"no workload {workload!r} in the run files; {hint}")
+
+
+def check_options(metric: str, max_latency_ms: float | None) -> Metric:
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if max_latency_ms is not None and (isinstance(max_latency_ms, bool) or not isinstance(max_latency_ms, (int, float))
+                                       or not math.isfinite(max_latency_ms) or max_latency_ms <= 0):
+        raise UsageError(f"max latency must be a positive number of milliseconds, got {max_latency_ms!r}")
+    return METRICS[metric]
+
+
+def _intervals_overlap(first: Entry, second: Entry, higher_is_better: bool) -> bool | None:
+    """Whether the two 95% intervals overlap; None when either uncertainty is unknown."""
+    if not (math.isfinite(first.uncertainty_pct) and math.isfinite(second.uncertainty_pct)):
+        return None
+    a_low, a_high = first.value * (1 - first.uncertainty_pct / 100), first.value * (1 + first.uncertainty_pct / 100)
+    b_low, b_high = second.value * (1 - second.uncertainty_pct / 100), second.value * (1 + second.uncertainty_pct / 100)
+    return a_low <= b_high if higher_is_better else a_high >= b_low
+
+
+def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | None = None,
+                 metric: str = "units_per_joule") -> Ranking:
+    """Devices ranked by `metric` (best configuration each) among those meeting the latency bound.
+
+    Interpreted records are left out. When an energy metric was not measured on any device,
+    the ranking falls back to throughput and says so.
+    """
+    chosen = check_options(metric, max_latency_ms)
+    check_workload(frame, workload)
+    ranking = Ranking(workload, metric, max_latency_ms)
+    rows = frame[frame["workload"] == workload]
+    interpreted = int(rows["interpreted"].sum())
+    if interpreted:
+        ranking.notes.append(f"left out {interpreted} interpreted record(s): Triton ran through its interpreter, "
+                             "so their timing means nothing")
+    rows = comparable(rows)
+    if rows.empty:
+        ranking.notes.append(f"no record of {workload} can be compared: every one was interpreted")
+        return ranking
+    if chosen.needs_energy:
+        measured = rows[rows["energy_measured"]]
+        reasons = sorted(set(rows.loc[~rows["energy_measured"], "energy_reason"].dropna()))
+        if measured.empty:
+            ranking.fallback = (f"energy was not measured for {workload} on any device "
+                                f"({'; '.join(reasons) or 'no reason recorded'}): ranked by units_per_s instead")
+            ranking.metric, chosen = "units_per_s", METRICS["units_per_s"]
+        else:
+            for device in sorted(set(rows["device_name"]) - set(measured["device_name"])):
+                why = "; ".join(sorted(set(rows.loc[rows["device_name"] == device, "energy_reason"].dropna())))
+                ranking.notes.append(f"not ranked: {device}: energy not measured ({why or 'no reason recorded'})")
+            rows = measured
+    rows = rows[rows[chosen.column].notna()]
+    if max_latency_ms is not None:
+        fast = rows[rows["median_ms"] <= max_latency_ms]
+        for device in sorted(set(rows["device_name"]) - set(fast["device_name"])):
+            best = rows.loc[rows["device_name"] == device, "median_ms"].min()
+            ranking.notes.append(f"not ranked: {device}: fastest median {best:.4g} ms is over the "
+                                 f"{max_latency_ms:g} ms bound")
+        rows = fast
+    best_rows = rows.sort_values(chosen.column, ascending=not chosen.higher_is_better, kind="stable") \
+        .drop_duplicates("device_name", keep="first")
+    ranking.entries = [Entry(r.device_name, r.host, r.impl, r.precision, r.size, r.unit, getattr(r, chosen.column),
+                             getattr(r, chosen.uncertainty_column), r.median_ms)
+                       for r in best_rows.itertuples()]
+    for first, second in zip(ranking.entries, ranking.entries[1:]):
+        ratio = first.value / second.value if chosen.higher_is_better else second.value / first.value
+        first.margin_pct = 100 * (ratio - 1)
+        first.within_uncertainty = _intervals_overlap(first, second, chosen.higher_is_better)
+    return ranking
+
+
+def _fmt(value: float, digits: str = ".4g") -> str:
+    return "-" if not math.isfinite(value) else format(value, digits)
+
+
+def format_ranking(ranking: Ranking) -> str:
+    """The ranking as the table `wattbench select` prints, warnings after it."""
+    metric = METRICS[ranking.metric]
+    bound = f", median latency per call <= {ranking.max_latency_ms:g} ms" if ranking.max_latency_ms else ""
+    order = "higher" if metric.higher_is_better else "lower"
+    lines = [f"note: {ranking.fallback}"] if ranking.fallback else []
+    lines.append(f"{ranking.workload}: {len(ranking.entries)} device(s) ranked by {ranking.metric} "
+                 f"({metric.label}, {order} is better){bound}")
+    header = ["rank", "device", "host", "impl", "precision", "size", ranking.metric, "±95%", "median ms",
+              "margin to next"]
+    rows = [[str(i), e.device_name, e.host, e.impl, e.precision, e.size, _fmt(e.value),
+             "-" if not math.isfinite(e.uncertainty_pct) else f"{e.uncertainty_pct:.2g}%", _fmt(e.median_ms),
+             "-" if not math.isfinite(e.margin_pct) else f"{e.margin_pct:+.1f}%"]
+            for i, e in enumerate(ranking.entries, start=1)]
+    if rows:
+        widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                  for row in [header, ["-" * w for w in widths], *rows]]
+    for i, (first, second) in enumerate(zip(ranking.entries, ranking.entries[1:]), start=1):
+        if first.within_uncertainty:
+            lines.append(f"warning: #{i} {first.device_name} leads #{i + 1} {second.device_name} by "
+                         f"{first.margin_pct:.1f}%, within the measurement uncertainty (±{first.uncertainty_pct:.2g}% "
+                         f"and ±{second.uncertainty_pct:.2g}%): treat them as tied")
+        elif first.within_uncertainty is None:
+            lines.append(f"warning: #{i} {first.device_name} vs #{i + 1} {second.device_name}: uncertainty unknown, "
+                         f"so a {first.margin_pct:.1f}% margin may not be real")
+    lines += ranking.notes
+    if not ranking.entries:
+        lines.append("no device meets the bound" if ranking.max_latency_ms else "no device could be ranked")
+    return "\n".join(lines)
+
+
+def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None = None,
+                   metric: str = "units_per_joule") -> int:
+    """Print the ranking; 0 when a device qualifies, 1 when none does (bad input raises UsageError)."""
+    check_options(metric, max_latency_ms)
+    if not isinstance(workload, str) or not workload:
+        raise UsageError("give the workload to rank devices for, e.g. --workload gemm.infer")
+    loaded = load_runs(list(runs))
+    for path, why in loaded.problems:
+        print(f"wattbench: skipped {path}: {why}")
+    if loaded.frame.empty:
+        raise UsageError("none of the run files holds a benchmark record")
+    ranking = rank_devices(loaded.frame, workload, max_latency_ms, metric)
+    print(format_ranking(ranking))
+    return 0 if ranking.entries else 1
