@@ -42,7 +42,7 @@ def test_full_preset_extends_quick():
 
 def test_case_ids_are_stable_and_round_trip():
     case = cases("quick", CPU)[0]
-    assert case.id == "gemm.train-torch-fp32-M512-K256-N256"
+    assert case.id == "gemm.train-torch-fp32-M256-K128-N128"
     for case in cases("full", GPU):
         assert case_by_id(case.id) == case
 
@@ -55,8 +55,8 @@ def test_unknown_preset_and_case_are_refused():
 
 
 def test_gemm_accounting_counts_three_gemms_for_training():
-    train = case_by_id("gemm.train-torch-fp32-M512-K256-N256").accounting()
-    M, K, N = 512, 256, 256
+    train = case_by_id("gemm.train-torch-fp32-M256-K128-N128").accounting()
+    M, K, N = 256, 128, 128
     assert train["unit"] == "tokens" and train["units_per_call"] == M
     assert train["flops"] == 3 * 2 * M * N * K + 2 * M * N  # 3 GEMMs, bias add, bias-gradient reduction
     assert train["bytes"] == (3 * (M * K + K * N + M * N) + 2 * N) * 4

@@ -24,12 +24,13 @@ from wattbench import environment, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.journal import RunJournal
-from wattbench.power import PowerConfig, PowerMonitor
+from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor
 from wattbench.workloads import PRESETS, Case, case_by_id, cases
 
 RUN_FORMAT = "wattbench-run/1"
-#: Under Triton's interpreter timings are meaningless, so spend as little time as possible on them.
-INTERPRETED_MAX_ROUNDS = 3
+#: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
+INTERPRETED_ROUNDS = 1
+INTERPRETED_ENERGY_REASON = "not measured: Triton ran through its interpreter, so energy would mean nothing"
 
 
 class WorkloadFailure(Exception):
@@ -234,14 +235,20 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
         outputs = step()
         device.synchronize()
         _check_finite(outputs, case)
-        rounds = plan.rounds_for(timing.time_once(step, device))
-        if interpreted:
-            rounds = min(rounds, INTERPRETED_MAX_ROUNDS)
+        rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(timing.time_once(step, device))
+        if hasattr(step, "reset"):
+            step.reset()
         benchmark.pedantic(timing.timed_step(step, device, plan), setup=timing.round_setup(device, plan),
                            rounds=rounds, warmup_rounds=0 if interpreted else plan.warmup_rounds, iterations=1)
         samples = list(benchmark.stats.stats.data) if benchmark.stats else []
         info = record_fields(case, device, state, samples, rounds, interpreted)
-        info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
+        if hasattr(step, "metrics"):
+            info.update(step.metrics())
+        if interpreted:
+            info["energy"] = {"source": "none", "method": "none", "reason": INTERPRETED_ENERGY_REASON,
+                              **{name: None for name in ENERGY_FIELDS}}
+        else:
+            info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
         benchmark.extra_info.update(info)
         if state.journal and benchmark.stats:
             state.journal.add(benchmark.stats.as_dict(include_data=False))

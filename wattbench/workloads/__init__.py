@@ -28,6 +28,8 @@ def activation_dtype(precision: str) -> torch.dtype:
     return DTYPES[precision.split("-")[-1]]
 
 Inputs = dict[str, Any]
+#: One call of a workload, returning its outputs. A step may also have `reset()`, called before the
+#: timed rounds, and `metrics()`, called after them, whose dict joins the benchmark's extra_info.
 Step = Callable[[], Any]
 
 
@@ -130,7 +132,7 @@ def register(workload: Workload) -> Workload:
 
 def workloads() -> list[Workload]:
     """All registered workloads (importing the modules that define them)."""
-    from wattbench.workloads import gemm, ops  # noqa: F401  (they register on import)
+    from wattbench.workloads import gemm, llm, ops  # noqa: F401  (they register on import)
 
     return list(_REGISTRY.values())
 

@@ -142,8 +142,8 @@ register(Workload(
     style="train",
     unit="tokens",
     sizes=(
-        Size({"M": 512, "K": 256, "N": 256}, devices=("cpu",)),
-        Size({"M": 2048, "K": 512, "N": 512}, presets=("full",), devices=("cpu",)),
+        Size({"M": 256, "K": 128, "N": 128}, devices=("cpu",)),
+        Size({"M": 1024, "K": 256, "N": 256}, presets=("full",), devices=("cpu",)),
         Size({"M": 8192, "K": 4096, "N": 4096}, devices=("cuda",)),
         Size({"M": 16384, "K": 8192, "N": 8192}, presets=("full",), devices=("cuda",)),
     ),

@@ -1,0 +1,1 @@
+"""Models assembled from `wattbench.kernels`, with the Triton or the torch path of every op."""

@@ -1,0 +1,260 @@
+"""Model-level workloads: a decoder-only transformer in training and in inference.
+
+- `llm.train`: forward, cross-entropy, backward and an AdamW step; work = tokens trained on.
+- `llm.prefill`: the prompt's forward pass filling the KV cache; work = prompt tokens.
+- `llm.decode`: token-by-token decode with the KV cache; work = generated tokens.
+- `llm.generate`: whole requests (prefill, then decode), device-synchronised at every token, for
+  the latency percentiles inference is judged by (TTFT, TPOT, ITL, E2E).
+
+Prefill and decode are separate workloads so their energy is measured separately.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+import torch
+
+from wattbench.metrics import RequestTiming, latency_metrics
+from wattbench.models.ops import ops_for
+from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
+
+Params = Mapping[str, int | str]
+TRAIN_PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
+INFER_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16")}
+ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+
+
+def _model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
+    model = Transformer(PRESETS[params["model"]], activation_dtype(precision), device, generator)
+    if precision.startswith("int8w"):
+        model.quantize_int8()
+    return model
+
+
+def _tokens(params: Params, length: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    vocab = PRESETS[params["model"]].vocab
+    return torch.randint(0, vocab, (params["B"], length), generator=generator, device=device)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# Training --------------------------------------------------------------------------------------
+
+def _train_inputs(params, precision, device, generator) -> Inputs:
+    model = _model(params, precision, device, generator)
+    return {"model": model, "tokens": _tokens(params, params["S"] + 1, device, generator)}
+
+
+def _train_build(impl: str):
+    def build(inputs: Inputs) -> Step:
+        model, tokens, ops = inputs["model"], inputs["tokens"], ops_for(impl)
+        params = list(model.parameters())
+        exp_avg = [torch.zeros_like(p) for p in params]
+        exp_avg_sq = [torch.zeros_like(p) for p in params]
+        state = {"step": 0}
+
+        def step():
+            for p in params:
+                p.grad = None
+            logits = model(tokens[:, :-1], ops)
+            loss = ops.cross_entropy(logits, tokens[:, 1:].reshape(-1))
+            loss.backward()
+            state["step"] += 1
+            ops.adamw_step(params, [p.grad.contiguous() for p in params], exp_avg, exp_avg_sq, state["step"],
+                           **ADAMW)
+            return loss.detach()
+
+        return step
+
+    return build
+
+
+def _train_flops(p: Params) -> int:
+    config = PRESETS[p["model"]]
+    return config.train_flops_per_token(p["S"]) * p["B"] * p["S"]
+
+
+def _weight_bytes(p: Params, precision: str) -> int:
+    """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
+    config = PRESETS[p["model"]]
+    element = torch.empty((), dtype=activation_dtype(precision)).element_size()
+    if not precision.startswith("int8w"):
+        return config.parameter_count() * element
+    embedding_and_norms = config.vocab * config.dim + (2 * config.layers + 1) * config.dim
+    linear = config.parameter_count() - embedding_and_norms
+    kv_dim = config.kv_heads * config.head_dim
+    scales = config.layers * (3 * config.dim + 2 * kv_dim + 2 * config.ffn)  # one fp32 per output column
+    return embedding_and_norms * element + linear + 4 * scales
+
+
+def _train_bytes(p: Params, precision: str) -> int:
+    """Weights only (activations excluded): read in forward and backward, gradient written, then AdamW's
+    read of weight, gradient and both moments and write of weight and moments."""
+    return 10 * _weight_bytes(p, precision)
+
+
+# Inference -------------------------------------------------------------------------------------
+
+def _infer_inputs(params, precision, device, generator) -> Inputs:
+    model = _model(params, precision, device, generator)
+    cache = KVCache(model.config, params["B"], activation_dtype(precision), device)
+    return {"model": model, "cache": cache, "prompt": _tokens(params, params["P"], device, generator),
+            "new_tokens": params.get("T", 0), "device": device}
+
+
+def _prefill_build(impl: str):
+    def build(inputs: Inputs) -> Step:
+        model, cache, prompt, ops = inputs["model"], inputs["cache"], inputs["prompt"], ops_for(impl)
+
+        def step():
+            with torch.no_grad():
+                cache.reset()
+                return model(prompt, ops, cache, last_only=True)
+
+        return step
+
+    return build
+
+
+def _decode_build(impl: str):
+    """Decode `T` tokens after a prompt of `P`, the cache prefilled once outside the timed step."""
+    def build(inputs: Inputs) -> Step:
+        model, cache, prompt, ops = inputs["model"], inputs["cache"], inputs["prompt"], ops_for(impl)
+        with torch.no_grad():
+            first = model(prompt, ops, cache, last_only=True).argmax(-1)
+        prompt_length = cache.length
+
+        def step():
+            with torch.no_grad():
+                cache.length = prompt_length
+                token = first
+                for _ in range(inputs["new_tokens"]):
+                    logits = model.decode(token, cache, ops)
+                    token = logits.argmax(-1)
+                return logits
+
+        return step
+
+    return build
+
+
+class GenerationStep:
+    """One batch of requests: prefill, then greedy decode, each token's time taken after a device sync.
+
+    Every request in the static batch shares the batch's timeline. `metrics()` summarises the
+    requests of the timed rounds (`reset()` forgets the warm-up ones).
+    """
+
+    def __init__(self, inputs: Inputs, impl: str):
+        self.model, self.cache, self.prompt = inputs["model"], inputs["cache"], inputs["prompt"]
+        self.new_tokens, self.device, self.ops = inputs["new_tokens"], inputs["device"], ops_for(impl)
+        self.requests: list[RequestTiming] = []
+
+    def __call__(self):
+        with torch.no_grad():
+            _synchronize(self.device)
+            start = time.perf_counter()
+            self.cache.reset()
+            logits = self.model(self.prompt, self.ops, self.cache, last_only=True)
+            token = logits.argmax(-1)
+            times = []
+            for position in range(self.new_tokens):
+                if position:
+                    logits = self.model.decode(token, self.cache, self.ops)
+                    token = logits.argmax(-1)
+                _synchronize(self.device)
+                times.append(time.perf_counter())
+        self.requests += [RequestTiming(start, tuple(times))] * self.prompt.shape[0]
+        return logits
+
+    def reset(self) -> None:
+        self.requests = []
+
+    def metrics(self) -> dict:
+        return latency_metrics(self.requests)
+
+
+def _prefill_flops(p: Params) -> int:
+    """Each prompt position attends over the positions up to it (causal): context i + 1 for position i."""
+    config = PRESETS[p["model"]]
+    attention = 4 * config.layers * config.dim * p["P"] * (p["P"] + 1) // 2
+    return p["B"] * (2 * config.parameter_count() * p["P"] + attention)
+
+
+def _decode_flops(p: Params) -> int:
+    config = PRESETS[p["model"]]
+    return p["B"] * sum(config.forward_flops_per_token(p["P"] + t + 1) for t in range(p["T"]))
+
+
+def _kv_bytes(p: Params, precision: str, positions: int) -> int:
+    config = PRESETS[p["model"]]
+    element = torch.empty((), dtype=activation_dtype(precision)).element_size()
+    return 2 * config.layers * p["B"] * config.kv_heads * config.head_dim * positions * element
+
+
+def _decode_bytes(p: Params, precision: str) -> int:
+    """Every decode step reads all weights once and the cache so far."""
+    cache_reads = sum(_kv_bytes(p, precision, p["P"] + t + 1) for t in range(p["T"]))
+    return p["T"] * _weight_bytes(p, precision) + cache_reads
+
+
+def _generated(p: Params) -> int:
+    return p["B"] * p["T"]
+
+
+def _sizes(cpu: list[dict], cuda: list[dict], cuda_full: list[dict] = ()) -> tuple[Size, ...]:
+    return (tuple(Size(p, devices=("cpu",)) for p in cpu) + tuple(Size(p, devices=("cuda",)) for p in cuda)
+            + tuple(Size(p, presets=("full",), devices=("cuda",)) for p in cuda_full))
+
+
+def _batch_sweep(cpu_batches, extra: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """Batch sizes 1, 4, 16, 64 on GPUs (the 1.3B model in the full preset); smaller on a CPU."""
+    cpu = [{"model": "tiny", "B": b, **extra["cpu"]} for b in cpu_batches]
+    cuda = [{"model": "125m", "B": b, **extra["cuda"]} for b in (1, 4, 16, 64)]
+    cuda_full = [{"model": "1.3b", "B": b, **extra["cuda"]} for b in (1, 4, 16, 64)]
+    return cpu, cuda, cuda_full
+
+
+register(Workload(
+    name="llm.train", op="transformer", style="train", unit="tokens", suite="models",
+    sizes=_sizes(cpu=[{"model": "tiny", "B": 2, "S": 32}], cuda=[{"model": "125m", "B": 8, "S": 1024}],
+                 cuda_full=[{"model": "1.3b", "B": 4, "S": 2048}]),
+    precisions=TRAIN_PRECISIONS, make_inputs=_train_inputs,
+    impls={"torch": _train_build("torch"), "triton": _train_build("triton")},
+    units_per_call=lambda p: p["B"] * p["S"], flops=_train_flops, bytes=_train_bytes,
+))
+
+_PREFILL = _batch_sweep((1, 4), {"cpu": {"P": 32}, "cuda": {"P": 512}})
+register(Workload(
+    name="llm.prefill", op="transformer", style="infer", unit="tokens", suite="models",
+    sizes=_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    impls={"torch": _prefill_build("torch"), "triton": _prefill_build("triton")},
+    units_per_call=lambda p: p["B"] * p["P"], flops=_prefill_flops,
+    bytes=lambda p, precision: _weight_bytes(p, precision) + _kv_bytes(p, precision, p["P"]),
+))
+
+_DECODE = _batch_sweep((1, 4), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
+register(Workload(
+    name="llm.decode", op="transformer", style="infer", unit="tokens", suite="models",
+    sizes=_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    impls={"torch": _decode_build("torch"), "triton": _decode_build("triton")},
+    units_per_call=_generated, flops=_decode_flops, bytes=_decode_bytes,
+))
+
+_GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
+register(Workload(
+    name="llm.generate", op="transformer", style="infer", unit="tokens", suite="models",
+    sizes=_sizes(*_GENERATE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
+           "triton": lambda inputs: GenerationStep(inputs, "triton")},
+    units_per_call=_generated,
+    flops=lambda p: _prefill_flops(p) + _decode_flops({**p, "T": p["T"] - 1}),
+    bytes=lambda p, precision: (_weight_bytes(p, precision) + _kv_bytes(p, precision, p["P"])
+                                + _decode_bytes({**p, "T": p["T"] - 1}, precision)),
+))
