@@ -115,3 +115,26 @@ def test_pytest_benchmark_compare_reads_the_json(fault_run):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "test_fault[fault.infer-torch-fp32-N4096]" in proc.stdout
+
+
+def run_faults(folder, *args):
+    return subprocess.run([sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-q",
+                           "--wattbench-min-time=0.02", "--rootdir", str(folder), *args],
+                          capture_output=True, text=True, timeout=300, cwd=folder)
+
+
+def test_pytest_run_can_be_gated_against_a_baseline(fault_run, tmp_path):
+    _, _, baseline = fault_run
+    folder = baseline.parent
+    (folder / "pyproject.toml").write_text('[tool.wattbench.gate]\ntime = "90%"\n')
+    proc = run_faults(folder, "-k", "torch", f"--benchmark-json={tmp_path / 'current.json'}",
+                      f"--wattbench-gate={baseline}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS: 0 regressions" in proc.stdout
+
+
+def test_gate_option_needs_the_benchmark_json(fault_run):
+    _, _, baseline = fault_run
+    proc = run_faults(baseline.parent, f"--wattbench-gate={baseline}")
+    assert proc.returncode == 4  # pytest's usage error
+    assert "--wattbench-gate needs --benchmark-json=FILE" in proc.stderr

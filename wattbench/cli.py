@@ -47,10 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--metric", default="units_per_joule",
                         help="units_per_joule | joules_per_unit | units_per_s | median_ms | tflops")
 
+    gate = commands.add_parser("gate", help="compare a run with a baseline on time and energy; exit 1 on a regression")
+    gate.add_argument("--baseline", type=Path, required=True, metavar="JSON", help="the baseline run file")
+    gate.add_argument("--current", type=Path, required=True, metavar="JSON", help="the run file to check")
+    gate.add_argument("--time-threshold", default=None, metavar="PCT",
+                      help="e.g. 5%% (default: [tool.wattbench.gate] in pyproject.toml, else 5%%)")
+    gate.add_argument("--energy-threshold", default=None, metavar="PCT",
+                      help="e.g. 8%% (default: [tool.wattbench.gate] in pyproject.toml, else 8%%)")
+    gate.add_argument("--strict", action="store_true", help="fail when a baseline benchmark is missing from the run")
+    gate.add_argument("--force", action="store_true",
+                      help="compare across device names, driver major versions or interpreted/compiled Triton")
+    gate.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="write the Markdown summary here")
+    gate.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write JUnit XML here")
+
+    baseline = commands.add_parser("baseline", help="store run files as named baselines for the gate")
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    save = baseline_commands.add_parser("save", help="copy a run file to results/baselines/NAME.json with provenance")
+    save.add_argument("run", type=Path, metavar="RUN.json")
+    save.add_argument("--name", default=None, help="default: <device>-<commit>")
+
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
-    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead"])
+    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate"])
     return parser
 
 
@@ -74,6 +93,21 @@ def _select(args) -> int:
     return select_devices(args.runs, args.workload, args.max_latency_ms, args.metric)
 
 
+def _gate(args) -> int:
+    from wattbench.gate import run_gate
+
+    return run_gate(args.baseline, args.current, time_threshold=args.time_threshold,
+                    energy_threshold=args.energy_threshold, strict=args.strict, force=args.force,
+                    markdown_out=args.markdown, junit_out=args.junit)
+
+
+def _baseline(args) -> int:
+    from wattbench.gate import save_baseline
+
+    save_baseline(args.run, args.name)
+    return 0
+
+
 def _devices(args) -> int:
     import torch
 
@@ -93,6 +127,10 @@ def _devices(args) -> int:
 
 
 def _selfcheck(args) -> int:
+    if args.check == "gate":
+        from wattbench.gate.selfcheck import gate_error_rates
+
+        return gate_error_rates()
     from wattbench.power import selfcheck
 
     return selfcheck.power_accuracy() if args.check == "power-accuracy" else selfcheck.sampler_overhead()
@@ -101,8 +139,8 @@ def _selfcheck(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"run": _run, "report": _report, "select": _select, "devices": _devices,
-                   "selfcheck": _selfcheck}[args.command]
+        handler = {"run": _run, "report": _report, "select": _select, "gate": _gate, "baseline": _baseline,
+                   "devices": _devices, "selfcheck": _selfcheck}[args.command]
         return handler(args)
     except UsageError as exc:
         print(f"wattbench: error: {exc}", file=sys.stderr)

@@ -54,6 +54,7 @@ class RunState:
     power: PowerMonitor | None = None
     journal: RunJournal | None = None
     journal_header: dict | None = None
+    output_json: dict | None = None
     _clock: Callable[[], float] | None = None
 
     def clock(self) -> Callable[[], float]:
@@ -85,6 +86,8 @@ def pytest_addoption(parser):
     group.addoption("--wattbench-save-trace", default=None, metavar="CSV", help="write the run's power trace here")
     group.addoption("--wattbench-run-file", default=None, metavar="JSON",
                     help="keep this run file current (atomically rewritten after every benchmark)")
+    group.addoption("--wattbench-gate", default=None, metavar="BASELINE",
+                    help="gate this run against a baseline run file (needs --benchmark-json); exit 1 on a regression")
     group.addoption("--wattbench-resume", action="store_true",
                     help="continue the run in --wattbench-run-file: skip the benchmarks it already holds")
 
@@ -108,6 +111,8 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     if preset not in PRESETS:
         raise pytest.UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if config.getoption("wattbench_gate") and not config.getoption("benchmark_json"):
+        raise pytest.UsageError("--wattbench-gate needs --benchmark-json=FILE (the run it gates)")
     if device.type == "cpu":
         # Triton can only run on a CPU through its interpreter; set it before suites import kernels.
         os.environ.setdefault(INTERPRET_ENV, "1")
@@ -324,9 +329,18 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
-    """Note how the session ended before pytest-benchmark (a wrapper too) writes its JSON."""
-    session.config.stash[STATE].exit_status = int(exitstatus)
+    """Note how the session ended before pytest-benchmark (a wrapper too) writes its JSON; then gate it."""
+    state = session.config.stash[STATE]
+    state.exit_status = int(exitstatus)
     yield
+    baseline = session.config.getoption("wattbench_gate")
+    if baseline:
+        from wattbench.gate import gate_output_json
+
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        code = gate_output_json(state.output_json or {}, Path(baseline), session.config.rootpath,
+                                write=reporter.write_line if reporter else print)
+        session.exitstatus = max(int(session.exitstatus), code)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -352,6 +366,7 @@ def _pytest_benchmark_version() -> str:
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = config.stash[STATE]
     output_json["wattbench"] = run_block(state)
+    state.output_json = output_json
     if state.journal:
         state.journal.write_final(output_json)
 

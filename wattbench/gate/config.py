@@ -1,0 +1,151 @@
+"""Gate settings: thresholds from `[tool.wattbench.gate]` in pyproject.toml, then the command line.
+
+    [tool.wattbench.gate]
+    time = "5%"          # median time per call
+    energy = "8%"        # energy per unit of work (and work per joule, its reciprocal)
+    drift = "0%"         # run-to-run spread of medians your runner shows (see docs/ci.md)
+    confidence = 0.95
+    resamples = 2000
+    seed = 0
+
+    [tool.wattbench.gate.patterns."attention.*"]   # fnmatch on the benchmark id
+    time = "10%"
+
+Patterns are tried in file order and each match overrides what came before; a threshold
+given on the command line has the last word for every benchmark.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from wattbench.errors import UsageError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
+
+METRICS = ("time", "energy")
+DEFAULT_THRESHOLDS = {"time": 0.05, "energy": 0.08}
+_SETTINGS = ("drift", "confidence", "resamples", "seed")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    #: (pattern, {metric: threshold}) in file order.
+    patterns: tuple[tuple[str, dict[str, float]], ...] = ()
+    #: Command-line thresholds: they apply to every benchmark, patterns included.
+    overrides: dict[str, float] = field(default_factory=dict)
+    drift: float = 0.0
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+    source: str = "defaults"
+
+    def threshold(self, benchmark_id: str, metric: str) -> float:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if metric in self.overrides:
+            return self.overrides[metric]
+        value = self.thresholds[metric]
+        for pattern, values in self.patterns:
+            if metric in values and fnmatch.fnmatchcase(benchmark_id, pattern):
+                value = values[metric]
+        return value
+
+    def with_overrides(self, **thresholds: str | float | None) -> "GateConfig":
+        """Command-line thresholds (`time=`, `energy=`); None leaves a metric as configured."""
+        given = {metric: parse_fraction(value, f"--{metric}-threshold")
+                 for metric, value in thresholds.items() if value is not None}
+        unknown = set(given) - set(METRICS)
+        if unknown:
+            raise UsageError(f"unknown gate metric {sorted(unknown)[0]!r}: choose from {', '.join(METRICS)}")
+        return replace(self, overrides={**self.overrides, **given})
+
+
+def parse_fraction(value, where: str) -> float:
+    """'5%' or 0.05 -> 0.05. Bare numbers must be fractions below 1, so that 5 is not read as 500%."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise UsageError(f"{where}: expected a percentage like '5%' or a fraction like 0.05, got {value!r}") \
+                from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise UsageError(f"{where}: expected a percentage like '5%' or a fraction like 0.05, got {value!r}")
+    if not math.isfinite(number) or not 0 <= number < 1:
+        raise UsageError(f"{where}: must lie in [0%, 100%), got {value!r} (write '5%' or 0.05 for five percent)")
+    return number
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml in `start` or its parents, as pytest finds its rootdir."""
+    for folder in (start.resolve(), *start.resolve().parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(start: Path = Path(".")) -> GateConfig:
+    """Settings from the nearest pyproject.toml's `[tool.wattbench.gate]`, or the defaults."""
+    path = find_pyproject(Path(start))
+    if path is None:
+        return GateConfig()
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read gate settings: {exc}") from None
+    table = document.get("tool", {}).get("wattbench", {}).get("gate")
+    if table is None:
+        return GateConfig()
+    return parse_table(table, f"{path} [tool.wattbench.gate]")
+
+
+def parse_table(table, where: str) -> GateConfig:
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: must be a table")
+    allowed = {*METRICS, *_SETTINGS, "patterns"}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+    thresholds = {**DEFAULT_THRESHOLDS, **_metric_values(table, where)}
+    patterns_table = table.get("patterns", {})
+    if not isinstance(patterns_table, dict):
+        raise UsageError(f"{where}: 'patterns' must be a table of tables")
+    patterns = []
+    for pattern, values in patterns_table.items():
+        inner = f"{where} patterns.{pattern!r}"
+        if not isinstance(values, dict) or not values or set(values) - set(METRICS):
+            raise UsageError(f"{inner}: expected a table of thresholds with keys from {', '.join(METRICS)}")
+        patterns.append((pattern, _metric_values(values, inner)))
+    return GateConfig(thresholds=thresholds, patterns=tuple(patterns),
+                      drift=parse_fraction(table.get("drift", 0.0), f"{where} drift"),
+                      confidence=_confidence(table.get("confidence", 0.95), where),
+                      resamples=_whole(table.get("resamples", 2000), f"{where} resamples", minimum=100),
+                      seed=_whole(table.get("seed", 0), f"{where} seed", minimum=0),
+                      source=where)
+
+
+def _metric_values(table: dict, where: str) -> dict[str, float]:
+    return {metric: parse_fraction(table[metric], f"{where} {metric}") for metric in METRICS if metric in table}
+
+
+def _confidence(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value < 1:
+        raise UsageError(f"{where} confidence: expected a number in [0.5, 1), got {value!r}")
+    return float(value)
+
+
+def _whole(value, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value

@@ -1,0 +1,101 @@
+"""Which records of two run files measure the same thing, and whether the runs may be compared at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wattbench.errors import UsageError
+
+IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "device_name")
+
+
+def benchmark_id(info: dict) -> str:
+    """The registry case id (`Case.id`): workload-impl-precision-size; patterns match against it."""
+    return f"{info['workload']}-{info['impl']}-{info['precision']}-{info['size']}"
+
+
+@dataclass
+class Matching:
+    """Pairs of (baseline, current) records with the same identity, and what is on one side only."""
+
+    pairs: list[tuple[str, dict, dict]] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+def index_run(run: dict, label: str, with_device: bool = True) -> tuple[dict[tuple, dict], int]:
+    """Records by identity, and how many records without wattbench fields were ignored."""
+    indexed: dict[tuple, dict] = {}
+    ignored = 0
+    fields = IDENTITY_FIELDS if with_device else IDENTITY_FIELDS[:-1]
+    for bench in run["benchmarks"]:
+        info = bench["extra_info"]
+        if "workload" not in info:
+            ignored += 1
+            continue
+        absent = [name for name in fields if not isinstance(info.get(name), str)]
+        if absent:
+            raise UsageError(f"{label}: benchmark {bench.get('name', '?')!r} lacks identity field {absent[0]!r}")
+        key = tuple(info[name] for name in fields)
+        if key in indexed:
+            raise UsageError(f"{label}: benchmark {describe(info, with_device)} appears twice")
+        indexed[key] = info
+    return indexed, ignored
+
+
+def describe(info: dict, with_device: bool = False) -> str:
+    return benchmark_id(info) + (f" on {info['device_name']}" if with_device else "")
+
+
+def match(baseline: dict, current: dict, with_device: bool = True) -> Matching:
+    """Pair records by (workload, impl, style, precision, size[, device_name])."""
+    base, base_ignored = index_run(baseline, "baseline", with_device)
+    cur, cur_ignored = index_run(current, "current", with_device)
+    result = Matching(ignored=base_ignored + cur_ignored)
+    for key, info in cur.items():
+        if key in base:
+            result.pairs.append((benchmark_id(info), base[key], info))
+        else:
+            result.new.append(benchmark_id(info))
+    result.missing = [benchmark_id(info) for key, info in base.items() if key not in cur]
+    return result
+
+
+def refusals(baseline: dict, current: dict) -> list[str]:
+    """Why the two runs should not be compared: different device, driver major version, or Triton mode."""
+    reasons = []
+    base_device, cur_device = _device_name(baseline), _device_name(current)
+    if base_device != cur_device:
+        reasons.append(f"different devices: baseline ran on {base_device!r}, current on {cur_device!r}")
+    base_driver, cur_driver = _driver_major(baseline), _driver_major(current)
+    if base_driver and cur_driver and base_driver != cur_driver:
+        reasons.append(f"different NVIDIA driver major versions: baseline {base_driver}, current {cur_driver}")
+    base_mode, cur_mode = _interpreted(baseline), _interpreted(current)
+    if base_mode is not None and cur_mode is not None and base_mode != cur_mode:
+        mode = {True: "interpreted", False: "compiled"}
+        reasons.append(f"Triton {mode[base_mode]} in the baseline but {mode[cur_mode]} in the current run")
+    return reasons
+
+
+def _environment(run: dict) -> dict:
+    return (run.get("machine_info") or {}).get("wattbench") or {}
+
+
+def _device_name(run: dict) -> str | None:
+    return run["wattbench"].get("device_name") or (_environment(run).get("device") or {}).get("name")
+
+
+def _driver_major(run: dict) -> str | None:
+    driver = _environment(run).get("nvidia_driver")
+    return driver.split(".")[0] if isinstance(driver, str) else None
+
+
+def _interpreted(run: dict) -> bool | None:
+    """Whether the run's Triton kernels were interpreted: from the environment, else from its records."""
+    mode = _environment(run).get("triton_interpreted")
+    if isinstance(mode, bool):
+        return mode
+    triton = [b["extra_info"]["interpreted"] for b in run["benchmarks"]
+              if isinstance(b["extra_info"].get("interpreted"), bool) and b["extra_info"].get("impl") == "triton"]
+    return any(triton) if triton else None
