@@ -58,6 +58,9 @@ def test_simulated_source_gives_the_full_energy_record():
     assert set(record["channels"]) == {"sim:counter", "sim:instant"}
     assert any("sensor updates" in w for w in record["warnings"])  # 0.3 s windows are short
     assert len(syncs) == 2 * FAST["repeats"]
+    spans = record["window_spans_s"]
+    assert len(spans) == FAST["repeats"] and all(0 <= start < end for start, end in spans)
+    assert all(previous[1] <= following[0] for previous, following in zip(spans, spans[1:]))
     assert info["source"] == "simulated" and info["idle_power_w"] == pytest.approx(200.0, rel=0.05)
     assert info["sampler"]["hz"] == 200 and info["faults"] == []
 

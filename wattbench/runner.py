@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import wattbench.suites
-from wattbench import results
+from wattbench import results, summary
 from wattbench.device import INTERPRET_ENV, detect, host_name
 from wattbench.errors import UsageError
 from wattbench.workloads import PRESETS
@@ -86,8 +86,11 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
         print(f"wattbench: no results were written (pytest exit status {int(status)})", file=sys.stderr)
         return 1
     data = results.load_run(final)
+    data["wattbench"]["summary"] = summary.summarize(data)
+    results.write_json_atomic(final, data)
     print()
     print(results.format_table(data))
+    print(summary.format_summary(data["wattbench"]["summary"]))
     print(f"\nrun file: {final}")
     if data["benchmarks"]:
         from wattbench.report import write_report

@@ -242,7 +242,10 @@ class PowerMonitor:
                   **{f: summary[f] for f in ENERGY_FIELDS if f in summary},
                   "joules_per_unit": None, "units_per_joule": None,
                   "updates": summary["updates"], "windows": len(windows), "valid_windows": summary["valid_windows"],
-                  "calls_per_window": calls}
+                  "calls_per_window": calls,
+                  # On the trace's clock (seconds since the monitor started), so plots can shade the windows.
+                  "window_spans_s": [[w.start_s - self.sampler.started_s, w.end_s - self.sampler.started_s]
+                                     for w in windows]}
         if record["valid"]:
             record["joules_per_unit"] = summary["joules_per_call"] / units_per_call
             record["units_per_joule"] = units_per_call / summary["joules_per_call"] \
