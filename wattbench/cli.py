@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the suites on this host's device and write a run file")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+    run.add_argument("--devices", default=None, metavar="all|0,1,...",
+                     help="run on several GPUs at once, one worker process per GPU, into one merged run file")
+    run.add_argument("--no-report", dest="report", action="store_false", help="do not write the report and plots")
     run.add_argument("--preset", default=None, help="quick (minutes, the default) or full")
     run.add_argument("-k", dest="select", default=None, metavar="EXPR",
                      help="only benchmarks matching this pytest -k expression, e.g. 'gemm and infer'")
@@ -77,8 +80,24 @@ def _run(args) -> int:
     from wattbench import runner
 
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    if args.devices:
+        return _run_devices(args, extra)
     return runner.run(args.device, args.preset, args.select, args.out, extra, resume=args.resume,
-                      save_trace=args.save_trace, power_replay=args.power_replay)
+                      save_trace=args.save_trace, power_replay=args.power_replay, report=args.report)
+
+
+def _run_devices(args, extra: list[str]) -> int:
+    import torch
+
+    from wattbench import multi, runner
+
+    if args.device or args.resume or args.save_trace or args.power_replay:
+        raise UsageError("--devices runs every listed GPU itself: it takes no --device, --resume, --save-trace "
+                         "or --power-replay")
+    workers = multi.plan_workers(args.devices, torch.cuda.device_count())
+    runs_dir = args.out / "runs"
+    runner.check_writable(runs_dir)
+    return multi.run_workers(workers, args.preset, args.select, runs_dir, extra)
 
 
 def _report(args) -> int:

@@ -33,7 +33,8 @@ def run_file_name(device_slug: str, when: datetime) -> str:
 
 
 def run(device: str | None, preset: str | None, select: str | None, out: Path, pytest_args: list[str],
-        resume: Path | None = None, save_trace: bool = False, power_replay: Path | None = None) -> int:
+        resume: Path | None = None, save_trace: bool = False, power_replay: Path | None = None,
+        report: bool = True) -> int:
     """Run the suites; returns 0 when every benchmark ran, 1 when some failed or the run was cut short."""
     seed = 0
     if resume:
@@ -85,6 +86,15 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
     if not final.exists():
         print(f"wattbench: no results were written (pytest exit status {int(status)})", file=sys.stderr)
         return 1
+    data = finish(final, trace if trace and trace.exists() else None, report)
+    if not data["wattbench"].get("complete"):
+        print(f"run incomplete: continue it with `wattbench run --resume {final}`")
+        return 130 if status == pytest.ExitCode.INTERRUPTED else 1
+    return 1 if data["wattbench"]["failed"] else 0
+
+
+def finish(final: Path, trace: Path | None, report: bool) -> dict:
+    """Add the per-watt comparison to a finished run file, print its table, and write its report."""
     data = results.load_run(final)
     data["wattbench"]["summary"] = summary.summarize(data)
     results.write_json_atomic(final, data)
@@ -92,12 +102,8 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
     print(results.format_table(data))
     print(summary.format_summary(data["wattbench"]["summary"]))
     print(f"\nrun file: {final}")
-    if data["benchmarks"]:
+    if report and data["benchmarks"]:
         from wattbench.report import write_report
 
-        write_report([final], runs_dir.parent / "reports" / final.stem,
-                     trace=trace if trace and trace.exists() else None)
-    if not data["wattbench"].get("complete"):
-        print(f"run incomplete: continue it with `wattbench run --resume {final}`")
-        return 130 if status == pytest.ExitCode.INTERRUPTED else 1
-    return 1 if data["wattbench"]["failed"] else 0
+        write_report([final], final.parent.parent / "reports" / final.stem, trace=trace)
+    return data

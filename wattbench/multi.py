@@ -1,0 +1,129 @@
+"""`wattbench run --devices`: the suites on several GPUs of one host at once, one worker per GPU.
+
+Each worker is a `wattbench run` process that sees exactly one GPU (CUDA_VISIBLE_DEVICES), so
+no two workers ever share a GPU and each measures its own GPU's power. Their run files are
+merged into one. (pytest-xdist cannot host these workers: pytest-benchmark switches itself off
+whenever xdist is active, so worker processes are started here instead.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from wattbench import results, runner
+from wattbench.device import host_name
+from wattbench.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker process: the physical GPU it owns and the environment that pins it there."""
+
+    index: int
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.index}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": str(self.index)}
+
+
+def plan_workers(devices: str, device_count: int) -> list[Worker]:
+    """Workers for "all" or a comma-separated list of GPU indices ("0,2"); never two on one GPU."""
+    if device_count == 0:
+        raise UsageError("--devices needs CUDA GPUs, and torch sees none on this host")
+    if devices.strip().lower() == "all":
+        return [Worker(i) for i in range(device_count)]
+    try:
+        indices = [int(part.strip().removeprefix("cuda:")) for part in devices.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--devices {devices!r}: use 'all' or GPU indices such as '0,1'") from None
+    if not indices:
+        raise UsageError(f"--devices {devices!r}: no GPU index given")
+    duplicates = sorted({i for i in indices if indices.count(i) > 1})
+    if duplicates:
+        raise UsageError(f"--devices {devices!r}: GPU {duplicates[0]} listed twice (one worker per GPU)")
+    missing = [i for i in indices if not 0 <= i < device_count]
+    if missing:
+        raise UsageError(f"--devices {devices!r}: GPU {missing[0]} does not exist (this host has {device_count})")
+    return [Worker(i) for i in indices]
+
+
+def merge_runs(parts: list[tuple[Worker, dict]]) -> dict:
+    """One run file from the workers' run files: every record names its physical GPU."""
+    first = parts[0][1]
+    merged = {key: value for key, value in first.items() if key not in ("benchmarks", "wattbench")}
+    merged["machine_info"] = {**first["machine_info"], "wattbench": {
+        **first["machine_info"].get("wattbench", {}),
+        "devices": [{"device": w.device, **data["machine_info"].get("wattbench", {}).get("device", {})}
+                    for w, data in parts]}}
+    merged["benchmarks"] = []
+    for worker, data in parts:
+        for bench in data["benchmarks"]:
+            info = {**bench["extra_info"], "device": worker.device}
+            merged["benchmarks"].append({**bench, "extra_info": info, "fullname": f"{bench['fullname']}@{worker.device}"})
+    blocks = [(worker, data["wattbench"]) for worker, data in parts]
+    merged["wattbench"] = {
+        **first["wattbench"],
+        "device": ",".join(w.device for w, _ in blocks),
+        "device_name": ",".join(sorted({b["device_name"] for _, b in blocks})),
+        "complete": all(b.get("complete") for _, b in blocks),
+        "failed": [{**f, "device": w.device} for w, b in blocks for f in b.get("failed", [])],
+        "skipped": [{**s, "device": w.device} for w, b in blocks for s in b.get("skipped", [])],
+        "per_device": [{"device": w.device, **{k: b.get(k) for k in ("device_name", "complete", "started_utc",
+                                                                      "ended_utc", "power")}}
+                       for w, b in blocks],
+    }
+    return merged
+
+
+def _relay(stream, prefix: str) -> None:
+    for line in iter(stream.readline, ""):
+        sys.stdout.write(f"{prefix} {line}")
+        sys.stdout.flush()
+
+
+def run_workers(workers: list[Worker], preset: str | None, select: str | None, runs_dir: Path,
+                pytest_args: list[str], visible_device: str = "cuda:0") -> int:
+    """Start one worker per GPU, relay their output, merge their run files; returns the worst exit code.
+
+    Each worker's own run file stays in `.<run>.workers/` beside the merged one, so an interrupted
+    run loses nothing. `visible_device` is the device as each pinned worker sees it.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    final = runs_dir / f"{host_name()}_{len(workers)}gpu_{stamp}.json"
+    workers_dir = runs_dir / f".{final.stem}.workers"
+    procs = []
+    for worker in workers:
+        command = [sys.executable, "-m", "wattbench.cli", "run", "--device", visible_device, "--no-report",
+                   "--out", str(workers_dir / worker.device.replace(":", "")),
+                   *(["--preset", preset] if preset else []), *(["-k", select] if select else []),
+                   *(["--", *pytest_args] if pytest_args else [])]
+        proc = subprocess.Popen(command, env={**os.environ, **worker.env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        relay = threading.Thread(target=_relay, args=(proc.stdout, f"[{worker.device}]"), daemon=True)
+        relay.start()
+        procs.append((worker, proc, relay))
+    codes = []
+    for _, proc, relay in procs:
+        codes.append(proc.wait())
+        relay.join()
+    parts = []
+    for worker, _, _ in procs:
+        files = sorted((workers_dir / worker.device.replace(":", "") / "runs").glob("[!.]*.json"))
+        if files:
+            parts.append((worker, results.load_run(files[-1])))
+    if not parts:
+        print("wattbench: no worker wrote a run file", file=sys.stderr)
+        return max(codes)
+    results.write_json_atomic(final, merge_runs(parts))
+    runner.finish(final, trace=None, report=True)
+    return max(codes)
