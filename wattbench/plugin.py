@@ -30,7 +30,7 @@ from wattbench.workloads import PRESETS, Case, case_by_id, cases
 RUN_FORMAT = "wattbench-run/1"
 #: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
 INTERPRETED_ROUNDS = 1
-INTERPRETED_ENERGY_REASON = "not measured: Triton ran through its interpreter, so energy would mean nothing"
+INTERPRETED_ENERGY_REASON = "Triton ran through its interpreter, so energy would mean nothing"
 
 
 class WorkloadFailure(Exception):
