@@ -73,7 +73,8 @@ def test_sigterm_keeps_a_valid_partial_run_that_resume_completes(tmp_path):
     import signal
     import time
 
-    args = [sys.executable, "-m", "wattbench.cli", "run", "-k", "gemm and infer and M1- and not int8w", "--out", str(tmp_path)]
+    select = "gemm and infer and M1- and not int8w"
+    args = [sys.executable, "-m", "wattbench.cli", "run", "-k", select, "--out", str(tmp_path)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 240

@@ -61,8 +61,8 @@ def test_workers_run_in_parallel_and_their_files_are_merged(tmp_path, capsys):
     """The orchestration end to end, with each 'GPU' worker running on the CPU."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    code = multi.run_workers([Worker(0), Worker(1)], "quick", "gemm and infer and torch and M1- and fp32 and not int8w", runs,
-                             [], visible_device="cpu")
+    select = "gemm and infer and torch and M1- and fp32 and not int8w"
+    code = multi.run_workers([Worker(0), Worker(1)], "quick", select, runs, [], visible_device="cpu")
     assert code == 0
     (merged_file,) = runs.glob("[!.]*.json")
     merged = json.loads(merged_file.read_text())

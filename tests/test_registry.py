@@ -5,7 +5,7 @@ import torch
 
 from wattbench.device import Device
 from wattbench.errors import UsageError
-from wattbench.workloads import PRESETS, Case, Size, Workload, case_by_id, cases, workloads
+from wattbench.workloads import PRESETS, Size, Workload, case_by_id, cases, workloads
 
 CPU = Device("cpu", None, "test cpu")
 GPU = Device("cuda", 0, "test gpu")
@@ -86,7 +86,8 @@ def test_triton_and_torch_steps_agree(name):
 
 
 def _workload(**overrides):
-    fields = dict(name="x", op="x", style="train", unit="samples", sizes=(Size({"N": 1}),), precisions={"cpu": ("fp32",)},
+    fields = dict(name="x", op="x", style="train", unit="samples", sizes=(Size({"N": 1}),),
+                  precisions={"cpu": ("fp32",)},
                   make_inputs=lambda *a: {}, impls={"torch": None, "triton": None}, units_per_call=lambda p: 1,
                   flops=lambda p: 1, bytes=lambda p, e: 1)
     fields.update(overrides)

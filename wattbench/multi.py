@@ -69,7 +69,8 @@ def merge_runs(parts: list[tuple[Worker, dict]]) -> dict:
     for worker, data in parts:
         for bench in data["benchmarks"]:
             info = {**bench["extra_info"], "device": worker.device}
-            merged["benchmarks"].append({**bench, "extra_info": info, "fullname": f"{bench['fullname']}@{worker.device}"})
+            fullname = f"{bench['fullname']}@{worker.device}"
+            merged["benchmarks"].append({**bench, "extra_info": info, "fullname": fullname})
     blocks = [(worker, data["wattbench"]) for worker, data in parts]
     merged["wattbench"] = {
         **first["wattbench"],

@@ -69,7 +69,8 @@ STATE = pytest.StashKey[RunState]()
 
 def pytest_addoption(parser):
     group = parser.getgroup("wattbench", "wattbench: time and energy per unit of work")
-    group.addoption("--wattbench-device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+    group.addoption("--wattbench-device", default=None,
+                    help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
     group.addoption("--wattbench-preset", default="quick", help=f"which sizes to run: {' | '.join(PRESETS)}")
     group.addoption("--wattbench-seed", type=int, default=0, help="base seed for input generation")
     group.addoption("--wattbench-min-time", type=float, default=None,

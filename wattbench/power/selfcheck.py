@@ -115,7 +115,8 @@ def power_accuracy(seed: int = 0) -> int:
     for row in rows:
         print(f"{row['trace']:<28}{row['counter_worst_pct']:>13.3f}{row['counter_unc_pct']:>7.2f}"
               f"{row['stale_interp_worst_pct']:>15.3f}{row['instant_err_pct']:>+14.2f}{row['instant_unc_pct']:>7.1f}"
-              f"{row['average_err_pct']:>+14.2f}{row['average_unc_pct']:>7.1f}  {'yes' if meets_targets(row) else 'NO'}")
+              f"{row['average_err_pct']:>+14.2f}{row['average_unc_pct']:>7.1f}"
+              f"  {'yes' if meets_targets(row) else 'NO'}")
     print("counter err% is the worst window; stale-interp% is the same counter interpolated over its stale "
           "readings instead of its update points. The average method has no target: it is a last resort. "
           "Aliased traces (in step with the 100 ms updates) need only their uncertainty to cover the error.")

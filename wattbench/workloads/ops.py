@@ -198,7 +198,7 @@ register_op(OpSpec(
 
 
 def _swiglu_args(p, dtype, device, gen, train):
-    return (_randn(gen, device, dtype, p["M"], p["N"], grad=train), _randn(gen, device, dtype, p["M"], p["N"], grad=train))
+    return tuple(_randn(gen, device, dtype, p["M"], p["N"], grad=train) for _ in range(2))
 
 
 _SWIGLU_SIZES = _rows_and_hidden(688, 11008)
