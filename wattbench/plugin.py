@@ -24,7 +24,7 @@ from wattbench import environment, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.journal import RunJournal
-from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor
+from wattbench.power import PowerConfig, PowerMonitor
 from wattbench.workloads import PRESETS, Case, case_by_id, cases
 
 RUN_FORMAT = "wattbench-run/1"
@@ -251,8 +251,7 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
         if hasattr(step, "metrics"):
             info.update(step.metrics())
         if interpreted:
-            info["energy"] = {"source": "none", "method": "none", "reason": INTERPRETED_ENERGY_REASON,
-                              **{name: None for name in ENERGY_FIELDS}}
+            info["energy"] = wattbench_power.not_measured(INTERPRETED_ENERGY_REASON)
         else:
             info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
         benchmark.extra_info.update(info)
