@@ -1,12 +1,14 @@
 """PowerMonitor end to end: no source on this machine, a simulated NVML-like source, faults."""
 
 import csv
+import threading
 import time
 
 import pytest
 
+from wattbench.conditions import ConditionSensors
 from wattbench.device import Device
-from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor, describe_sources
+from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor, describe_sources, monitor as monitor_module
 from wattbench.power.simulate import constant, live_probe
 
 CPU = Device("cpu", None, "Test CPU")
@@ -63,6 +65,7 @@ def test_simulated_source_gives_the_full_energy_record():
     assert all(previous[1] <= following[0] for previous, following in zip(spans, spans[1:]))
     assert info["source"] == "simulated" and info["idle_power_w"] == pytest.approx(200.0, rel=0.05)
     assert info["sampler"]["hz"] == 200 and info["faults"] == []
+    assert record["conditions"]["unknown"] and "nvml" in record["conditions"]["reason"].lower()
 
 
 def test_device_lost_mid_run_marks_energy_invalid_and_does_not_raise():
@@ -98,6 +101,9 @@ def test_trace_is_written_only_when_asked(tmp_path):
     ({"idle_s": -1}, ValueError, "idle_s"),
     ({"sample_hz": "fast"}, TypeError, "sample_hz"),
     ({"replay_path": 3}, TypeError, "replay_path"),
+    ({"cooldown_c": "hot"}, TypeError, "cooldown_c"),
+    ({"cooldown_c": -1}, ValueError, "cooldown_c"),
+    ({"cooldown_timeout_s": 0}, ValueError, "cooldown_timeout_s"),
 ])
 def test_bad_config_names_the_field(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -110,3 +116,78 @@ def test_bad_measure_arguments_are_rejected(tmp_path):
             monitor.measure(lambda: None, lambda: None, 0)
         with pytest.raises(TypeError, match="callables"):
             monitor.measure(None, lambda: None, 1)
+
+
+POWER_CAP = 0x4
+
+
+def gpu_conditions(temperatures, clock_events=lambda: 0, missing=None) -> ConditionSensors:
+    """Fake condition sensors: temperatures read in turn (the last one repeats), fixed clocks."""
+    remaining = list(temperatures)
+
+    def temperature():
+        return remaining.pop(0) if len(remaining) > 1 else remaining[0]
+
+    readers = {"temperature_c": temperature, "sm_clock_mhz": lambda: 1980, "mem_clock_mhz": lambda: 2619,
+               "clock_events": clock_events}
+    missing = missing or {}
+    return ConditionSensors({q: r for q, r in readers.items() if q not in missing}, missing)
+
+
+def measure_with(conditions: ConditionSensors, step=lambda: time.sleep(0.001), **config) -> tuple[dict, dict]:
+    probe = live_probe(constant(300.0), duration_s=60.0)
+    with PowerMonitor(CPU, PowerConfig(**{**FAST, **config}), probes=[probe], conditions=conditions) as monitor:
+        record = monitor.measure(step, lambda: None, units_per_call=1.0)
+        return record, monitor.run_info()
+
+
+def test_a_power_cap_during_the_windows_flags_the_record():
+    capped = threading.Event()
+
+    def step():  # the workload pushes the GPU into its power cap
+        capped.set()
+        time.sleep(0.001)
+
+    record, info = measure_with(gpu_conditions([45], clock_events=lambda: POWER_CAP if capped.is_set() else 0),
+                                step=step)
+    conditions = record["conditions"]
+    assert conditions["throttled"] is True and conditions["throttle_reasons"] == ["sw_power_cap"]
+    assert conditions["temperature_c"] == [45, 45] and conditions["sm_clock_mhz"] == [1980, 1980]
+    assert len(conditions["windows"]) == FAST["repeats"]
+    assert any(w.startswith("throttled during the energy windows: sw_power_cap") for w in record["warnings"])
+    assert info["idle_temperature_c"] == 45 and info["conditions"]["missing"] == {}
+
+
+def test_a_cool_gpu_is_not_flagged_and_idle_is_not_a_throttle():
+    record, _ = measure_with(gpu_conditions([45], clock_events=lambda: 0x1), repeats=1)
+    assert record["conditions"]["clock_events"] == ["gpu_idle"]
+    assert record["conditions"]["throttled"] is False
+    assert not any("throttled" in w for w in record["warnings"]) and "cooldown" not in record
+
+
+def test_cool_down_waits_for_the_idle_temperature_before_the_windows(monkeypatch):
+    monkeypatch.setattr(monitor_module, "COOLDOWN_POLL_S", 0.01)
+    # 40 C at the end of the idle baseline; the previous benchmark left the GPU at 60 C.
+    record, _ = measure_with(gpu_conditions([40, 60, 55, 48, 44]), repeats=1, cooldown_c=5)
+    cooldown = record["cooldown"]
+    assert cooldown["reached"] is True and cooldown["idle_c"] == 40 and cooldown["target_c"] == 45
+    assert cooldown["start_c"] == 60 and cooldown["end_c"] == 44 and cooldown["waited_s"] > 0
+    assert record["conditions"]["temperature_c"] == [44, 44]
+    assert not any("cool-down" in w for w in record["warnings"])
+
+
+def test_cool_down_gives_up_after_its_timeout_with_a_warning(monkeypatch):
+    monkeypatch.setattr(monitor_module, "COOLDOWN_POLL_S", 0.01)
+    began = time.perf_counter()
+    record, _ = measure_with(gpu_conditions([40, 70]), repeats=1, cooldown_c=5, cooldown_timeout_s=0.05)
+    assert time.perf_counter() - began < 5
+    assert record["cooldown"]["reached"] is False and record["cooldown"]["end_c"] == 70
+    assert any(w.startswith("cool-down gave up after 0.05 s: the GPU is at 70 C") for w in record["warnings"])
+
+
+def test_cool_down_without_a_temperature_is_skipped_with_the_reason():
+    unreadable = "temperature_c: not supported on this GPU (NVML error 3)"
+    record, _ = measure_with(gpu_conditions([0], missing={"temperature_c": unreadable}), repeats=1, cooldown_c=5)
+    assert record["cooldown"]["reached"] is False
+    assert record["conditions"]["temperature_c"] == {"unknown": True, "reason": unreadable}
+    assert any(w.startswith("cool-down skipped") and unreadable in w for w in record["warnings"])

@@ -112,3 +112,119 @@ def test_cuda_visible_devices_maps_torch_indices_to_nvml(fake, monkeypatch):
     nvml.probe(Device("cuda", 1, "x"))
     fake.nvmlDeviceGetHandleByUUID.assert_called_with("GPU-abc")
     assert not nvml.probe(Device("cuda", 2, "x")).status.available
+
+
+# -- environment facts and window conditions ----------------------------------------------
+
+@pytest.fixture
+def h100(fake):
+    """The fake answers what an H100 SXM with persistence on, MIG off and ECC on would."""
+    memory = pynvml.c_nvmlMemory_t()
+    memory.total = 80 * 2**30
+    fake.nvmlDeviceGetUUID.return_value = "GPU-2f6b8a1e-0000-4c1d-9a3e-1234567890ab"
+    fake.nvmlDeviceGetMemoryInfo.return_value = memory
+    fake.nvmlSystemGetDriverVersion.return_value = "550.54.15"
+    fake.nvmlSystemGetCudaDriverVersion_v2.return_value = 12040
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 650_000
+    fake.nvmlDeviceGetPowerManagementDefaultLimit.return_value = 700_000
+    fake.nvmlDeviceGetPersistenceMode.return_value = pynvml.NVML_FEATURE_ENABLED
+    fake.nvmlDeviceGetMigMode.return_value = [pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_DISABLE]
+    fake.nvmlDeviceGetEccMode.return_value = [pynvml.NVML_FEATURE_ENABLED, pynvml.NVML_FEATURE_ENABLED]
+    fake.nvmlDeviceGetApplicationsClock.side_effect = lambda h, clock: {pynvml.NVML_CLOCK_SM: 1755,
+                                                                         pynvml.NVML_CLOCK_MEM: 2619}[clock]
+    fake.nvmlDeviceGetMaxClockInfo.side_effect = lambda h, clock: {pynvml.NVML_CLOCK_SM: 1980,
+                                                                    pynvml.NVML_CLOCK_MEM: 2619}[clock]
+    fake.nvmlDeviceGetCurrPcieLinkGeneration.return_value = 5
+    fake.nvmlDeviceGetMaxPcieLinkGeneration.return_value = 5
+    fake.nvmlDeviceGetCurrPcieLinkWidth.return_value = 16
+    fake.nvmlDeviceGetMaxPcieLinkWidth.return_value = 16
+    fake.nvmlDeviceGetTemperature.return_value = 41
+    fake.nvmlDeviceGetClockInfo.side_effect = lambda h, clock: {pynvml.NVML_CLOCK_SM: 1980,
+                                                                 pynvml.NVML_CLOCK_MEM: 2619}[clock]
+    fake.nvmlDeviceGetCurrentClocksEventReasons.return_value = pynvml.nvmlClocksEventReasonGpuIdle
+    return fake
+
+
+def test_gpu_facts_are_read_and_nvml_is_released(h100):
+    facts = nvml.gpu_facts(GPU)
+    assert facts == {
+        "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-2f6b8a1e-0000-4c1d-9a3e-1234567890ab",
+        "memory_bytes": 80 * 2**30, "driver_version": "550.54.15", "cuda_driver_version": "12.4",
+        "power_limit_w": 650.0, "power_limit_default_w": 700.0, "power_limit_enforced_w": 700.0,
+        "persistence_mode": "enabled", "mig_mode": "disabled", "ecc_mode": "enabled",
+        "application_clock_sm_mhz": 1755, "application_clock_mem_mhz": 2619,
+        "max_clock_sm_mhz": 1980, "max_clock_mem_mhz": 2619,
+        "pcie_gen_current": 5, "pcie_gen_max": 5, "pcie_width_current": 16, "pcie_width_max": 16,
+    }
+    assert h100.nvmlInit.call_count == h100.nvmlShutdown.call_count == 1
+
+
+def test_each_missing_gpu_fact_is_unknown_with_its_own_reason(h100):
+    h100.nvmlDeviceGetMigMode.side_effect = error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    h100.nvmlDeviceGetPowerManagementDefaultLimit.side_effect = error(pynvml.NVML_ERROR_NO_PERMISSION)
+    h100.nvmlDeviceGetApplicationsClock.side_effect = error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    facts = nvml.gpu_facts(GPU)
+    assert facts["mig_mode"] == {"unknown": True, "reason": "MIG mode: not supported on this GPU (NVML error 3)"}
+    assert facts["power_limit_default_w"]["unknown"]
+    assert "permission denied" in facts["power_limit_default_w"]["reason"]
+    assert all(facts[k]["unknown"] for k in ("application_clock_sm_mhz", "application_clock_mem_mhz"))
+    assert facts["name"] == "NVIDIA H100 80GB HBM3" and facts["power_limit_w"] == 650.0  # the rest is still read
+
+
+@pytest.mark.parametrize("break_nvml, device, reason", [
+    (lambda fake: setattr(fake.nvmlInit, "side_effect", error(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)), GPU,
+     "libnvidia-ml.so"),
+    (lambda fake: setattr(fake.nvmlDeviceGetHandleByIndex, "side_effect", error(pynvml.NVML_ERROR_NO_PERMISSION)),
+     GPU, "permission denied"),
+    (lambda fake: None, Device("cpu", None, "CPU"), "the run's device is cpu"),
+])
+def test_gpu_facts_are_all_unknown_when_no_gpu_can_be_read(h100, break_nvml, device, reason):
+    break_nvml(h100)
+    facts = nvml.gpu_facts(device)
+    assert set(facts) == set(nvml.GPU_FACTS)
+    assert all(value["unknown"] and reason in value["reason"] for value in facts.values())
+
+
+def test_clock_event_names_match_nvml_bits():
+    from wattbench.conditions import CLOCK_EVENTS
+
+    names = {"gpu_idle": "GpuIdle", "applications_clocks_setting": "ApplicationsClocksSetting",
+             "sw_power_cap": "SwPowerCap", "hw_slowdown": "HwSlowdown", "sync_boost": "SyncBoost",
+             "sw_thermal_slowdown": "SwThermalSlowdown", "hw_thermal_slowdown": "HwThermalSlowdown",
+             "hw_power_brake_slowdown": "HwPowerBrakeSlowdown", "display_clock_setting": "DisplayClockSetting",
+             "board_limit": "BoardLimit", "reliability": "Reliability"}
+    for bit, (name, _) in CLOCK_EVENTS.items():
+        assert getattr(pynvml, "nvmlClocksThrottleReason" + names[name]) == bit
+
+
+def test_condition_sensors_read_temperature_clocks_and_clock_events(h100):
+    sensors = nvml.condition_sensors(GPU)
+    assert sensors.missing == {}
+    assert [sensors.read(q) for q in ("temperature_c", "sm_clock_mhz", "mem_clock_mhz", "clock_events")] == \
+        [41, 1980, 2619, pynvml.nvmlClocksEventReasonGpuIdle]
+    h100.nvmlDeviceGetTemperature.side_effect = error(pynvml.NVML_ERROR_TIMEOUT)
+    assert sensors.read("temperature_c") is None  # one failed reading is a gap, not an exception
+    h100.nvmlShutdown.assert_not_called()
+    sensors.close()
+    h100.nvmlShutdown.assert_called_once()
+
+
+def test_clock_events_fall_back_to_the_throttle_reasons_call(h100):
+    h100.nvmlDeviceGetCurrentClocksThrottleReasons.return_value = pynvml.nvmlClocksThrottleReasonSwPowerCap
+    h100.nvmlDeviceGetCurrentClocksEventReasons.side_effect = error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    assert nvml.condition_sensors(GPU).read("clock_events") == pynvml.nvmlClocksThrottleReasonSwPowerCap
+    del h100.nvmlDeviceGetCurrentClocksEventReasons  # bindings older than the rename
+    assert nvml.condition_sensors(GPU).read("clock_events") == pynvml.nvmlClocksThrottleReasonSwPowerCap
+
+
+def test_unreadable_conditions_are_missing_with_the_reason(h100):
+    h100.nvmlDeviceGetTemperature.side_effect = error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    h100.nvmlDeviceGetCurrentClocksEventReasons.side_effect = error(pynvml.NVML_ERROR_NO_PERMISSION)
+    sensors = nvml.condition_sensors(GPU)
+    assert set(sensors.readers) == {"sm_clock_mhz", "mem_clock_mhz"}
+    assert "not supported" in sensors.missing["temperature_c"]
+    assert "permission denied" in sensors.missing["clock_events"]
+    assert "NVIDIA GPUs" in nvml.condition_sensors(Device("cpu", None, "CPU")).why_unavailable()
+    h100.nvmlInit.side_effect = error(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    nothing = nvml.condition_sensors(GPU)
+    assert nothing.readers == {} and "driver is not loaded" in nothing.why_unavailable()

@@ -10,18 +10,18 @@ import os
 import platform
 import re
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 import wattbench
+from wattbench.conditions import unknown
 from wattbench.device import Device, cpu_model, host_name, triton_interpreted
+from wattbench.power import nvml
 
 PACKAGES = ("torch", "triton", "nvidia-ml-py", "pytest-benchmark", "pandas")
-
-
-def unknown(reason: str) -> dict:
-    return {"unknown": True, "reason": reason}
+CPU_SYSFS = Path("/sys/devices/system/cpu")
 
 
 def package_versions() -> dict:
@@ -44,6 +44,30 @@ def nvidia_driver_version() -> str | dict:
     return match.group(1) if match else unknown("driver version not found in /proc/driver/nvidia/version")
 
 
+def cpu_governor(cpu_root: Path = CPU_SYSFS) -> str | dict:
+    """The cpufreq scaling governor ('powersave' clocks down between kernel launches); when the
+    CPUs differ, each governor with its CPU count."""
+    governors = Counter()
+    for path in cpu_root.glob("cpu[0-9]*/cpufreq/scaling_governor"):
+        try:
+            governors[path.read_text().strip()] += 1
+        except OSError:
+            continue
+    if not governors:
+        return unknown(f"no readable cpufreq scaling_governor under {cpu_root} (no cpufreq driver, e.g. a VM)")
+    if len(governors) == 1:
+        return next(iter(governors))
+    return ", ".join(f"{name} on {count} CPUs" for name, count in sorted(governors.items()))
+
+
+def usable_cpus() -> int | dict:
+    """CPUs this process may run on (a container or `taskset` may allow fewer than the host has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return unknown(f"CPU affinity cannot be read on {platform.system()}")
+
+
 def git_commit() -> dict:
     """The wattbench checkout's commit and whether it had uncommitted changes."""
     root = Path(wattbench.__file__).resolve().parent.parent
@@ -58,7 +82,7 @@ def git_commit() -> dict:
 
 
 def describe(device: Device) -> dict:
-    """The environment block of a run file."""
+    """The environment block of a run file; `gpu` holds NVML's facts about the run's GPU."""
     info = {
         "wattbench_version": wattbench.__version__,
         "wattbench_commit": git_commit(),
@@ -67,11 +91,14 @@ def describe(device: Device) -> dict:
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_usable": usable_cpus(),
+        "cpu_governor": cpu_governor(),
         "packages": package_versions(),
         "device": {"spec": device.spec, "type": device.type, "name": device.name},
         "triton_interpreted": triton_interpreted(),
         "cuda_runtime": torch.version.cuda or unknown("torch was built without CUDA"),
         "nvidia_driver": nvidia_driver_version(),
+        "gpu": nvml.gpu_facts(device),
     }
     if device.type == "cuda":
         from wattbench.cuda import device_facts

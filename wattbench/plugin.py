@@ -82,6 +82,8 @@ def pytest_addoption(parser):
                     help="minimum seconds of each energy measurement window")
     group.addoption("--wattbench-energy-repeats", type=int, default=3, help="energy windows per benchmark")
     group.addoption("--wattbench-idle", type=float, default=10.0, help="seconds of idle-power baseline before the run")
+    group.addoption("--wattbench-cooldown", type=float, default=None, metavar="DEGREES",
+                    help="before each energy window, wait until the GPU is within DEGREES °C of its idle temperature")
     group.addoption("--wattbench-power-replay", default=None, metavar="CSV",
                     help="power log of an external meter (timestamp, watts) to attribute to benchmark windows")
     group.addoption("--wattbench-save-trace", default=None, metavar="CSV", help="write the run's power trace here")
@@ -127,6 +129,7 @@ def pytest_configure(config):
             idle_s=config.getoption("wattbench_idle"),
             replay_path=config.getoption("wattbench_power_replay"),
             save_trace=config.getoption("wattbench_save_trace") is not None,
+            cooldown_c=config.getoption("wattbench_cooldown"),
         ),
         seed=config.getoption("wattbench_seed"),
         select=config.getoption("keyword"),

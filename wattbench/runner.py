@@ -11,6 +11,7 @@ import pytest
 
 import wattbench.suites
 from wattbench import results, summary
+from wattbench.conditions import throttled_benchmarks
 from wattbench.device import INTERPRET_ENV, detect, host_name
 from wattbench.errors import UsageError
 from wattbench.workloads import PRESETS
@@ -101,6 +102,10 @@ def finish(final: Path, trace: Path | None, report: bool) -> dict:
     print()
     print(results.format_table(data))
     print(summary.format_summary(data["wattbench"]["summary"]))
+    throttled = throttled_benchmarks(data)
+    if throttled:
+        print(f"\nwarning: {len(throttled)} benchmark(s) measured while the GPU was throttled (power cap, thermal, "
+              f"...): {', '.join(throttled)}")
     print(f"\nrun file: {final}")
     if report and data["benchmarks"]:
         from wattbench.report import write_report

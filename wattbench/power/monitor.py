@@ -5,6 +5,11 @@ Entering it probes the sources once, starts the sampler and measures the idle ba
 timing runs: each window repeats the step until it spans `min_window_s` (about 50 updates of
 a 100 ms counter), `repeats` times, each after a random start offset so that a sensor that
 sees only part of each update period sees different parts of the workload.
+
+Each window also records the GPU's conditions (temperature and clocks at its edges, the
+clock-event reasons seen during it; see `wattbench.conditions`), and with `cooldown_c` set,
+`measure` first waits for the GPU to cool back to within `cooldown_c` degrees of the
+temperature at the end of the idle baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from wattbench.conditions import ConditionSensors, WindowWatch, summarize, wait_until_cool
 from wattbench.device import Device
 from wattbench.power import hwmon, nvml, rapl, replay
 from wattbench.power.base import Channel, Probe, SourceStatus
@@ -31,13 +37,22 @@ T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 
 #: Fewer sensor updates than this in a window and the sensor's granularity shows.
 MIN_UPDATES = 50
 
+#: How often the cool-down reads the temperature.
+COOLDOWN_POLL_S = 0.5
+
+#: PowerConfig fields that must be finite numbers, and those among them that must be above zero.
+NUMBERS = ("min_window_s", "sample_hz", "idle_s", "offset_period_s", "cooldown_timeout_s")
+POSITIVE = ("min_window_s", "sample_hz", "cooldown_timeout_s")
+
 
 @dataclass(frozen=True)
 class PowerConfig:
     """How energy windows are measured.
 
     `offset_period_s` is the sensor update period that the random start offsets spread
-    over; `sysfs_root` is where RAPL and hwmon are looked for.
+    over; `sysfs_root` is where RAPL and hwmon are looked for. `cooldown_c` (degrees above the
+    idle baseline temperature, None for no cool-down) and `cooldown_timeout_s` set the wait
+    before each benchmark's energy windows.
     """
 
     min_window_s: float = 5.0
@@ -48,15 +63,16 @@ class PowerConfig:
     sample_hz: float = 100.0
     offset_period_s: float = 0.1
     sysfs_root: str = "/sys"
+    cooldown_c: float | None = None
+    cooldown_timeout_s: float = 120.0
 
     def __post_init__(self):
-        for name in ("min_window_s", "sample_hz", "idle_s", "offset_period_s"):
+        for name in NUMBERS + (("cooldown_c",) if self.cooldown_c is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise TypeError(f"{name} must be a finite number, got {value!r}")
-            if value < 0 or (value == 0 and name in ("min_window_s", "sample_hz")):
-                raise ValueError(f"{name} must be {'positive' if name in ('min_window_s', 'sample_hz') else '>= 0'},"
-                                 f" got {value!r}")
+            if value < 0 or (value == 0 and name in POSITIVE):
+                raise ValueError(f"{name} must be {'positive' if name in POSITIVE else '>= 0'}, got {value!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
         if self.replay_path is not None and not isinstance(self.replay_path, str):
@@ -144,12 +160,16 @@ def start_offsets(repeats: int, period_s: float, rng: random.Random) -> list[flo
 class PowerMonitor:
     """Owns the power sampler for one run (a context manager).
 
-    `probes` replaces the probing of real sources (tests and self-checks pass simulated ones).
+    `probes` replaces the probing of real sources (tests and self-checks pass simulated ones);
+    `conditions` replaces NVML's condition sensors of the device.
     """
 
-    def __init__(self, device: Device, config: PowerConfig = PowerConfig(), probes: list[Probe] | None = None):
+    def __init__(self, device: Device, config: PowerConfig = PowerConfig(), probes: list[Probe] | None = None,
+                 conditions: ConditionSensors | None = None):
         if not isinstance(config, PowerConfig):
             raise TypeError(f"config must be a PowerConfig, got {type(config).__name__}")
+        if conditions is not None and not isinstance(conditions, ConditionSensors):
+            raise TypeError(f"conditions must be a ConditionSensors or None, got {type(conditions).__name__}")
         self.device = device
         self.config = config
         self._given_probes = probes
@@ -161,6 +181,9 @@ class PowerMonitor:
         self.idle_power_w: float | None = None
         self.idle_reason: str | None = None
         self.idle_by_channel: dict[str, float | None] = {}
+        self._given_conditions = conditions
+        self.sensors: ConditionSensors | None = None
+        self.idle_temperature_c: float | None = None
         self._entered = False
         self._measured = 0
         self._rng = random.Random()
@@ -179,13 +202,18 @@ class PowerMonitor:
         self.primary = chosen.primary
         channels = [c for p in self.probes if p.status.available for c in p.channels]
         self.sampler = Sampler(channels, self.config.sample_hz).start()
+        self.sensors = nvml.condition_sensors(self.device) if self._given_conditions is None \
+            else self._given_conditions
         self.sampler.wait_for_coverage(time.perf_counter())  # every counter has updated once: windows may start
         self._measure_idle()
+        self.idle_temperature_c = self.sensors.read("temperature_c")
         return self
 
     def __exit__(self, *exc) -> None:
         if self.sampler is not None:
             self.sampler.stop()
+        if self.sensors is not None:
+            self.sensors.close()
         self._close_probes()
 
     def _close_probes(self) -> None:
@@ -221,15 +249,48 @@ class PowerMonitor:
         if self.sampler is None:
             return self.not_measured(self.reason)
         self._measured += 1
-        windows, calls = [], []
+        cooldown = self._cool_down() if self.config.cooldown_c is not None else None
+        windows, calls, conditions = [], [], []
         for i, offset in enumerate(start_offsets(self.config.repeats, self.config.offset_period_s, self._rng)):
             time.sleep(offset)
             sync()
             with self.sampler.window(f"benchmark{self._measured}:window{i + 1}") as window:
-                calls.append(run_for(step, self.config.min_window_s))
-                sync()
+                with WindowWatch(self.sensors) as watch:
+                    calls.append(run_for(step, self.config.min_window_s))
+                    sync()
             windows.append(window.result)
-        return self.record(windows, calls, units_per_call)
+            conditions.append(watch.result())
+        record = self.record(windows, calls, units_per_call)
+        self._add_conditions(record, conditions, cooldown)
+        return record
+
+    def _add_conditions(self, record: dict, conditions: list[dict], cooldown: dict | None) -> None:
+        """The windows' conditions and the cool-down into the record, with a warning for each problem."""
+        record["conditions"] = summarize(conditions, self.sensors)
+        if record["conditions"].get("throttled"):
+            record["warnings"].append("throttled during the energy windows: "
+                                      + ", ".join(record["conditions"]["throttle_reasons"]))
+        if cooldown is not None:
+            record["cooldown"] = cooldown
+            if not cooldown["reached"]:
+                record["warnings"].append(cooldown["reason"])
+
+    def _cool_down(self) -> dict:
+        """Wait until the GPU is within `cooldown_c` degrees of the idle baseline temperature,
+        for at most `cooldown_timeout_s`; what happened, with the reason when it fell short."""
+        if self.idle_temperature_c is None:
+            why = self.sensors.missing.get("temperature_c", "it could not be read at the end of the idle baseline")
+            return {"reached": False, "reason": f"cool-down skipped: no idle baseline temperature: {why}"}
+        target = self.idle_temperature_c + self.config.cooldown_c
+        result = wait_until_cool(lambda: self.sensors.read("temperature_c"), target, self.config.cooldown_timeout_s,
+                                 COOLDOWN_POLL_S)
+        result["idle_c"] = self.idle_temperature_c
+        if not result["reached"]:
+            now = "unreadable" if result["end_c"] is None else f"{result['end_c']:g} C"
+            result["reason"] = (f"cool-down gave up after {self.config.cooldown_timeout_s:g} s: the GPU is at {now}, "
+                                f"the target {target:g} C (idle {self.idle_temperature_c:g} C + "
+                                f"{self.config.cooldown_c:g})")
+        return result
 
     def record(self, windows, calls: list[int], units_per_call: float) -> dict:
         primary = [sum_channels([w.channels[c.name] for c in self.primary]) for w in windows]
@@ -305,6 +366,8 @@ class PowerMonitor:
                 "device_name_reported": chosen.get("device_name"),
                 "idle_power_w": self.idle_power_w, "idle_s": self.config.idle_s, "idle_reason": self.idle_reason,
                 "idle_power_by_channel_w": self.idle_by_channel,
+                "idle_temperature_c": self.idle_temperature_c,
+                "conditions": {"read": sorted(self.sensors.readers), "missing": self.sensors.missing},
                 "channels": [c.describe() for c in self.sampler.channels],
                 "sampler": {"hz": self.sampler.hz, "cpu_s": self.sampler.cpu_s, "thread": "daemon",
                             "clock": "time.perf_counter"},

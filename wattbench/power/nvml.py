@@ -7,6 +7,9 @@ Channels per GPU, best first:
   a cross-check (on A100/H100 it averages ~25 ms of every 100 ms).
 - `average`: nvmlDeviceGetPowerUsage, only when neither of the above exists; on Ampere and
   newer boards (except GA100) it is a 1 s rolling average, so it is labelled as such.
+
+Besides power: `gpu_facts` (the static facts of a run file's environment block) and
+`condition_sensors` (temperature, clocks and clock-event reasons during energy windows).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import os
 
 import pynvml
-from pynvml import (NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT,
-                    NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_FOUND,
-                    NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_RESET_REQUIRED, NVML_ERROR_TIMEOUT,
-                    NVML_ERROR_UNINITIALIZED, NVML_FI_DEV_POWER_INSTANT, NVML_POWER_SCOPE_GPU,
-                    NVML_POWER_SCOPE_MODULE, NVML_SUCCESS, NVMLError)
+from pynvml import (NVML_CLOCK_MEM, NVML_CLOCK_SM, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_FUNCTION_NOT_FOUND,
+                    NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_LIBRARY_NOT_FOUND,
+                    NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_FOUND, NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_RESET_REQUIRED,
+                    NVML_ERROR_TIMEOUT, NVML_ERROR_UNINITIALIZED, NVML_FEATURE_ENABLED, NVML_FI_DEV_POWER_INSTANT,
+                    NVML_POWER_SCOPE_GPU, NVML_POWER_SCOPE_MODULE, NVML_SUCCESS, NVML_TEMPERATURE_GPU, NVMLError)
 
+from wattbench.conditions import ConditionSensors, unknown
 from wattbench.device import Device
 from wattbench.power.base import Channel, Probe, SensorFault, SourceStatus
 
@@ -35,6 +39,7 @@ EXPLANATIONS = {
     NVML_ERROR_INVALID_ARGUMENT: "no such GPU",
     NVML_ERROR_TIMEOUT: "NVML timed out",
     NVML_ERROR_UNINITIALIZED: "NVML is not initialised",
+    NVML_ERROR_FUNCTION_NOT_FOUND: "this driver's NVML lacks the function (an older driver)",
 }
 
 #: Errors after which polling again cannot succeed.
@@ -167,3 +172,136 @@ def probe(device: Device) -> Probe:
     if missing:
         detail += "; unavailable: " + "; ".join(missing)
     return Probe(SourceStatus("nvml", True, detail), channels, channels[:1], info, close=pynvml.nvmlShutdown)
+
+
+# -- environment facts --------------------------------------------------------------------
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _state(value: int) -> str:
+    return "enabled" if value == NVML_FEATURE_ENABLED else "disabled"
+
+
+def _cuda_version(value: int) -> str:
+    """NVML's CUDA version number (12040) as a version string ('12.4')."""
+    return f"{value // 1000}.{value % 1000 // 10}"
+
+
+#: The GPU facts of a run file's environment block: key -> (what it is, how to read it from a handle).
+#: The current PCIe link drops to a lower generation when the GPU idles; it is read before the run.
+GPU_FACTS = {
+    "name": ("name", lambda h: _text(pynvml.nvmlDeviceGetName(h))),
+    "uuid": ("UUID", lambda h: _text(pynvml.nvmlDeviceGetUUID(h))),
+    "memory_bytes": ("memory", lambda h: int(pynvml.nvmlDeviceGetMemoryInfo(h).total)),
+    "driver_version": ("driver version", lambda h: _text(pynvml.nvmlSystemGetDriverVersion())),
+    "cuda_driver_version": ("CUDA driver version",
+                            lambda h: _cuda_version(pynvml.nvmlSystemGetCudaDriverVersion_v2())),
+    "power_limit_w": ("power limit", lambda h: pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0),
+    "power_limit_default_w": ("default power limit",
+                              lambda h: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(h) / 1000.0),
+    "power_limit_enforced_w": ("enforced power limit", lambda h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
+    "persistence_mode": ("persistence mode", lambda h: _state(pynvml.nvmlDeviceGetPersistenceMode(h))),
+    "mig_mode": ("MIG mode", lambda h: _state(pynvml.nvmlDeviceGetMigMode(h)[0])),
+    "ecc_mode": ("ECC mode", lambda h: _state(pynvml.nvmlDeviceGetEccMode(h)[0])),
+    "application_clock_sm_mhz": ("application SM clock",
+                                 lambda h: pynvml.nvmlDeviceGetApplicationsClock(h, NVML_CLOCK_SM)),
+    "application_clock_mem_mhz": ("application memory clock",
+                                  lambda h: pynvml.nvmlDeviceGetApplicationsClock(h, NVML_CLOCK_MEM)),
+    "max_clock_sm_mhz": ("maximum SM clock", lambda h: pynvml.nvmlDeviceGetMaxClockInfo(h, NVML_CLOCK_SM)),
+    "max_clock_mem_mhz": ("maximum memory clock", lambda h: pynvml.nvmlDeviceGetMaxClockInfo(h, NVML_CLOCK_MEM)),
+    "pcie_gen_current": ("PCIe link generation", lambda h: pynvml.nvmlDeviceGetCurrPcieLinkGeneration(h)),
+    "pcie_gen_max": ("maximum PCIe link generation", lambda h: pynvml.nvmlDeviceGetMaxPcieLinkGeneration(h)),
+    "pcie_width_current": ("PCIe link width", lambda h: pynvml.nvmlDeviceGetCurrPcieLinkWidth(h)),
+    "pcie_width_max": ("maximum PCIe link width", lambda h: pynvml.nvmlDeviceGetMaxPcieLinkWidth(h)),
+}
+
+
+def _fact(what: str, read, handle):
+    try:
+        return read(handle)
+    except NVMLError as err:
+        return unknown(explain(err, what))
+
+
+def _all_unknown(reason: str) -> dict:
+    return {key: unknown(reason) for key in GPU_FACTS}
+
+
+def gpu_facts(device: Device) -> dict:
+    """Every fact of GPU_FACTS about `device`: its value, or unknown with NVML's reason."""
+    try:
+        pynvml.nvmlInit()
+    except NVMLError as err:
+        return _all_unknown(explain(err, "nvmlInit"))
+    try:
+        if device.type != "cuda":
+            return _all_unknown(f"the run's device is {device.spec}, not an NVIDIA GPU")
+        try:
+            handle = nvml_handle(device.index or 0)
+        except NVMLError as err:
+            return _all_unknown(explain(err, f"GPU {device.spec}"))
+        return {key: _fact(what, read, handle) for key, (what, read) in GPU_FACTS.items()}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+# -- conditions during energy windows --------------------------------------------------------
+
+def clock_events(handle) -> int:
+    """The clock-event (throttle) reason bitmask: nvmlDeviceGetCurrentClocksEventReasons, or its
+    older name nvmlDeviceGetCurrentClocksThrottleReasons on bindings or drivers without it."""
+    newer = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+    if newer is not None:
+        try:
+            return newer(handle)
+        except NVMLError as err:
+            if err.value != NVML_ERROR_FUNCTION_NOT_FOUND:
+                raise
+    return pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+
+
+#: How each quantity of wattbench.conditions.QUANTITIES is read from a handle.
+CONDITIONS = {
+    "temperature_c": lambda h: pynvml.nvmlDeviceGetTemperature(h, NVML_TEMPERATURE_GPU),
+    "sm_clock_mhz": lambda h: pynvml.nvmlDeviceGetClockInfo(h, NVML_CLOCK_SM),
+    "mem_clock_mhz": lambda h: pynvml.nvmlDeviceGetClockInfo(h, NVML_CLOCK_MEM),
+    "clock_events": clock_events,
+}
+
+
+def _reading_or_none(read, handle):
+    """A reader that returns None when one reading fails: a window then lacks that reading."""
+    def reading():
+        try:
+            return read(handle)
+        except NVMLError:
+            return None
+    return reading
+
+
+def condition_sensors(device: Device) -> ConditionSensors:
+    """Readers of `device`'s temperature, clocks and clock events; each quantity that cannot be
+    read (tried once here) is missing with NVML's reason. `close` releases NVML."""
+    try:
+        pynvml.nvmlInit()
+    except NVMLError as err:
+        return ConditionSensors.unavailable(explain(err, "nvmlInit"))
+    if device.type != "cuda":
+        pynvml.nvmlShutdown()
+        return ConditionSensors.unavailable(f"NVML reads NVIDIA GPUs; the device is {device.spec}")
+    try:
+        handle = nvml_handle(device.index or 0)
+    except NVMLError as err:
+        pynvml.nvmlShutdown()
+        return ConditionSensors.unavailable(explain(err, f"GPU {device.spec}"))
+    readers, missing = {}, {}
+    for quantity, read in CONDITIONS.items():
+        try:
+            read(handle)
+        except NVMLError as err:
+            missing[quantity] = explain(err, quantity)
+        else:
+            readers[quantity] = _reading_or_none(read, handle)
+    return ConditionSensors(readers, missing, close=pynvml.nvmlShutdown)
