@@ -41,7 +41,7 @@ def test_full_preset_extends_quick():
 
 
 def test_case_ids_are_stable_and_round_trip():
-    case = cases("quick", CPU)[0]
+    case = next(c for c in cases("quick", CPU) if c.workload.name == "gemm.train")
     assert case.id == "gemm.train-torch-fp32-M256-K128-N128"
     for case in cases("full", GPU):
         assert case_by_id(case.id) == case
@@ -103,3 +103,16 @@ def test_workload_definition_is_validated():
         _workload(precisions={"cpu": ("fp64",)})
     assert Size({"M": 1, "K": 2}).name == "M1-K2"
     assert Size({"model": "tiny", "B": 4}).name == "tiny-B4"
+
+
+@pytest.mark.parametrize("device", [CPU, GPU], ids=["cpu", "cuda"])
+def test_every_case_counts_positive_work_and_training_counts_more(device):
+    by_op = {}
+    for case in cases("full", device):
+        counts = case.accounting()
+        assert counts["units_per_call"] > 0 and counts["flops"] > 0 and counts["bytes"] > 0, case.id
+        by_op.setdefault((case.workload.op, case.precision), {}).setdefault(case.workload.style, []).append(counts)
+    for (op, _), styles in by_op.items():
+        if op in ("rms_norm", "layer_norm", "softmax", "swiglu") and {"train", "infer"} <= set(styles):
+            # Training rows outnumber any inference shape here, and add the backward pass's traffic.
+            assert max(c["bytes"] for c in styles["train"]) > max(c["bytes"] for c in styles["infer"]), op

@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
-    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate"])
+    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels"])
+    selfcheck.add_argument("--device", default=None,
+                           help="kernels: cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+    selfcheck.add_argument("--preset", default="quick", help="kernels: quick or full (adds the larger GPU shapes)")
+    selfcheck.add_argument("--specs", type=Path, default=None, help="kernels: your own device spec file, matched first")
     return parser
 
 
@@ -146,6 +150,10 @@ def _devices(args) -> int:
 
 
 def _selfcheck(args) -> int:
+    if args.check == "kernels":
+        from wattbench.kernel_perf import main as kernel_perf
+
+        return kernel_perf(args.device, args.preset, args.specs)
     if args.check == "gate":
         from wattbench.gate.selfcheck import gate_error_rates
 

@@ -17,7 +17,9 @@ class EventClock:
     Each call records a CUDA event on the current stream and waits for it, then returns the
     seconds elapsed on the device since the clock's origin event. pytest-benchmark subtracts
     two readings taken around the benchmarked call, so its stats describe the time the GPU
-    spent between the two events, not the time the host spent launching kernels.
+    spent between the two events, not the time the host spent launching kernels. That span
+    includes the few microseconds between the start event and the first kernel's launch: for
+    microsecond kernels, time a CUDA graph replay (`--wattbench-cuda-graph`), one launch in all.
     """
 
     __name__ = "cuda_event_clock"

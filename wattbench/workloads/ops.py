@@ -36,8 +36,8 @@ class OpSpec:
     """One op: its two implementations, inputs, work accounting and sizes per style.
 
     `args(params, dtype, device, generator, train)` returns the positional arguments; tensors
-    that need gradients in training style are created with requires_grad. `flops` and `bytes`
-    take `train` (forward + backward) or not (forward only).
+    that need gradients in training style are created with requires_grad. `flops(params, train)`
+    and `bytes(params, train, element_size)` count forward + backward when `train`, else forward only.
     """
 
     op: str
@@ -45,7 +45,7 @@ class OpSpec:
     args: Callable[[Params, torch.dtype, torch.device, torch.Generator, bool], tuple]
     units: Callable[[Params], float]
     flops: Callable[[Params, bool], float]
-    bytes: Callable[[Params, int, bool], float]
+    bytes: Callable[[Params, bool, int], float]
     train_sizes: tuple[Size, ...] = ()
     infer_sizes: tuple[Size, ...] = ()
     precisions: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: PRECISIONS)
@@ -116,7 +116,7 @@ def register_op(spec: OpSpec) -> None:
             impls={"torch": build(spec.torch()), "triton": build(spec.triton())},
             units_per_call=spec.units,
             flops=lambda p, train=train: spec.flops(p, train),
-            bytes=lambda p, precision, train=train: spec.bytes(p, element_size(precision), train),
+            bytes=lambda p, precision, train=train: spec.bytes(p, train, element_size(precision)),
         ))
 
 
@@ -246,7 +246,7 @@ register_op(OpSpec(
     "decode_attention", "tokens", _decode_args, lambda p: p["B"],
     # Counted at full cache length: the lengths are random in [S/2, S], so this is an upper bound.
     flops=lambda p, train: decode_attention_flops(p["B"], p["H"], p["S"], p["D"]),
-    bytes=lambda p, es, train: decode_attention_bytes(p["B"], p["H"], p["Hkv"], p["S"], p["D"], es),
+    bytes=lambda p, train, es: decode_attention_bytes(p["B"], p["H"], p["Hkv"], p["S"], p["D"], es),
     infer_sizes=(Size({"B": 1, "H": 4, "Hkv": 2, "S": 256, "D": 32}, devices=("cpu",)),
                  Size({"B": 4, "H": 4, "Hkv": 2, "S": 256, "D": 32}, devices=("cpu",)),
                  Size({"B": 1, "H": 32, "Hkv": 8, "S": 4096, "D": 128}, devices=("cuda",)),
