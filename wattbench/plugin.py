@@ -20,14 +20,13 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from wattbench import environment, timing
+from wattbench import environment, schema, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.journal import RunJournal
 from wattbench.power import PowerConfig, PowerMonitor
 from wattbench.workloads import PRESETS, Case, case_by_id, cases
 
-RUN_FORMAT = "wattbench-run/1"
 #: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
 INTERPRETED_ROUNDS = 1
 INTERPRETED_ENERGY_REASON = "Triton ran through its interpreter, so energy would mean nothing"
@@ -377,7 +376,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 def run_block(state: RunState) -> dict:
     """The run file's `wattbench` block: how, where and how completely this run was measured."""
     return {
-        "format": RUN_FORMAT,
+        "format": schema.RUN_FORMAT.current,
         "preset": state.preset,
         "device": state.device.spec,
         "device_name": state.device.name,

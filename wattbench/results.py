@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from wattbench.errors import UsageError
+from wattbench import schema
 
 NOT_MEASURED = "not measured"
 
@@ -33,20 +33,9 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def load_run(path: Path) -> dict:
-    """A run file's contents, or a one-line UsageError naming the file and what is wrong."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise UsageError(f"{path}: not a run file: no 'benchmarks' list")
-    if not isinstance(data.get("wattbench"), dict):
-        raise UsageError(f"{path}: not a wattbench run file: no 'wattbench' block")
-    for position, bench in enumerate(data["benchmarks"]):
-        if not isinstance(bench, dict) or not isinstance(bench.get("extra_info"), dict):
-            raise UsageError(f"{path}: benchmarks[{position}] has no 'extra_info' object")
+    """A run file's contents, checked against its format (wattbench.schema); else a one-line UsageError."""
+    data = schema.read_json(path)
+    schema.check_run(data, path)
     return data
 
 

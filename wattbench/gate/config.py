@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from wattbench import schema
 from wattbench.errors import UsageError
 
 try:
@@ -29,9 +30,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib
 
-METRICS = ("time", "energy")
+METRICS = schema.GATE_METRICS
 DEFAULT_THRESHOLDS = {"time": 0.05, "energy": 0.08}
-_SETTINGS = ("drift", "confidence", "resamples", "seed")
 
 
 @dataclass(frozen=True)
@@ -104,48 +104,27 @@ def load_config(start: Path = Path(".")) -> GateConfig:
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read gate settings: {exc}") from None
-    table = document.get("tool", {}).get("wattbench", {}).get("gate")
+    table = document
+    for key in ("tool", "wattbench", "gate"):
+        table = table.get(key) if isinstance(table, dict) else None
     if table is None:
         return GateConfig()
     return parse_table(table, f"{path} [tool.wattbench.gate]")
 
 
 def parse_table(table, where: str) -> GateConfig:
-    if not isinstance(table, dict):
-        raise UsageError(f"{where}: must be a table")
-    allowed = {*METRICS, *_SETTINGS, "patterns"}
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
-    thresholds = {**DEFAULT_THRESHOLDS, **_metric_values(table, where)}
-    patterns_table = table.get("patterns", {})
-    if not isinstance(patterns_table, dict):
-        raise UsageError(f"{where}: 'patterns' must be a table of tables")
-    patterns = []
-    for pattern, values in patterns_table.items():
-        inner = f"{where} patterns.{pattern!r}"
-        if not isinstance(values, dict) or not values or set(values) - set(METRICS):
-            raise UsageError(f"{inner}: expected a table of thresholds with keys from {', '.join(METRICS)}")
-        patterns.append((pattern, _metric_values(values, inner)))
-    return GateConfig(thresholds=thresholds, patterns=tuple(patterns),
+    """Settings from the `[tool.wattbench.gate]` table, checked against `schema.GATE_SETTINGS`."""
+    if isinstance(table, dict) and not isinstance(table.get("patterns", {}), dict):
+        raise UsageError(f"{where}: 'patterns' must be a table of tables")  # as earlier versions said it
+    schema.validate(table, schema.GATE_SETTINGS, where)
+    patterns = tuple((pattern, _metric_values(values, where, ("patterns", pattern)))
+                     for pattern, values in table.get("patterns", {}).items())
+    return GateConfig(thresholds={**DEFAULT_THRESHOLDS, **_metric_values(table, where)}, patterns=patterns,
                       drift=parse_fraction(table.get("drift", 0.0), f"{where} drift"),
-                      confidence=_confidence(table.get("confidence", 0.95), where),
-                      resamples=_whole(table.get("resamples", 2000), f"{where} resamples", minimum=100),
-                      seed=_whole(table.get("seed", 0), f"{where} seed", minimum=0),
-                      source=where)
+                      confidence=float(table.get("confidence", 0.95)), resamples=table.get("resamples", 2000),
+                      seed=table.get("seed", 0), source=where)
 
 
-def _metric_values(table: dict, where: str) -> dict[str, float]:
-    return {metric: parse_fraction(table[metric], f"{where} {metric}") for metric in METRICS if metric in table}
-
-
-def _confidence(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value < 1:
-        raise UsageError(f"{where} confidence: expected a number in [0.5, 1), got {value!r}")
-    return float(value)
-
-
-def _whole(value, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
+def _metric_values(table: dict, where: str, path: tuple = ()) -> dict[str, float]:
+    return {metric: parse_fraction(table[metric], f"{where} {schema.field_path((*path, metric))}")
+            for metric in METRICS if metric in table}

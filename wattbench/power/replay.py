@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from wattbench import schema
+from wattbench.errors import UsageError
 from wattbench.power.base import Channel, Probe, SourceStatus
 
 SCOPE = "external meter (everything behind the plug)"
 
 
-class ReplayError(ValueError):
-    """The replay file cannot be used; the message names the file and the line."""
+class ReplayError(UsageError, ValueError):
+    """The replay file cannot be used; the message names the file, and the line at fault where there is one."""
 
 
 def parse_timestamp(text: str) -> float:
@@ -33,27 +35,38 @@ def parse_timestamp(text: str) -> float:
 
 
 def read_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(wall-clock seconds, watts) from the CSV log, checked line by line."""
-    with open(path, newline="") as handle:
-        rows = csv.reader(handle)
-        header = [h.strip().lower() for h in next(rows, [])]
-        if "timestamp" not in header or "watts" not in header:
-            raise ReplayError(f"{path}: the header must name a 'timestamp' and a 'watts' column, got {header}")
-        t_col, w_col = header.index("timestamp"), header.index("watts")
-        times, watts = [], []
-        for line, row in enumerate(rows, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            try:
-                stamp, power = parse_timestamp(row[t_col].strip()), float(row[w_col])
-            except (IndexError, ValueError):
-                raise ReplayError(f"{path}:{line}: expected a timestamp and a number of watts, got {row}") from None
-            if not (math.isfinite(stamp) and math.isfinite(power)) or power < 0:
-                raise ReplayError(f"{path}:{line}: timestamp and watts must be finite, watts >= 0, got {row}")
-            if times and stamp <= times[-1]:
-                raise ReplayError(f"{path}:{line}: timestamps must increase ({stamp} after {times[-1]})")
-            times.append(stamp)
-            watts.append(power)
+    """(wall-clock seconds, watts) from the CSV log (columns `schema.REPLAY_COLUMNS`), checked line by line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return _parse(csv.reader(handle), path)
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ReplayError(f"{path}: not a CSV text file (not UTF-8)") from None
+    except csv.Error as exc:
+        raise ReplayError(f"{path}: not a readable CSV file: {exc}") from None
+
+
+def _parse(rows, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    header = [h.strip().lower() for h in next(rows, [])]
+    if any(column not in header for column in schema.REPLAY_COLUMNS):
+        raise ReplayError(f"{path}: the header must name a 'timestamp' and a 'watts' column, got {header}")
+    t_col, w_col = (header.index(column) for column in schema.REPLAY_COLUMNS)
+    times, watts = [], []
+    for row in rows:
+        line = rows.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        try:
+            stamp, power = parse_timestamp(row[t_col].strip()), float(row[w_col])
+        except (IndexError, ValueError, OverflowError, OSError):  # the last two: dates beyond the platform's range
+            raise ReplayError(f"{path}:{line}: expected a timestamp and a number of watts, got {row}") from None
+        if not (math.isfinite(stamp) and math.isfinite(power)) or power < 0:
+            raise ReplayError(f"{path}:{line}: timestamp and watts must be finite, watts >= 0, got {row}")
+        if times and stamp <= times[-1]:
+            raise ReplayError(f"{path}:{line}: timestamps must increase ({stamp} after {times[-1]})")
+        times.append(stamp)
+        watts.append(power)
     if len(times) < 2:
         raise ReplayError(f"{path}: needs at least 2 readings, found {len(times)}")
     return np.array(times), np.array(watts)
@@ -84,7 +97,7 @@ def probe(replay_path: str | None) -> Probe:
     log = ReplayLog(replay_path)
     try:
         times, _ = read_log(log.path)
-    except (OSError, ReplayError) as err:
+    except ReplayError as err:
         return Probe(SourceStatus("replay", False, str(err)))
     channel = Channel("replay", "replay", "replay", SCOPE, load=log.load)
     detail = f"{replay_path}: {len(times)} readings so far, wall-clock aligned"

@@ -16,18 +16,15 @@ so that a % of peak is never computed from a figure nobody can check.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wattbench import schema
 from wattbench.errors import UsageError
 
 SHIPPED = Path(__file__).with_name("specs") / "devices.json"
-FORMAT = "wattbench-device-specs/1"
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
-FIGURES = ("memory_bandwidth_gbps", "memory_gb", "tdp_w")
+FIGURES = schema.SPEC_FIGURES
 
 
 @dataclass(frozen=True)
@@ -52,58 +49,36 @@ class DeviceSpec:
         return self.peak_tflops.get(precision)
 
 
-def _figure(entry: dict, key: str, where: str) -> tuple[float, str] | None:
-    figure = entry.get(key)
-    if figure is None:
-        return None
-    if not isinstance(figure, dict) or not isinstance(figure.get("source"), str) or not figure["source"].strip():
-        raise UsageError(f"{where}: {key} must be {{\"value\": number, \"source\": text}}, got {figure!r}")
-    value = figure.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{where}: {key} value must be a positive number, got {value!r}")
-    return float(value), figure["source"]
+def _figure(figure: dict | None) -> tuple[float | None, str | None]:
+    return (None, None) if figure is None else (float(figure["value"]), figure["source"])
 
 
 def _parse_device(entry: dict, where: str) -> DeviceSpec:
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-        raise UsageError(f"{where}: each device needs a 'name' string")
-    where = f"{where}: device {entry['name']!r}"
+    """One entry of a spec file already checked against `schema.SPEC_DEVICE`: the checks its types leave."""
     kind = entry.get("kind", "gpu")
     if kind not in ("gpu", "cpu"):
-        raise UsageError(f"{where}: kind must be 'gpu' or 'cpu', got {kind!r}")
-    match = entry.get("match", [])
-    if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
-        raise UsageError(f"{where}: match must be a list of regular expressions")
-    try:
-        patterns = tuple(re.compile(m, re.IGNORECASE) for m in match)
-    except re.error as exc:
-        raise UsageError(f"{where}: bad match pattern: {exc}") from None
-    peaks_entry = entry.get("peak_tflops", {})
-    if not isinstance(peaks_entry, dict) or set(peaks_entry) - set(PRECISIONS):
-        raise UsageError(f"{where}: peak_tflops keys must be among {', '.join(PRECISIONS)}")
+        raise UsageError(f"{where}.kind must be 'gpu' or 'cpu', got {kind!r}")
+    patterns = []
+    for position, pattern in enumerate(entry.get("match", [])):
+        try:
+            patterns.append(re.compile(pattern, re.IGNORECASE))
+        except re.error as exc:
+            raise UsageError(f"{where}.match[{position}]: bad match pattern: {exc}") from None
     sources, peaks, figures = {}, {}, {}
-    for precision in peaks_entry:
-        value, sources[f"peak_tflops.{precision}"] = _figure(peaks_entry, precision, where)
-        peaks[precision] = value
+    for precision, figure in entry.get("peak_tflops", {}).items():
+        peaks[precision], sources[f"peak_tflops.{precision}"] = _figure(figure)
     for key in FIGURES:
-        found = _figure(entry, key, where)
-        figures[key] = None if found is None else found[0]
-        if found is not None:
-            sources[key] = found[1]
-    return DeviceSpec(entry["name"], kind, patterns, peaks, sources=sources,
+        figures[key], source = _figure(entry.get(key))
+        if source is not None:
+            sources[key] = source
+    return DeviceSpec(entry["name"], kind, tuple(patterns), peaks, sources=sources,
                       notes=tuple(entry.get("notes", ())), **figures)
 
 
 def _read(path: Path) -> list[DeviceSpec]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read spec file: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: spec file is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("devices"), list):
-        raise UsageError(f"{path}: not a device spec file: expected format {FORMAT!r} and a 'devices' list")
-    return [_parse_device(entry, str(path)) for entry in data["devices"]]
+    data = schema.read_json(path)
+    schema.check_specs(data, path)
+    return [_parse_device(entry, f"{path}: devices[{position}]") for position, entry in enumerate(data["devices"])]
 
 
 @dataclass(frozen=True)
