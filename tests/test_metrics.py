@@ -51,3 +51,20 @@ def test_generation_step_records_one_timeline_per_request():
     assert all(len(r.token_times_s) == 4 for r in step.requests)
     assert 0 < metrics["ttft_ms"]["p50"] <= metrics["e2e_ms"]["p50"]
     assert metrics["itl_ms"]["p99"] > 0
+
+
+def test_mfu_divides_achieved_by_the_spec_peak_of_the_precision():
+    from wattbench.metrics import model_flops_utilization
+    from wattbench.report.specs import load_specs
+
+    spec = next(s for s in load_specs().devices if s.peak_for("bf16"))
+    result = model_flops_utilization(100.0, spec.name, "bf16", interpreted=False)
+    assert result["mfu"] == pytest.approx(100.0 / spec.peak_for("bf16"))
+    assert "6N + 12" in result["mfu_formula"]
+
+
+def test_mfu_is_withheld_with_a_reason():
+    from wattbench.metrics import model_flops_utilization
+
+    assert model_flops_utilization(1.0, "no such device", "bf16", False)["mfu_reason"].startswith("no bf16 peak")
+    assert "interpreter" in model_flops_utilization(1.0, "x", "fp32", True)["mfu_reason"]

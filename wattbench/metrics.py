@@ -1,4 +1,4 @@
-"""Inference latency metrics, with their formulas written next to them (tools disagree on names).
+"""Latency and utilisation metrics, with their formulas written next to them (tools disagree on names).
 
 Definitions follow vLLM's `bench serve` and NVIDIA AIPerf:
 - TTFT: request start to first generated token.
@@ -55,3 +55,23 @@ def latency_metrics(requests: list[RequestTiming]) -> dict:
     itl = [later - earlier for r in requests for earlier, later in zip(r.token_times_s, r.token_times_s[1:])]
     return {"ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot), "itl_ms": summarize(itl),
             "e2e_ms": summarize(e2e), "requests": len(requests), "formulas": FORMULAS}
+
+
+MFU_FORMULA = ("model FLOPs per second (6N + 12·L·H·Q·T per token, PaLM appendix B) / the device's dense peak "
+               "FLOP/s for the precision, from the spec table")
+
+
+def model_flops_utilization(achieved_tflops: float | None, device_name: str, precision: str,
+                            interpreted: bool) -> dict:
+    """MFU of a training-style model record, or None with the reason it cannot be given."""
+    from wattbench.report.specs import load_specs
+
+    if interpreted or achieved_tflops is None:
+        return {"mfu": None, "mfu_reason": "no meaningful timing (Triton interpreter)" if interpreted
+                else "no timing"}
+    spec = load_specs().find(device_name)
+    peak = spec.peak_for(precision) if spec else None
+    if not peak:
+        return {"mfu": None, "mfu_reason": f"no {precision} peak for {device_name!r} in the spec table "
+                                           "(a spec file of your own, as `wattbench report --specs FILE` reads, can add it)"}
+    return {"mfu": achieved_tflops / peak, "mfu_peak_tflops": peak, "mfu_formula": MFU_FORMULA}

@@ -24,6 +24,7 @@ from wattbench import environment, schema, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.journal import RunJournal
+from wattbench.metrics import model_flops_utilization
 from wattbench.power import PowerConfig, PowerMonitor
 from wattbench.workloads import PRESETS, Case, case_by_id, cases
 
@@ -244,18 +245,24 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
         device.synchronize()
         _check_finite(outputs, case)
         rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(timing.time_once(step, device))
-        if hasattr(step, "reset"):
+        target = timing.timed_step(step, device, plan)
+        for _ in range(0 if interpreted else plan.warmup_rounds):
+            target()
+        if hasattr(step, "reset"):  # what the step records (e.g. request timelines) covers the timed rounds only
             step.reset()
-        benchmark.pedantic(timing.timed_step(step, device, plan), setup=timing.round_setup(device, plan),
-                           rounds=rounds, warmup_rounds=0 if interpreted else plan.warmup_rounds, iterations=1)
+        benchmark.pedantic(target, setup=timing.round_setup(device, plan), rounds=rounds, iterations=1)
         samples = list(benchmark.stats.stats.data) if benchmark.stats else []
         info = record_fields(case, device, state, samples, rounds, interpreted)
         if hasattr(step, "metrics"):
             info.update(step.metrics())
+        if case.workload.reports_mfu:
+            info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted))
         if interpreted:
             info["energy"] = wattbench_power.not_measured(INTERPRETED_ENERGY_REASON)
         else:
             info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
+        if hasattr(step, "energy_metrics"):  # figures derived from energy, e.g. MLPerf's mJ per query
+            info.update(step.energy_metrics(info["energy"]))
         benchmark.extra_info.update(info)
         if state.journal and benchmark.stats:
             state.journal.add(benchmark.stats.as_dict(include_data=False))

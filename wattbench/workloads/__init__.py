@@ -29,7 +29,8 @@ def activation_dtype(precision: str) -> torch.dtype:
 
 Inputs = dict[str, Any]
 #: One call of a workload, returning its outputs. A step may also have `reset()`, called before the
-#: timed rounds, and `metrics()`, called after them, whose dict joins the benchmark's extra_info.
+#: timed rounds, `metrics()`, called after them, and `energy_metrics(energy_record)`, called after the
+#: energy windows; the dicts they return join the benchmark's extra_info.
 Step = Callable[[], Any]
 
 
@@ -69,6 +70,8 @@ class Workload:
     #: (impl, precision, device) -> reason to skip that combination, or None.
     skip: Callable[[str, str, Device], str | None] = field(default=lambda impl, precision, device: None)
     suite: str = "kernels"
+    #: Training-style model workloads whose FLOPs are model FLOPs report MFU against the device's peak.
+    reports_mfu: bool = False
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -132,7 +135,7 @@ def register(workload: Workload) -> Workload:
 
 def workloads() -> list[Workload]:
     """All registered workloads (importing the modules that define them)."""
-    from wattbench.workloads import gemm, llm, ops  # noqa: F401  (they register on import)
+    from wattbench.workloads import cnn, gemm, llm, ops, scenarios  # noqa: F401  (they register on import)
 
     return list(_REGISTRY.values())
 

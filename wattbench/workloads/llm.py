@@ -227,7 +227,7 @@ register(Workload(
                  cuda_full=[{"model": "1.3b", "B": 4, "S": 2048}]),
     precisions=TRAIN_PRECISIONS, make_inputs=_train_inputs,
     impls={"torch": _train_build("torch"), "triton": _train_build("triton")},
-    units_per_call=lambda p: p["B"] * p["S"], flops=_train_flops, bytes=_train_bytes,
+    units_per_call=lambda p: p["B"] * p["S"], flops=_train_flops, bytes=_train_bytes, reports_mfu=True,
 ))
 
 _PREFILL = _batch_sweep((1, 4), {"cpu": {"P": 32}, "cuda": {"P": 512}})
