@@ -11,8 +11,14 @@ from wattbench.device import detect
 from wattbench.models.ops import TORCH, TRITON
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
 from wattbench.workloads import case_by_id, cases
-from wattbench.workloads.scenarios import (Server, TransformerSlots, _slot_view, decode_slots, mlperf_energy,
-                                           poisson_arrivals, search_max_rate)
+from wattbench.workloads.scenarios import (
+    Server,
+    TransformerSlots,
+    _slot_view,
+    mlperf_energy,
+    poisson_arrivals,
+    search_max_rate,
+)
 
 PREFILL_S, DECODE_S = 0.010, 0.002
 
@@ -252,7 +258,7 @@ def test_decoding_slots_at_their_own_positions_matches_decoding_each_alone(ops):
             expected.append(model.decode(token, alone, TORCH))
             tokens.append(token)
         positions = torch.tensor([5, 9])
-        logits = decode_slots(model, torch.cat(tokens), positions, cache, ops)
+        logits = model.decode(torch.cat(tokens), cache, ops, positions=positions)
     torch.testing.assert_close(logits, torch.cat(expected), rtol=1e-5, atol=1e-5)
 
 

@@ -72,6 +72,5 @@ def model_flops_utilization(achieved_tflops: float | None, device_name: str, pre
     spec = load_specs().find(device_name)
     peak = spec.peak_for(precision) if spec else None
     if not peak:
-        return {"mfu": None, "mfu_reason": f"no {precision} peak for {device_name!r} in the spec table "
-                                           "(a spec file of your own, as `wattbench report --specs FILE` reads, can add it)"}
+        return {"mfu": None, "mfu_reason": f"no {precision} peak for {device_name!r} in the spec table"}
     return {"mfu": achieved_tflops / peak, "mfu_peak_tflops": peak, "mfu_formula": MFU_FORMULA}

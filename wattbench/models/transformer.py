@@ -162,23 +162,33 @@ class Transformer(torch.nn.Module):
             x = x.view(batch, seq, c.dim)[:, -1]
         return self._head(x, ops)
 
-    def decode(self, tokens: torch.Tensor, cache: KVCache, ops: Ops) -> torch.Tensor:
-        """One new token per sequence (B,) at position `cache.length` → logits (B, vocab)."""
+    def decode(self, tokens: torch.Tensor, cache: KVCache, ops: Ops,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
+        """One new token per sequence, tokens (B,) → logits (B, vocab).
+
+        Without `positions`, every sequence is at `cache.length` (a static batch), which then
+        advances by one. With `positions` (B,), each sequence (cache slot) is at its own position,
+        as continuous batching needs, and the cache's shared length is left alone.
+        """
         c = self.config
         batch = tokens.shape[0]
-        position = cache.length
-        if position >= c.max_seq:
-            raise ValueError(f"decode: the cache is full ({c.max_seq} positions)")
-        positions = torch.tensor([position], device=tokens.device)
-        seq_lens = torch.full((batch,), position + 1, dtype=torch.int32, device=tokens.device)
+        static = positions is None
+        if static:
+            if cache.length >= c.max_seq:
+                raise ValueError(f"decode: the cache is full ({c.max_seq} positions)")
+            positions = torch.full((batch,), cache.length, dtype=torch.long, device=tokens.device)
+        slots = torch.arange(batch, device=tokens.device)
+        seq_lens = (positions + 1).to(torch.int32)
         x = torch.nn.functional.embedding(tokens, self.embed)
         for index, block in enumerate(self.blocks):
             h = ops.rms_norm(x, block.attn_norm, c.norm_eps)
-            q, k, v = self._qkv(h, index, batch, 1, positions, ops)
-            cache.k[index, :, :, position] = k[:, :, 0]
-            cache.v[index, :, :, position] = v[:, :, 0]
+            # Positions shaped (B, 1, 1) rotate each sequence's (heads, 1, head_dim) at its own position.
+            q, k, v = self._qkv(h, index, batch, 1, positions.view(batch, 1, 1), ops)
+            cache.k[index][slots, :, positions] = k[:, :, 0]
+            cache.v[index][slots, :, positions] = v[:, :, 0]
             attended = ops.decode_attention(q[:, :, 0], cache.k[index], cache.v[index], seq_lens)
             x = x + self._linear(attended.reshape(batch, c.dim), index, "wo", ops)
             x = self._mlp(x, index, ops)
-        cache.length = position + 1
+        if static:
+            cache.length += 1
         return self._head(x, ops)

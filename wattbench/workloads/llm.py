@@ -27,7 +27,7 @@ INFER_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16"
 ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
 
 
-def _model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
+def build_model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
     model = Transformer(PRESETS[params["model"]], activation_dtype(precision), device, generator)
     if precision.startswith("int8w"):
         model.quantize_int8()
@@ -39,7 +39,7 @@ def _tokens(params: Params, length: int, device: torch.device, generator: torch.
     return torch.randint(0, vocab, (params["B"], length), generator=generator, device=device)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -47,7 +47,7 @@ def _synchronize(device: torch.device) -> None:
 # Training --------------------------------------------------------------------------------------
 
 def _train_inputs(params, precision, device, generator) -> Inputs:
-    model = _model(params, precision, device, generator)
+    model = build_model(params, precision, device, generator)
     return {"model": model, "tokens": _tokens(params, params["S"] + 1, device, generator)}
 
 
@@ -80,7 +80,7 @@ def _train_flops(p: Params) -> int:
     return config.train_flops_per_token(p["S"]) * p["B"] * p["S"]
 
 
-def _weight_bytes(p: Params, precision: str) -> int:
+def weight_bytes(p: Params, precision: str) -> int:
     """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
     config = PRESETS[p["model"]]
     element = torch.empty((), dtype=activation_dtype(precision)).element_size()
@@ -96,13 +96,13 @@ def _weight_bytes(p: Params, precision: str) -> int:
 def _train_bytes(p: Params, precision: str) -> int:
     """Weights only (activations excluded): read in forward and backward, gradient written, then AdamW's
     read of weight, gradient and both moments and write of weight and moments."""
-    return 10 * _weight_bytes(p, precision)
+    return 10 * weight_bytes(p, precision)
 
 
 # Inference -------------------------------------------------------------------------------------
 
 def _infer_inputs(params, precision, device, generator) -> Inputs:
-    model = _model(params, precision, device, generator)
+    model = build_model(params, precision, device, generator)
     cache = KVCache(model.config, params["B"], activation_dtype(precision), device)
     return {"model": model, "cache": cache, "prompt": _tokens(params, params["P"], device, generator),
             "new_tokens": params.get("T", 0), "device": device}
@@ -158,7 +158,7 @@ class GenerationStep:
 
     def __call__(self):
         with torch.no_grad():
-            _synchronize(self.device)
+            synchronize(self.device)
             start = time.perf_counter()
             self.cache.reset()
             logits = self.model(self.prompt, self.ops, self.cache, last_only=True)
@@ -168,7 +168,7 @@ class GenerationStep:
                 if position:
                     logits = self.model.decode(token, self.cache, self.ops)
                     token = logits.argmax(-1)
-                _synchronize(self.device)
+                synchronize(self.device)
                 times.append(time.perf_counter())
         self.requests += [RequestTiming(start, tuple(times))] * self.prompt.shape[0]
         return logits
@@ -180,28 +180,28 @@ class GenerationStep:
         return latency_metrics(self.requests)
 
 
-def _prefill_flops(p: Params) -> int:
+def prefill_flops(p: Params) -> int:
     """Each prompt position attends over the positions up to it (causal): context i + 1 for position i."""
     config = PRESETS[p["model"]]
     attention = 4 * config.layers * config.dim * p["P"] * (p["P"] + 1) // 2
     return p["B"] * (2 * config.parameter_count() * p["P"] + attention)
 
 
-def _decode_flops(p: Params) -> int:
+def decode_flops(p: Params) -> int:
     config = PRESETS[p["model"]]
     return p["B"] * sum(config.forward_flops_per_token(p["P"] + t + 1) for t in range(p["T"]))
 
 
-def _kv_bytes(p: Params, precision: str, positions: int) -> int:
+def kv_bytes(p: Params, precision: str, positions: int) -> int:
     config = PRESETS[p["model"]]
     element = torch.empty((), dtype=activation_dtype(precision)).element_size()
     return 2 * config.layers * p["B"] * config.kv_heads * config.head_dim * positions * element
 
 
-def _decode_bytes(p: Params, precision: str) -> int:
+def decode_bytes(p: Params, precision: str) -> int:
     """Every decode step reads all weights once and the cache so far."""
-    cache_reads = sum(_kv_bytes(p, precision, p["P"] + t + 1) for t in range(p["T"]))
-    return p["T"] * _weight_bytes(p, precision) + cache_reads
+    cache_reads = sum(kv_bytes(p, precision, p["P"] + t + 1) for t in range(p["T"]))
+    return p["T"] * weight_bytes(p, precision) + cache_reads
 
 
 def _generated(p: Params) -> int:
@@ -235,8 +235,8 @@ register(Workload(
     name="llm.prefill", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _prefill_build("torch"), "triton": _prefill_build("triton")},
-    units_per_call=lambda p: p["B"] * p["P"], flops=_prefill_flops,
-    bytes=lambda p, precision: _weight_bytes(p, precision) + _kv_bytes(p, precision, p["P"]),
+    units_per_call=lambda p: p["B"] * p["P"], flops=prefill_flops,
+    bytes=lambda p, precision: weight_bytes(p, precision) + kv_bytes(p, precision, p["P"]),
 ))
 
 _DECODE = _batch_sweep((1, 4), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
@@ -244,7 +244,7 @@ register(Workload(
     name="llm.decode", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _decode_build("torch"), "triton": _decode_build("triton")},
-    units_per_call=_generated, flops=_decode_flops, bytes=_decode_bytes,
+    units_per_call=_generated, flops=decode_flops, bytes=decode_bytes,
 ))
 
 _GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
@@ -254,7 +254,7 @@ register(Workload(
     impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
            "triton": lambda inputs: GenerationStep(inputs, "triton")},
     units_per_call=_generated,
-    flops=lambda p: _prefill_flops(p) + _decode_flops({**p, "T": p["T"] - 1}),
-    bytes=lambda p, precision: (_weight_bytes(p, precision) + _kv_bytes(p, precision, p["P"])
-                                + _decode_bytes({**p, "T": p["T"] - 1}, precision)),
+    flops=lambda p: prefill_flops(p) + decode_flops({**p, "T": p["T"] - 1}),
+    bytes=lambda p, precision: (weight_bytes(p, precision) + kv_bytes(p, precision, p["P"])
+                                + decode_bytes({**p, "T": p["T"] - 1}, precision)),
 ))

@@ -41,8 +41,16 @@ from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
 from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
-from wattbench.workloads.llm import (GenerationStep, _decode_bytes, _decode_flops, _kv_bytes, _model,
-                                     _prefill_flops, _synchronize, _weight_bytes)
+from wattbench.workloads.llm import (
+    GenerationStep,
+    build_model,
+    decode_bytes,
+    decode_flops,
+    kv_bytes,
+    prefill_flops,
+    synchronize,
+    weight_bytes,
+)
 
 Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
@@ -234,28 +242,6 @@ def search_max_rate(p99_ttft_ms: Callable[[float], float], bound_ms: float, star
 
 # The transformer as the server's engine ------------------------------------------------------------
 
-def decode_slots(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-                 ops: Ops) -> torch.Tensor:
-    """One decode step where every sequence (cache slot) is at its own position: tokens and positions
-    (B,) → logits (B, vocab). `Transformer.decode` keeps all sequences at one position (a static
-    batch); continuous batching needs them apart. The same layers, through the model's own parts."""
-    c = model.config
-    batch = tokens.shape[0]
-    slots = torch.arange(batch, device=tokens.device)
-    x = torch.nn.functional.embedding(tokens, model.embed)
-    for index, block in enumerate(model.blocks):
-        h = ops.rms_norm(x, block.attn_norm, c.norm_eps)
-        # Positions shaped (B, 1, 1) rotate each sequence's (heads, 1, head_dim) at its own position.
-        q, k, v = model._qkv(h, index, batch, 1, positions.view(batch, 1, 1), ops)
-        cache.k[index][slots, :, positions] = k[:, :, 0]
-        cache.v[index][slots, :, positions] = v[:, :, 0]
-        seq_lens = (positions + 1).to(torch.int32)
-        attended = ops.decode_attention(q[:, :, 0], cache.k[index], cache.v[index], seq_lens)
-        x = x + model._linear(attended.reshape(batch, c.dim), index, "wo", ops)
-        x = model._mlp(x, index, ops)
-    return model._head(x, ops)
-
-
 class TransformerSlots:
     """The server's engine: one KV-cache slot per running request.
 
@@ -278,14 +264,14 @@ class TransformerSlots:
             self.logits = self.model(prompt, self.ops, self.views[slot], last_only=True)
         self.tokens[slot] = self.logits.argmax(-1)[0]
         self.positions[slot] = prompt.shape[1]
-        _synchronize(self.device)
+        synchronize(self.device)
 
     def decode(self, slots: list[int]) -> None:
         with torch.no_grad():
-            self.logits = decode_slots(self.model, self.tokens, self.positions, self.cache, self.ops)
+            self.logits = self.model.decode(self.tokens, self.cache, self.ops, positions=self.positions)
         self.tokens = self.logits.argmax(-1)
         self.positions[torch.tensor(slots, device=self.device)] += 1
-        _synchronize(self.device)
+        synchronize(self.device)
 
 
 def _slot_view(cache: KVCache, slot: int) -> KVCache:
@@ -426,7 +412,7 @@ def _inputs(prompts_key: str, cache_batch: Callable[[Params], int]):
         if params["P"] + params["T"] > config.max_seq:
             raise ValueError(f"P + T must fit the model's {config.max_seq} positions, got {params['P']} + "
                              f"{params['T']}")
-        model = _model(params, precision, device, generator)
+        model = build_model(params, precision, device, generator)
         prompts = torch.randint(0, config.vocab, (params[prompts_key], params["P"]), generator=generator,
                                 device=device)
         arrival_seed = int(torch.randint(0, 2**31, (1,), generator=generator, device=device).item())
@@ -441,21 +427,21 @@ def _inputs(prompts_key: str, cache_batch: Callable[[Params], int]):
 def _request_flops(p: Params) -> int:
     """Useful FLOPs of one request, whatever it is batched with: its prefill and its `T` − 1 decode steps."""
     one = {**p, "B": 1}
-    return _prefill_flops(one) + _decode_flops({**one, "T": p["T"] - 1})
+    return prefill_flops(one) + decode_flops({**one, "T": p["T"] - 1})
 
 
 def _generate_bytes(p: Params, precision: str, batch: int) -> int:
     """One batch of requests: weights read by the prefill and each decode step, the cache written and read."""
     shape = {**p, "B": batch}
-    return _weight_bytes(shape, precision) + _kv_bytes(shape, precision, p["P"]) \
-        + _decode_bytes({**shape, "T": p["T"] - 1}, precision)
+    return weight_bytes(shape, precision) + kv_bytes(shape, precision, p["P"]) \
+        + decode_bytes({**shape, "T": p["T"] - 1}, precision)
 
 
 def _server_bytes(p: Params, precision: str) -> int:
     """With the slots full: each request's prefill reads the weights (batch 1), each decode iteration reads
     them once for all `B` slots; each request writes and reads its own cache."""
     alone = _generate_bytes(p, precision, 1)
-    decode_weights = (p["T"] - 1) * _weight_bytes(p, precision)
+    decode_weights = (p["T"] - 1) * weight_bytes(p, precision)
     return round(p["N"] * (alone - decode_weights + decode_weights / p["B"]))
 
 
