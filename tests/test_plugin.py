@@ -29,10 +29,16 @@ def crashes(inputs):
     return step
 
 
+def runs_out_of_memory(inputs):
+    def step():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+    return step
+
+
 register(Workload(
     name="fault.infer", op="fault", style="infer", unit="samples", sizes=(Size({"N": 4096}),),
     precisions={"cpu": ("fp32",), "cuda": ("fp32",)}, make_inputs=make_inputs,
-    impls={"torch": doubles, "triton": makes_nan, "crash": crashes},
+    impls={"torch": doubles, "triton": makes_nan, "crash": crashes, "oom": runs_out_of_memory},
     units_per_call=lambda p: p["N"], flops=lambda p: p["N"], bytes=lambda p, precision: 8 * p["N"], suite="faults",
 ))
 '''
@@ -71,6 +77,14 @@ def test_failures_are_recorded_and_the_others_still_run(fault_run):
     assert "NaN or inf" in failed["fault.infer-triton-fp32-N4096"]
     assert failed["fault.infer-crash-fp32-N4096"] == "RuntimeError: kernel exploded"
     assert data["wattbench"]["complete"] is True
+
+
+def test_a_case_too_large_for_the_device_is_skipped_with_the_reason(fault_run):
+    _, data, _ = fault_run
+    (skipped,) = data["wattbench"]["skipped"]
+    assert skipped["case"] == "fault.infer-oom-fp32-N4096"
+    assert skipped["reason"].startswith("does not fit in the memory of")
+    assert "Tried to allocate 80.00 GiB" in skipped["reason"]
 
 
 def test_records_carry_wattbench_fields_and_device_samples(fault_run):

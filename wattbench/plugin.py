@@ -240,9 +240,15 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
         from wattbench.kernels import INTERPRETED
 
         interpreted = case.impl == "triton" and INTERPRETED
-        step = case.build(device, state.seed)
-        outputs = step()
-        device.synchronize()
+        try:
+            step = case.build(device, state.seed)
+            outputs = step()
+            device.synchronize()
+        except torch.cuda.OutOfMemoryError as exc:
+            step = outputs = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            pytest.skip(f"does not fit in the memory of {device.name}: {str(exc).splitlines()[0]}")
         _check_finite(outputs, case)
         rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(timing.time_once(step, device))
         target = timing.timed_step(step, device, plan)
