@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -281,7 +282,7 @@ def record_fields(case: Case, device: Device, state: RunState, samples: list[flo
                   interpreted: bool) -> dict:
     """wattbench's fields of one benchmark record (everything except energy)."""
     accounting = case.accounting()
-    median_s = _median(samples)
+    median_s = statistics.median(samples) if samples else None
     plan = state.plan
     fields = {
         "workload": case.workload.name,
@@ -311,14 +312,6 @@ def record_fields(case: Case, device: Device, state: RunState, samples: list[flo
     if interpreted:
         fields["note"] = "Triton interpreter on CPU: timing is meaningless and must not be compared"
     return fields
-
-
-def _median(samples: list[float]) -> float | None:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -27,6 +27,11 @@ def activation_dtype(precision: str) -> torch.dtype:
     """The dtype of activations (and unquantised weights) for a precision such as "bf16" or "int8w-bf16"."""
     return DTYPES[precision.split("-")[-1]]
 
+
+def element_size(precision: str) -> int:
+    """Bytes per activation element of a precision, for byte counts."""
+    return torch.empty((), dtype=activation_dtype(precision)).element_size()
+
 Inputs = dict[str, Any]
 #: One call of a workload, returning its outputs. A step may also have `reset()`, called before the
 #: timed rounds, `metrics()`, called after them, and `energy_metrics(energy_record)`, called after the
@@ -121,6 +126,12 @@ class Case:
             "flops": float(self.workload.flops(params)),
             "bytes": float(self.workload.bytes(params, self.precision)),
         }
+
+
+def device_sizes(cpu=(), cuda=(), cuda_full=()) -> tuple[Size, ...]:
+    """Sizes from their parameters: run on a CPU, on GPUs, and on GPUs in the full preset only."""
+    return (tuple(Size(p, devices=("cpu",)) for p in cpu) + tuple(Size(p, devices=("cuda",)) for p in cuda)
+            + tuple(Size(p, presets=("full",), devices=("cuda",)) for p in cuda_full))
 
 
 _REGISTRY: dict[str, Workload] = {}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from wattbench.models.cnn import PRESETS, ResNet
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
+from wattbench.workloads import Inputs, Step, Workload, activation_dtype, device_sizes, element_size, register
 
 Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
@@ -57,35 +57,27 @@ def _infer(inputs: Inputs) -> Step:
     return step
 
 
-def _element_size(precision: str) -> int:
-    return torch.empty((), dtype=activation_dtype(precision)).element_size()
-
-
 def _image_bytes(p: Params, precision: str) -> int:
     config = PRESETS[p["model"]]
-    return p["B"] * config.in_channels * config.image_size ** 2 * _element_size(precision)
+    return p["B"] * config.in_channels * config.image_size ** 2 * element_size(precision)
 
 
 def _infer_bytes(p: Params, precision: str) -> int:
     """Weights, images and logits (activations excluded)."""
     config = PRESETS[p["model"]]
-    logits = p["B"] * config.classes * _element_size(precision)
-    return config.parameter_count() * _element_size(precision) + _image_bytes(p, precision) + logits
+    logits = p["B"] * config.classes * element_size(precision)
+    return config.parameter_count() * element_size(precision) + _image_bytes(p, precision) + logits
 
 
 def _train_bytes(p: Params, precision: str) -> int:
     """Weights read in forward and backward, gradients written, then SGD's read of weight, gradient and
     momentum and write of weight and momentum: 8 passes over the weights; plus the images."""
-    return 8 * PRESETS[p["model"]].parameter_count() * _element_size(precision) + _image_bytes(p, precision)
-
-
-def _sizes(cpu: list[dict], cuda: list[dict]) -> tuple[Size, ...]:
-    return tuple(Size(p, devices=("cpu",)) for p in cpu) + tuple(Size(p, devices=("cuda",)) for p in cuda)
+    return 8 * PRESETS[p["model"]].parameter_count() * element_size(precision) + _image_bytes(p, precision)
 
 
 register(Workload(
     name="cnn.train", op="resnet", style="train", unit="samples", suite="models",
-    sizes=_sizes(cpu=[{"model": "tiny", "B": 16}], cuda=[{"model": "resnet18", "B": 64}]),
+    sizes=device_sizes(cpu=[{"model": "tiny", "B": 16}], cuda=[{"model": "resnet18", "B": 64}]),
     precisions=PRECISIONS, make_inputs=_inputs, impls={"torch": _train},
     units_per_call=lambda p: p["B"],
     flops=lambda p: p["B"] * PRESETS[p["model"]].train_flops_per_image(), bytes=_train_bytes,
@@ -93,7 +85,7 @@ register(Workload(
 
 register(Workload(
     name="cnn.infer", op="resnet", style="infer", unit="samples", suite="models",
-    sizes=_sizes(cpu=[{"model": "tiny", "B": b} for b in (1, 16)],
+    sizes=device_sizes(cpu=[{"model": "tiny", "B": b} for b in (1, 16)],
                  cuda=[{"model": "resnet18", "B": b} for b in (1, 4, 16, 64)]),
     precisions=PRECISIONS, make_inputs=_inputs, impls={"torch": _infer},
     units_per_call=lambda p: p["B"],

@@ -15,14 +15,10 @@ import torch
 from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
 from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
+from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, element_size, register
 
 TRAIN_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
 INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "int8w-fp32"), "cuda": ("fp32", "bf16", "fp16", "int8w-bf16", "sp24-bf16")}
-
-
-def _element_size(precision: str) -> int:
-    return torch.empty((), dtype=activation_dtype(precision)).element_size()
 
 
 def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.device,
@@ -112,12 +108,12 @@ def _infer_skip(impl: str, precision: str, device: Device) -> str | None:
 
 def _infer_bytes(p, precision):
     M, N, K = p["M"], p["N"], p["K"]
-    element_size = _element_size(precision)
+    size = element_size(precision)
     if weight_format(precision) == "int8w":
-        return matmul_int8w_bytes(M, N, K, element_size, bias=True)
+        return matmul_int8w_bytes(M, N, K, size, bias=True)
     if weight_format(precision) == "sp24":  # half the weights, plus 2-bit metadata per kept value
-        return (M * K + M * N + N) * element_size + K * N // 2 * element_size + K * N // 8
-    return matmul_bytes(M, N, K, element_size, bias=True)
+        return (M * K + M * N + N) * size + K * N // 2 * size + K * N // 8
+    return matmul_bytes(M, N, K, size, bias=True)
 
 
 def _train_flops(p):
@@ -128,8 +124,8 @@ def _train_flops(p):
 
 def _train_bytes(p, precision):
     """Forward GEMM, dX = dY W^T and dW = X^T dY each move their operands once, plus the bias path."""
-    element_size = _element_size(precision)
-    return 3 * matmul_bytes(p["M"], p["N"], p["K"], element_size) + 2 * p["N"] * element_size
+    size = element_size(precision)
+    return 3 * matmul_bytes(p["M"], p["N"], p["K"], size) + 2 * p["N"] * size
 
 
 def _tokens(p):

@@ -19,7 +19,7 @@ import torch
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
+from wattbench.workloads import Inputs, Step, Workload, activation_dtype, device_sizes, element_size, register
 
 Params = Mapping[str, int | str]
 TRAIN_PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
@@ -83,7 +83,7 @@ def _train_flops(p: Params) -> int:
 def weight_bytes(p: Params, precision: str) -> int:
     """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
     config = PRESETS[p["model"]]
-    element = torch.empty((), dtype=activation_dtype(precision)).element_size()
+    element = element_size(precision)
     if not precision.startswith("int8w"):
         return config.parameter_count() * element
     embedding_and_norms = config.vocab * config.dim + (2 * config.layers + 1) * config.dim
@@ -194,7 +194,7 @@ def decode_flops(p: Params) -> int:
 
 def kv_bytes(p: Params, precision: str, positions: int) -> int:
     config = PRESETS[p["model"]]
-    element = torch.empty((), dtype=activation_dtype(precision)).element_size()
+    element = element_size(precision)
     return 2 * config.layers * p["B"] * config.kv_heads * config.head_dim * positions * element
 
 
@@ -208,11 +208,6 @@ def _generated(p: Params) -> int:
     return p["B"] * p["T"]
 
 
-def _sizes(cpu: list[dict], cuda: list[dict], cuda_full: list[dict] = ()) -> tuple[Size, ...]:
-    return (tuple(Size(p, devices=("cpu",)) for p in cpu) + tuple(Size(p, devices=("cuda",)) for p in cuda)
-            + tuple(Size(p, presets=("full",), devices=("cuda",)) for p in cuda_full))
-
-
 def _batch_sweep(cpu_batches, extra: dict) -> tuple[list[dict], list[dict], list[dict]]:
     """Batch sizes 1, 4, 16, 64 on GPUs (the 1.3B model in the full preset); smaller on a CPU."""
     cpu = [{"model": "tiny", "B": b, **extra["cpu"]} for b in cpu_batches]
@@ -223,7 +218,7 @@ def _batch_sweep(cpu_batches, extra: dict) -> tuple[list[dict], list[dict], list
 
 register(Workload(
     name="llm.train", op="transformer", style="train", unit="tokens", suite="models",
-    sizes=_sizes(cpu=[{"model": "tiny", "B": 2, "S": 32}], cuda=[{"model": "125m", "B": 8, "S": 1024}],
+    sizes=device_sizes(cpu=[{"model": "tiny", "B": 2, "S": 32}], cuda=[{"model": "125m", "B": 8, "S": 1024}],
                  cuda_full=[{"model": "1.3b", "B": 4, "S": 2048}]),
     precisions=TRAIN_PRECISIONS, make_inputs=_train_inputs,
     impls={"torch": _train_build("torch"), "triton": _train_build("triton")},
@@ -233,7 +228,7 @@ register(Workload(
 _PREFILL = _batch_sweep((1, 4), {"cpu": {"P": 32}, "cuda": {"P": 512}})
 register(Workload(
     name="llm.prefill", op="transformer", style="infer", unit="tokens", suite="models",
-    sizes=_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    sizes=device_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _prefill_build("torch"), "triton": _prefill_build("triton")},
     units_per_call=lambda p: p["B"] * p["P"], flops=prefill_flops,
     bytes=lambda p, precision: weight_bytes(p, precision) + kv_bytes(p, precision, p["P"]),
@@ -242,7 +237,7 @@ register(Workload(
 _DECODE = _batch_sweep((1, 4), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
 register(Workload(
     name="llm.decode", op="transformer", style="infer", unit="tokens", suite="models",
-    sizes=_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _decode_build("torch"), "triton": _decode_build("triton")},
     units_per_call=_generated, flops=decode_flops, bytes=decode_bytes,
 ))
@@ -250,7 +245,7 @@ register(Workload(
 _GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
 register(Workload(
     name="llm.generate", op="transformer", style="infer", unit="tokens", suite="models",
-    sizes=_sizes(*_GENERATE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    sizes=device_sizes(*_GENERATE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
            "triton": lambda inputs: GenerationStep(inputs, "triton")},
     units_per_call=_generated,

@@ -21,15 +21,11 @@ from wattbench.kernels.decode_attention import decode_attention_bytes, decode_at
 from wattbench.kernels.norms import layer_norm_bytes, layer_norm_flops, rms_norm_bytes, rms_norm_flops
 from wattbench.kernels.softmax import softmax_bytes, softmax_flops
 from wattbench.kernels.swiglu import swiglu_bytes, swiglu_flops
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
+from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, device_sizes, element_size, register
 
 Params = Mapping[str, Any]
 #: bf16 is what GPU training and inference run in; fp32 on the CPU, where the interpreter checks the kernels.
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
-
-
-def element_size(precision: str) -> int:
-    return torch.empty((), dtype=activation_dtype(precision)).element_size()
 
 
 @dataclass(frozen=True)
@@ -134,11 +130,7 @@ def _fwd_bwd(count: Callable[..., int]) -> Callable[[Params, bool], int]:
 
 def _sizes(cpu_train, cpu_infer, cuda_train, cuda_infer, cuda_full_train=(), cuda_full_infer=()):
     """Training and inference sizes: CPU ones small enough for Triton's interpreter."""
-    train = [Size(p, devices=("cpu",)) for p in cpu_train] + [Size(p, devices=("cuda",)) for p in cuda_train]
-    train += [Size(p, presets=("full",), devices=("cuda",)) for p in cuda_full_train]
-    infer = [Size(p, devices=("cpu",)) for p in cpu_infer] + [Size(p, devices=("cuda",)) for p in cuda_infer]
-    infer += [Size(p, presets=("full",), devices=("cuda",)) for p in cuda_full_infer]
-    return tuple(train), tuple(infer)
+    return (device_sizes(cpu_train, cuda_train, cuda_full_train), device_sizes(cpu_infer, cuda_infer, cuda_full_infer))
 
 
 def _rows_and_hidden(n_cpu, n_gpu):

@@ -40,17 +40,9 @@ from wattbench.device import Device
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, register
-from wattbench.workloads.llm import (
-    GenerationStep,
-    build_model,
-    decode_bytes,
-    decode_flops,
-    kv_bytes,
-    prefill_flops,
-    synchronize,
-    weight_bytes,
-)
+from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, device_sizes, register
+from wattbench.workloads.llm import (GenerationStep, build_model, decode_bytes, decode_flops, kv_bytes, prefill_flops,
+                                     synchronize, weight_bytes)
 
 Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
@@ -453,8 +445,7 @@ def _skip(impl: str, precision: str, device: Device) -> str | None:
 
 def _sizes(cpu: dict, cuda: dict) -> tuple[Size, ...]:
     """The tiny model on a CPU; on GPUs the 125M model, and the 1.3B one in the full preset."""
-    return (Size({"model": "tiny", **cpu}, devices=("cpu",)), Size({"model": "125m", **cuda}, devices=("cuda",)),
-            Size({"model": "1.3b", **cuda}, presets=("full",), devices=("cuda",)))
+    return device_sizes([{"model": "tiny", **cpu}], [{"model": "125m", **cuda}], [{"model": "1.3b", **cuda}])
 
 
 def _scenario(name: str, unit: str, sizes, make_inputs, build: Callable[[str], Callable[[Inputs], Step]],
