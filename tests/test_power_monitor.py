@@ -191,3 +191,20 @@ def test_cool_down_without_a_temperature_is_skipped_with_the_reason():
     assert record["cooldown"]["reached"] is False
     assert record["conditions"]["temperature_c"] == {"unknown": True, "reason": unreadable}
     assert any(w.startswith("cool-down skipped") and unreadable in w for w in record["warnings"])
+
+
+def test_sampler_is_paused_outside_energy_windows_unless_the_whole_trace_is_kept():
+    seen_while_measuring = []
+
+    def step():
+        seen_while_measuring.append(monitor.sampler.paused)
+        time.sleep(0.001)
+    with PowerMonitor(CPU, PowerConfig(**FAST), probes=[live_probe(constant(100.0), 60.0)]) as monitor:
+        assert monitor.sampler.paused  # timing rounds run without the sampler's wake-ups
+        record = monitor.measure(step, lambda: None, units_per_call=1.0)
+        assert monitor.sampler.paused
+    assert record["valid"] and seen_while_measuring and not any(seen_while_measuring)
+    with PowerMonitor(CPU, PowerConfig(**FAST, save_trace=True), probes=[live_probe(constant(100.0), 60.0)]) as kept:
+        assert not kept.sampler.paused
+        kept.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
+        assert not kept.sampler.paused

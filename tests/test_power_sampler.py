@@ -123,3 +123,63 @@ def test_bad_sampler_arguments():
         Sampler([power_channel()], hz=0)
     with pytest.raises(ValueError, match="read or load"):
         Sampler([Channel("x", "fake", "instant", "test")])
+
+
+def test_a_reading_is_stamped_before_its_read_not_after_a_slow_return():
+    """A read that releases the GIL may return late (the switch interval, here a sleep):
+    the stamp must stay the time the read began."""
+    started = []
+
+    def slow_read():
+        started.append(time.perf_counter())
+        time.sleep(0.03)
+        return WATTS
+    channel = Channel("slow", "fake", "instant", "test", read=slow_read)
+    sampler = Sampler([channel])
+    for _ in range(3):
+        sampler.poll_once()
+    stamps = sampler.trace(channel).timestamps
+    assert all(abs(stamp - began) < 0.002 for stamp, began in zip(stamps, started))
+
+
+def test_a_paused_sampler_reads_nothing_and_resumes_with_a_fresh_counter_update():
+    reads = []
+    start = time.perf_counter()
+
+    def stepped_counter():  # a counter that updates every 50 ms, like NVML's every 100 ms
+        reads.append(time.perf_counter())
+        return WATTS * 0.05 * int((time.perf_counter() - start) / 0.05)
+    channel = Channel("stepped", "fake", "counter", "test", read=stepped_counter)
+    with Sampler([channel], hz=200) as sampler:
+        time.sleep(0.1)
+        sampler.pause()
+        time.sleep(0.02)  # a poll under way when pausing may still land
+        paused_at = time.perf_counter()
+        time.sleep(0.3)
+        assert not [t for t in reads if t > paused_at]
+        with pytest.raises(RuntimeError, match="paused"):
+            sampler.begin_window("x")
+        resumed_at = time.perf_counter()
+        sampler.resume()
+        after = sampler.trace(channel, since_s=resumed_at)
+        assert len(set(after.values)) >= 2  # an update seen since resuming: a window may start now
+        with sampler.window("after pause") as window:
+            time.sleep(0.3)
+        with pytest.raises(RuntimeError, match="windows are open"):
+            sampler.begin_window("open")
+            sampler.pause()
+        sampler.end_window("open", cancel=True)
+        sampler.pause()
+    result = window.result.channels["stepped"]
+    assert result.valid and result.joules == pytest.approx(WATTS * window.result.duration_s, rel=0.25)
+
+
+def test_stopping_a_paused_sampler_does_not_hang():
+    sampler = Sampler([power_channel()], hz=200).start()
+    sampler.pause()
+    time.sleep(0.05)
+    stopper = threading.Thread(target=sampler.stop)
+    stopper.start()
+    stopper.join(timeout=2)
+    assert not stopper.is_alive()
+    assert not any(t.name == "wattbench-power-sampler" for t in threading.enumerate())

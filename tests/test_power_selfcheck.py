@@ -36,11 +36,19 @@ def test_power_accuracy_prints_every_trace_and_exits_zero(capsys):
     assert all(name in out for name in selfcheck.TRACES) and "all targets met" in out
 
 
-def test_sampler_overhead_prints_both_figures(capsys):
-    code = selfcheck.sampler_overhead(seconds=0.5, trials=3)
+def test_sampler_overhead_prints_the_target_figures_and_their_controls(capsys):
+    code = selfcheck.sampler_overhead(seconds=0.3, trials=3)
     out = capsys.readouterr().out
-    assert code in (0, 1)
-    assert "sampler thread CPU, % of one core" in out and "sampling on vs off" in out
+    assert code in (0, 1) and ("all targets met" in out) == (code == 0)
+    for measure in ("sampler thread CPU, % of one core, machine idle", "workload running",
+                    "sampling on vs off", "bare loop CPU", "sampling on vs bare loop"):
+        assert measure in out
+
+
+def test_thread_cpu_share_grows_with_the_cost_of_each_read():
+    cheap = selfcheck.thread_cpu_pct(selfcheck.nvml_like_channels(0.0), 100.0, 0.5, busy=False)
+    costly = selfcheck.thread_cpu_pct(selfcheck.nvml_like_channels(1e-3), 100.0, 0.5, busy=False)
+    assert costly > cheap + 10  # two 1 ms reads at 100 Hz: about 20% of a core
 
 
 def test_simulated_sensor_updates_every_100_ms_and_averages_the_last_25_ms():

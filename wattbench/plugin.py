@@ -87,7 +87,9 @@ def pytest_addoption(parser):
                     help="before each energy window, wait until the GPU is within DEGREES °C of its idle temperature")
     group.addoption("--wattbench-power-replay", default=None, metavar="CSV",
                     help="power log of an external meter (timestamp, watts) to attribute to benchmark windows")
-    group.addoption("--wattbench-save-trace", default=None, metavar="CSV", help="write the run's power trace here")
+    group.addoption("--wattbench-save-trace", default=None, metavar="CSV",
+                    help="write the run's power trace here (the sampler then polls throughout the run, not only "
+                         "in the idle baseline and energy windows)")
     group.addoption("--wattbench-run-file", default=None, metavar="JSON",
                     help="keep this run file current (atomically rewritten after every benchmark)")
     group.addoption("--wattbench-gate", default=None, metavar="BASELINE",

@@ -6,6 +6,9 @@ timing runs: each window repeats the step until it spans `min_window_s` (about 5
 a 100 ms counter), `repeats` times, each after a random start offset so that a sensor that
 sees only part of each update period sees different parts of the workload.
 
+Between benchmarks' energy windows the sampler is paused (unless the whole trace is to be
+saved), so that timing rounds run without its wake-ups.
+
 Each window also records the GPU's conditions (temperature and clocks at its edges, the
 clock-event reasons seen during it; see `wattbench.conditions`), and with `cooldown_c` set,
 `measure` first waits for the GPU to cool back to within `cooldown_c` degrees of the
@@ -207,6 +210,7 @@ class PowerMonitor:
         self.sampler.wait_for_coverage(time.perf_counter())  # every counter has updated once: windows may start
         self._measure_idle()
         self.idle_temperature_c = self.sensors.read("temperature_c")
+        self._pause()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -215,6 +219,10 @@ class PowerMonitor:
         if self.sensors is not None:
             self.sensors.close()
         self._close_probes()
+
+    def _pause(self) -> None:
+        if not self.config.save_trace:
+            self.sampler.pause()
 
     def _close_probes(self) -> None:
         for found in self.probes:
@@ -251,15 +259,19 @@ class PowerMonitor:
         self._measured += 1
         cooldown = self._cool_down() if self.config.cooldown_c is not None else None
         windows, calls, conditions = [], [], []
-        for i, offset in enumerate(start_offsets(self.config.repeats, self.config.offset_period_s, self._rng)):
-            time.sleep(offset)
-            sync()
-            with self.sampler.window(f"benchmark{self._measured}:window{i + 1}") as window:
-                with WindowWatch(self.sensors) as watch:
-                    calls.append(run_for(step, self.config.min_window_s))
-                    sync()
-            windows.append(window.result)
-            conditions.append(watch.result())
+        self.sampler.resume()
+        try:
+            for i, offset in enumerate(start_offsets(self.config.repeats, self.config.offset_period_s, self._rng)):
+                time.sleep(offset)
+                sync()
+                with self.sampler.window(f"benchmark{self._measured}:window{i + 1}") as window:
+                    with WindowWatch(self.sensors) as watch:
+                        calls.append(run_for(step, self.config.min_window_s))
+                        sync()
+                windows.append(window.result)
+                conditions.append(watch.result())
+        finally:
+            self._pause()
         record = self.record(windows, calls, units_per_call)
         self._add_conditions(record, conditions, cooldown)
         return record

@@ -3,6 +3,9 @@
 A thread rather than a process: it shares the `time.perf_counter` clock the timers use, and
 an NVML read releases the GIL. Windows may nest and overlap (like Zeus's begin/end_window);
 their energy is computed from the recorded readings after the window closes.
+
+The thread can be paused between windows (the monitor pauses it during timing rounds, so that
+they run without its wake-ups and GIL requests); while paused it sleeps without waking.
 """
 
 from __future__ import annotations
@@ -114,7 +117,10 @@ def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float
 class _Recording:
     """Readings of one polled channel, appended by the sampler thread only."""
 
-    def __init__(self):
+    def __init__(self, channel: Channel):
+        self.channel = channel
+        self.read = channel.read
+        self.is_counter = channel.is_counter
         self.timestamps: list[float] = []
         self.values: list[float] = []
         self.faults: list[tuple[float, float, str]] = []
@@ -132,9 +138,12 @@ class Sampler:
             raise ValueError(f"channels must have read or load, these have neither: {unreadable}")
         self.channels = list(channels)
         self.hz = float(hz)
-        self._recordings = {c.name: _Recording() for c in self.channels if c.read is not None}
+        self._recordings = {c.name: _Recording(c) for c in self.channels if c.read is not None}
+        self._polled = list(self._recordings.values())
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._polling = threading.Event()
+        self._polling.set()
         self._thread: threading.Thread | None = None
         self._open: dict[str, float] = {}
         self.cpu_s = 0.0
@@ -153,8 +162,30 @@ class Sampler:
     def stop(self) -> None:
         if self._thread is not None:
             self._stop.set()
+            self._polling.set()  # wake a paused thread so that it sees the stop
             self._thread.join()
             self._thread = None
+
+    def pause(self) -> None:
+        """Stop polling until `resume`; readings so far are kept. Not while a window is open.
+
+        A pause may hide whole wraps of a RAPL or hwmon counter; no window spans one, so no
+        window's energy is affected."""
+        if self._open:
+            raise RuntimeError(f"cannot pause the sampler while windows are open: {sorted(self._open)}")
+        self._polling.clear()
+
+    def resume(self) -> None:
+        """Poll again; returns once every polled channel has a reading from after the pause (for
+        a counter, an update), so that a window may begin at once."""
+        if self._polling.is_set():
+            return
+        self._polling.set()
+        self.wait_for_coverage(time.perf_counter(), [r.channel for r in self._polled])
+
+    @property
+    def paused(self) -> bool:
+        return not self._polling.is_set()
 
     def __enter__(self) -> "Sampler":
         return self.start()
@@ -165,48 +196,62 @@ class Sampler:
     def _run(self) -> None:
         cpu_start = time.thread_time()
         period = 1.0 / self.hz
+        ticks_per_cpu_update = max(1, round(self.hz))  # thread_time is a syscall: read it once a second
         due = time.perf_counter()
         # time.sleep, not Event.wait: it costs half the CPU per wake-up; stopping waits one period at most.
+        tick = 0
         while not self._stop.is_set():
+            if not self._polling.is_set():
+                self._polling.wait()
+                due = time.perf_counter()
+                continue
             self.poll_once()
-            self.cpu_s = time.thread_time() - cpu_start
+            tick += 1
+            if tick % ticks_per_cpu_update == 0:
+                self.cpu_s = time.thread_time() - cpu_start
             due += period
             delay = due - time.perf_counter()
             if delay < 0:  # fell behind (e.g. the GIL was busy): keep the rate, drop the backlog
                 due, delay = time.perf_counter(), 0.0
             time.sleep(delay)
+        self.cpu_s = time.thread_time() - cpu_start
 
     def poll_once(self) -> None:
-        """Read every live polled channel once (the thread's loop body; tests call it directly)."""
-        for channel in self.channels:
-            recording = self._recordings.get(channel.name)
-            if recording is None or recording.dead is not None:
-                continue
-            before = time.perf_counter()
-            try:
-                value, fault = channel.read(), None
-            except SensorFault as err:
-                value, fault = None, err
-            except Exception as err:  # noqa: BLE001 - a sensor bug must not kill the sampler thread
-                value, fault = None, SensorFault(f"unexpected error reading {channel.name}: {err!r}")
-            now = (before + time.perf_counter()) / 2
-            with self._lock:
-                self._record(channel, recording, now, value, fault)
+        """Read every live polled channel once (the thread's loop body; tests call it directly).
 
-    @staticmethod
-    def _record(channel: Channel, recording: _Recording, now: float, value, fault) -> None:
+        Kept lean: at 100 Hz every statement here costs CPU a hundred times a second. A reading
+        is stamped with the time just before its read: after a read that released the GIL, the
+        thread may wait up to the interpreter's switch interval (5 ms) to run again.
+        """
+        clock = time.perf_counter
+        for recording in self._polled:
+            if recording.dead is not None:
+                continue
+            before = clock()
+            try:
+                value = float(recording.read())
+            except Exception as err:  # noqa: BLE001 - a sensor bug must not kill the sampler thread
+                fault = err if isinstance(err, SensorFault) else SensorFault(f"unexpected error: {err!r}")
+                with self._lock:
+                    self._fault(recording, before, fault)
+                continue
+            with self._lock:
+                if recording.is_counter and recording.values and value < recording.values[-1]:
+                    self._fault(recording, before, SensorFault(
+                        f"counter went backwards ({recording.values[-1]:.3f} J -> {value:.3f} J)"))
+                recording.timestamps.append(before)
+                recording.values.append(value)
+
+    def _fault(self, recording: _Recording, now: float, fault: SensorFault) -> None:
+        """Note a failed or implausible reading: the channel dies (permanent) or gets a fault interval.
+
+        The caller holds the lock."""
         last_time = recording.timestamps[-1] if recording.timestamps else now
-        if fault is not None:
-            if fault.permanent:
-                recording.dead = (last_time, f"{channel.name}: {fault.reason}")
-            else:
-                recording.faults.append((last_time, now, f"{channel.name}: {fault.reason}"))
-            return
-        if channel.is_counter and recording.values and value < recording.values[-1]:
-            recording.faults.append((last_time, now, f"{channel.name}: counter went backwards "
-                                     f"({recording.values[-1]:.3f} J -> {value:.3f} J)"))
-        recording.timestamps.append(now)
-        recording.values.append(float(value))
+        reason = f"{recording.channel.name}: {fault.reason}"
+        if fault.permanent:
+            recording.dead = (last_time, reason)
+        else:
+            recording.faults.append((last_time, now, reason))
 
     # -- readings -----------------------------------------------------------------------
 
@@ -239,9 +284,10 @@ class Sampler:
             return len(later) > 0
         return any(b != a for a, b in zip(later, later[1:]))
 
-    def wait_for_coverage(self, end_s: float) -> None:
-        """Wait (bounded) until every channel has a reading that closes a window ending at `end_s`."""
-        for channel in self.channels:
+    def wait_for_coverage(self, end_s: float, channels: list[Channel] | None = None) -> None:
+        """Wait (bounded) until every channel (of `channels`, default all) has a reading that
+        closes a window ending at `end_s`."""
+        for channel in self.channels if channels is None else channels:
             limit = time.perf_counter() + (REPLAY_WAIT_S if channel.load is not None else POLLED_WAIT_S)
             if channel.read is not None and self._thread is None:
                 continue  # nobody is polling: waiting would not help
@@ -270,6 +316,8 @@ class Sampler:
     def begin_window(self, name: str) -> float:
         if name in self._open:
             raise ValueError(f"window {name!r} is already open")
+        if self.paused:
+            raise RuntimeError(f"cannot open window {name!r}: the sampler is paused (resume() it first)")
         self._open[name] = time.perf_counter()
         return self._open[name]
 

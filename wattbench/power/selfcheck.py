@@ -12,8 +12,8 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
+from wattbench.gate.stats import median_ratio_interval
 from wattbench.power import simulate
 from wattbench.power.base import Channel
 from wattbench.power.monitor import combine, start_offsets
@@ -125,12 +125,16 @@ def power_accuracy(seed: int = 0) -> int:
     return 0 if not failed else 1
 
 
-def cpu_workload_s(matmuls: int = 40) -> float:
-    """Seconds a fixed CPU workload (torch 256x256 matmuls) takes now."""
-    a = torch.randn(256, 256)
+def python_workload_s(iterations: int = 1_000_000) -> float:
+    """Seconds a fixed GIL-holding Python loop takes now.
+
+    Pure Python on purpose: a launch-bound benchmark loop holds the GIL, which the sampler's
+    thread must take at every tick, so this is the workload a Python sampler disturbs most.
+    """
     begin = time.perf_counter()
-    for _ in range(matmuls):
-        a @ a
+    total = 0
+    for i in range(iterations):
+        total += i * i % 7
     return time.perf_counter() - begin
 
 
@@ -150,28 +154,69 @@ def nvml_like_channels(read_cost_s: float, watts: float = 200.0) -> list[Channel
             Channel("overhead:instant", "simulated", "instant", "simulated GPU", read=instant)]
 
 
-def sampler_overhead(seconds: float = 10.0, trials: int = 31, read_cost_s: float = 20e-6, hz: float = 100.0) -> int:
-    """Print the sampler's CPU cost and how much it slows a CPU workload; 0 when both are under 1%."""
-    channels = nvml_like_channels(read_cost_s)
+def thread_cpu_pct(channels: list[Channel], hz: float, seconds: float, busy: bool) -> float:
+    """The sampler thread's CPU over `seconds`, in % of one core, with the main thread asleep or busy."""
     with Sampler(channels, hz) as sampler:
-        time.sleep(seconds)
-    cpu_pct = 100 * sampler.cpu_s / seconds
+        end = time.perf_counter() + seconds
+        if not busy:
+            time.sleep(seconds)
+        while time.perf_counter() < end:
+            python_workload_s()
+    return 100 * sampler.cpu_s / seconds
 
-    cpu_workload_s()
-    off, on = [], []
-    for _ in range(trials):  # interleaved, so drift in the machine's load hits both alike
-        off.append(cpu_workload_s())
-        with Sampler(channels, hz):
-            on.append(cpu_workload_s())
-    slowdown_pct = 100 * (statistics.median(on) / statistics.median(off) - 1)
+
+def workload_times(channels: list[Channel], hz: float, trials: int) -> dict[str, list[float]]:
+    """Workload times with no thread, with the sampler's bare loop (no channels), and with the sampler.
+
+    Interleaved, so drift in the machine's load hits all three alike.
+    """
+    python_workload_s()
+    times = {"off": [], "bare loop": [], "sampler": []}
+    for _ in range(trials):
+        times["off"].append(python_workload_s())
+        for name, polled in (("bare loop", []), ("sampler", channels)):
+            with Sampler(polled, hz):
+                times[name].append(python_workload_s())
+    return times
+
+
+def sampler_overhead(seconds: float = 5.0, trials: int = 31, read_cost_s: float = 20e-6, hz: float = 100.0) -> int:
+    """Print the sampler's CPU cost and how much it changes a workload's time; 0 when both are under 1%.
+
+    Beside the figures the targets apply to, it prints two controls that tell the platform's
+    part from the sampler's: the CPU of the sampler's loop with nothing to read (what one
+    thread wake-up costs on this machine), and the workload's change under that bare loop.
+    """
+    channels = nvml_like_channels(read_cost_s)
+    floor_pct = thread_cpu_pct([], hz, seconds, busy=False)
+    idle_pct = thread_cpu_pct(channels, hz, seconds, busy=False)
+    busy_pct = thread_cpu_pct(channels, hz, seconds, busy=True)
+    times = workload_times(channels, hz, trials)
+    vs_off = median_ratio_interval(times["off"], times["sampler"])
+    vs_bare = median_ratio_interval(times["bare loop"], times["sampler"])
+
+    def change(interval) -> str:
+        return f"{100 * (interval.ratio - 1):+.2f} [{100 * (interval.low - 1):+.2f}, {100 * (interval.high - 1):+.2f}]"
 
     print(f"sampler-overhead: {len(channels)} channels at {hz:g} Hz, each read burning "
-          f"{read_cost_s * 1e6:.0f} µs of CPU (like an NVML call)")
-    print(f"{'measure':<44}{'value':>10}{'target':>10}")
-    print(f"{'sampler thread CPU, % of one core':<44}{cpu_pct:>10.3f}{'< 1':>10}")
-    print(f"{'CPU workload time, sampling on vs off, %':<44}{slowdown_pct:>+10.3f}{'< 1':>10}")
-    print(f"(median of {trials} interleaved runs of {statistics.median(off) * 1000:.1f} ms each; "
-          f"on a shared machine the second figure carries that machine's noise)")
-    met = cpu_pct < OVERHEAD_TARGET_PCT and slowdown_pct < OVERHEAD_TARGET_PCT
-    print("result: all targets met" if met else "result: targets missed")
-    return 0 if met else 1
+          f"{read_cost_s * 1e6:.0f} µs of CPU (like an NVML call); workload: a GIL-holding Python loop of "
+          f"{statistics.median(times['off']) * 1000:.0f} ms, {trials} interleaved trials")
+    print(f"{'measure':<58}{'value':>26}{'target':>8}")
+    print(f"{'sampler thread CPU, % of one core, machine idle':<58}{idle_pct:>26.3f}{'< 1':>8}")
+    print(f"{'sampler thread CPU, % of one core, workload running':<58}{busy_pct:>26.3f}{'< 1':>8}")
+    print(f"{'workload time, sampling on vs off, % [95% CI]':<58}{change(vs_off):>26}{'± 1':>8}")
+    print("controls (no target):")
+    print(f"{'  bare loop CPU (no channels: the wake-ups alone), %':<58}{floor_pct:>26.3f}")
+    print(f"{'  workload time, sampling on vs bare loop, % [95% CI]':<58}{change(vs_bare):>26}")
+    cpu_met = max(idle_pct, busy_pct) < OVERHEAD_TARGET_PCT
+    time_met = 1 - OVERHEAD_TARGET_PCT / 100 < vs_off.low and vs_off.high < 1 + OVERHEAD_TARGET_PCT / 100
+    if cpu_met and time_met:
+        print("result: all targets met")
+        return 0
+    print("result: targets missed" + ("" if cpu_met else "; the thread's CPU is over 1% of a core")
+          + ("" if time_met else "; the workload's change is not shown to be within ±1%"))
+    if floor_pct >= OVERHEAD_TARGET_PCT / 2:
+        print(f"note: on this machine a thread waking {hz:g} times a second costs {floor_pct:.2f}% of a core "
+              "with nothing to do (slow timer wake-ups, as under nested virtualisation): most of the "
+              "sampler's cost here is the platform's, not the sampler's own work")
+    return 1
