@@ -106,3 +106,26 @@ def test_resume_refuses_a_complete_run(tmp_path, capsys):
     run_file = tmp_path / "done.json"
     run_file.write_text(json.dumps({"benchmarks": [], "wattbench": {"complete": True}}))
     assert_one_line_error(capsys, cli.main(["run", "--resume", str(run_file)]), "run is complete")
+
+
+def test_run_takes_a_user_spec_file_for_mfu_and_the_report(tmp_path):
+    specs = tmp_path / "mine.json"
+    specs.write_text(json.dumps({"format": "wattbench-device-specs/1", "devices": [
+        {"name": "Any device", "kind": "cpu", "match": [".*"],
+         "peak_tflops": {"fp32": {"value": 2.0, "source": "test figure"}}}]}))
+    proc = wattbench("run", "-k", "llm.train and torch", "--specs", str(specs), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(next((tmp_path / "runs").iterdir()).read_text())
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        assert info["mfu_peak_tflops"] == 2.0 and info["mfu"] == pytest.approx(info["tflops"] / 2.0)
+    csv = next((tmp_path / "reports").iterdir()) / "benchmarks.csv"
+    assert "Any device" in csv.read_text()  # the report matched the same file
+
+
+def test_a_bad_spec_file_is_refused_before_anything_runs(capsys, tmp_path):
+    specs = tmp_path / "bad.json"
+    specs.write_text(json.dumps({"format": "wattbench-device-specs/1", "devices": [
+        {"name": "X", "peak_tflops": {"fp32": {"value": 2.0}}}]}))
+    assert_one_line_error(capsys, cli.main(["run", "--specs", str(specs), "--out", str(tmp_path)]), r"bad\.json")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

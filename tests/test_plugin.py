@@ -152,3 +152,12 @@ def test_gate_option_needs_the_benchmark_json(fault_run):
     proc = run_faults(baseline.parent, f"--wattbench-gate={baseline}")
     assert proc.returncode == 4  # pytest's usage error
     assert "--wattbench-gate needs --benchmark-json=FILE" in proc.stderr
+
+
+def test_a_bad_spec_file_is_a_usage_error(fault_run, tmp_path):
+    _, _, baseline = fault_run
+    specs = tmp_path / "specs.json"
+    specs.write_text('{"format": "wattbench-device-specs/1", "devices": [{"peak_tflops": {}}]}')
+    proc = run_faults(baseline.parent, f"--wattbench-specs={specs}")
+    assert proc.returncode == 4  # pytest's usage error
+    assert "specs.json" in proc.stderr and "Traceback" not in proc.stderr

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-trace", action="store_true", help="keep the run's power trace (CSV beside the run file)")
     run.add_argument("--power-replay", type=Path, default=None, metavar="CSV",
                      help="power log of an external meter (timestamp, watts) to attribute to the benchmarks")
+    run.add_argument("--specs", type=Path, default=None, metavar="JSON",
+                     help="your own device spec file (wattbench-device-specs/1), matched first: MFU and report")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
                      help="after '--': further pytest options, e.g. -- --wattbench-energy-window 10")
 
@@ -87,7 +89,8 @@ def _run(args) -> int:
     if args.devices:
         return _run_devices(args, extra)
     return runner.run(args.device, args.preset, args.select, args.out, extra, resume=args.resume,
-                      save_trace=args.save_trace, power_replay=args.power_replay, report=args.report)
+                      save_trace=args.save_trace, power_replay=args.power_replay, report=args.report,
+                      specs=args.specs)
 
 
 def _run_devices(args, extra: list[str]) -> int:
@@ -101,7 +104,8 @@ def _run_devices(args, extra: list[str]) -> int:
     workers = multi.plan_workers(args.devices, torch.cuda.device_count())
     runs_dir = args.out / "runs"
     runner.check_writable(runs_dir)
-    return multi.run_workers(workers, args.preset, args.select, runs_dir, extra)
+    runner.check_specs(args.specs)
+    return multi.run_workers(workers, args.preset, args.select, runs_dir, extra, specs=args.specs)
 
 
 def _report(args) -> int:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wattbench.report.specs import SpecTable
 
 FORMULAS = {
     "ttft_ms": "first token time − request start",
@@ -62,14 +66,16 @@ MFU_FORMULA = ("model FLOPs per second (6N + 12·L·H·Q·T per token, PaLM appe
 
 
 def model_flops_utilization(achieved_tflops: float | None, device_name: str, precision: str,
-                            interpreted: bool) -> dict:
-    """MFU of a training-style model record, or None with the reason it cannot be given."""
-    from wattbench.report.specs import load_specs
+                            interpreted: bool, specs: SpecTable | None = None) -> dict:
+    """MFU of a training-style model record, or None with the reason it cannot be given.
+
+    `specs` is the spec table to take the peak from (default: the shipped one)."""
+    from wattbench.report.specs import load_specs  # the report package is heavy: only when asked
 
     if interpreted or achieved_tflops is None:
         return {"mfu": None, "mfu_reason": "no meaningful timing (Triton interpreter)" if interpreted
                 else "no timing"}
-    spec = load_specs().find(device_name)
+    spec = (specs or load_specs()).find(device_name)
     peak = spec.peak_for(precision) if spec else None
     if not peak:
         return {"mfu": None, "mfu_reason": f"no {precision} peak for {device_name!r} in the spec table"}

@@ -93,7 +93,7 @@ def _relay(stream, prefix: str) -> None:
 
 
 def run_workers(workers: list[Worker], preset: str | None, select: str | None, runs_dir: Path,
-                pytest_args: list[str], visible_device: str = "cuda:0") -> int:
+                pytest_args: list[str], visible_device: str = "cuda:0", specs: Path | None = None) -> int:
     """Start one worker per GPU, relay their output, merge their run files; returns the worst exit code.
 
     Each worker's own run file stays in `.<run>.workers/` beside the merged one, so an interrupted
@@ -107,6 +107,7 @@ def run_workers(workers: list[Worker], preset: str | None, select: str | None, r
         command = [sys.executable, "-m", "wattbench.cli", "run", "--device", visible_device, "--no-report",
                    "--out", str(workers_dir / worker.device.replace(":", "")),
                    *(["--preset", preset] if preset else []), *(["-k", select] if select else []),
+                   *(["--specs", str(specs)] if specs else []),
                    *(["--", *pytest_args] if pytest_args else [])]
         proc = subprocess.Popen(command, env={**os.environ, **worker.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
@@ -126,5 +127,5 @@ def run_workers(workers: list[Worker], preset: str | None, select: str | None, r
         print("wattbench: no worker wrote a run file", file=sys.stderr)
         return max(codes)
     results.write_json_atomic(final, merge_runs(parts))
-    runner.finish(final, trace=None, report=True)
+    runner.finish(final, trace=None, report=True, specs=specs)
     return max(codes)

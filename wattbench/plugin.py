@@ -55,6 +55,8 @@ class RunState:
     power: PowerMonitor | None = None
     journal: RunJournal | None = None
     journal_header: dict | None = None
+    #: The spec table for MFU when the user gave one (--wattbench-specs); None: the shipped table.
+    specs: Any = None
     output_json: dict | None = None
     _clock: Callable[[], float] | None = None
 
@@ -90,6 +92,9 @@ def pytest_addoption(parser):
     group.addoption("--wattbench-save-trace", default=None, metavar="CSV",
                     help="write the run's power trace here (the sampler then polls throughout the run, not only "
                          "in the idle baseline and energy windows)")
+    group.addoption("--wattbench-specs", default=None, metavar="JSON",
+                    help="your own device spec file (wattbench-device-specs/1), matched before the shipped table, "
+                         "for MFU")
     group.addoption("--wattbench-run-file", default=None, metavar="JSON",
                     help="keep this run file current (atomically rewritten after every benchmark)")
     group.addoption("--wattbench-gate", default=None, metavar="BASELINE",
@@ -137,6 +142,7 @@ def pytest_configure(config):
         seed=config.getoption("wattbench_seed"),
         select=config.getoption("keyword"),
         journal=_journal(config),
+        specs=_specs(config),
     )
     if config.stash[STATE].journal and threading.current_thread() is threading.main_thread():
         # SIGTERM (a scheduler's time limit, `kill`) ends the run like Ctrl-C: what completed is kept.
@@ -145,6 +151,18 @@ def pytest_configure(config):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _specs(config):
+    path = config.getoption("wattbench_specs")
+    if path is None:
+        return None
+    from wattbench.report.specs import load_specs  # the report package is heavy: only when asked
+
+    try:
+        return load_specs(Path(path))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _journal(config) -> RunJournal | None:
@@ -265,7 +283,8 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
         if hasattr(step, "metrics"):
             info.update(step.metrics())
         if case.workload.reports_mfu:
-            info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted))
+            info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted,
+                                                state.specs))
         if interpreted:
             info["energy"] = wattbench_power.not_measured(INTERPRETED_ENERGY_REASON)
         else:

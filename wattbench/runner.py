@@ -35,8 +35,10 @@ def run_file_name(device_slug: str, when: datetime) -> str:
 
 def run(device: str | None, preset: str | None, select: str | None, out: Path, pytest_args: list[str],
         resume: Path | None = None, save_trace: bool = False, power_replay: Path | None = None,
-        report: bool = True) -> int:
-    """Run the suites; returns 0 when every benchmark ran, 1 when some failed or the run was cut short."""
+        report: bool = True, specs: Path | None = None) -> int:
+    """Run the suites; returns 0 when every benchmark ran, 1 when some failed or the run was cut short.
+
+    `specs` is the user's device spec file, used for MFU during the run and for the report."""
     seed = 0
     if resume:
         block = results.load_run(resume)["wattbench"]
@@ -61,13 +63,15 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
     trace = final.with_suffix(".trace.csv") if save_trace else None
     if power_replay is not None and not power_replay.is_file():
         raise UsageError(f"power log {str(power_replay)!r} does not exist")
+    check_specs(specs)
     args = [str(SUITES_DIR), "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-o", "addopts=",
             "-v", "--no-header", "--benchmark-quiet",
             "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={scratch}",
             "--wattbench-run-file", str(final), "--wattbench-device", chosen.spec, "--wattbench-preset", preset,
             "--wattbench-seed", str(seed), *(["--wattbench-resume"] if resume else []),
             *(["--wattbench-save-trace", str(trace)] if trace else []),
-            *(["--wattbench-power-replay", str(power_replay)] if power_replay else []), *pytest_args]
+            *(["--wattbench-power-replay", str(power_replay)] if power_replay else []),
+            *(["--wattbench-specs", str(specs)] if specs else []), *pytest_args]
     if select:
         args += ["-k", select]
     print(f"wattbench: {preset} preset on {chosen.spec} ({chosen.name})"
@@ -87,14 +91,22 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
     if not final.exists():
         print(f"wattbench: no results were written (pytest exit status {int(status)})", file=sys.stderr)
         return 1
-    data = finish(final, trace if trace and trace.exists() else None, report)
+    data = finish(final, trace if trace and trace.exists() else None, report, specs)
     if not data["wattbench"].get("complete"):
         print(f"run incomplete: continue it with `wattbench run --resume {final}`")
         return 130 if status == pytest.ExitCode.INTERRUPTED else 1
     return 1 if data["wattbench"]["failed"] else 0
 
 
-def finish(final: Path, trace: Path | None, report: bool) -> dict:
+def check_specs(specs: Path | None) -> None:
+    """A bad spec file is refused before anything runs, not after the benchmarks."""
+    if specs is not None:
+        from wattbench.report.specs import load_specs
+
+        load_specs(specs)
+
+
+def finish(final: Path, trace: Path | None, report: bool, specs: Path | None = None) -> dict:
     """Add the per-watt comparison to a finished run file, print its table, and write its report."""
     data = results.load_run(final)
     data["wattbench"]["summary"] = summary.summarize(data)
@@ -110,5 +122,5 @@ def finish(final: Path, trace: Path | None, report: bool) -> dict:
     if report and data["benchmarks"]:
         from wattbench.report import write_report
 
-        write_report([final], final.parent.parent / "reports" / final.stem, trace=trace)
+        write_report([final], final.parent.parent / "reports" / final.stem, specs=specs, trace=trace)
     return data
