@@ -45,6 +45,25 @@ def test_sampler_overhead_prints_the_target_figures_and_their_controls(capsys):
         assert measure in out
 
 
+def test_sampler_overhead_measures_this_hosts_sensors_where_there_are_any(capsys, monkeypatch):
+    from wattbench.device import Device
+    from wattbench.power.simulate import constant, live_probe
+
+    cpu = Device("cpu", None, "Test CPU")
+    label, pcts = selfcheck.host_sensor_cpu_pct(cpu, 100.0, 0.2)
+    assert label.startswith("none: ") and "nvml" in label and pcts == []  # no sensor on this machine
+    closed = []
+    probe = live_probe(constant(100.0), 60.0)
+    probe.close = lambda: closed.append(True)
+    monkeypatch.setattr(selfcheck, "probe_sources", lambda device, config: [probe])
+    label, pcts = selfcheck.host_sensor_cpu_pct(cpu, 100.0, 0.2)
+    assert label == "sim:counter, sim:instant" and len(pcts) == 2 and all(p > 0 for p in pcts) and closed
+    selfcheck.sampler_overhead(seconds=0.2, trials=3, device=cpu)
+    out = capsys.readouterr().out
+    assert "this host's sensors: sim:counter, sim:instant" in out
+    assert "sampler thread CPU with them, % of one core, workload running" in out
+
+
 def test_thread_cpu_share_grows_with_the_cost_of_each_read():
     cheap = selfcheck.thread_cpu_pct(selfcheck.nvml_like_channels(0.0), 100.0, 0.5, busy=False)
     costly = selfcheck.thread_cpu_pct(selfcheck.nvml_like_channels(1e-3), 100.0, 0.5, busy=False)

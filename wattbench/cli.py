@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
     selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels"])
     selfcheck.add_argument("--device", default=None,
-                           help="kernels: cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+                           help="kernels, sampler-overhead: cpu, cuda or cuda:N (default: cuda:0 if present, "
+                                "else cpu)")
     selfcheck.add_argument("--preset", default="quick", help="kernels: quick or full (adds the larger GPU shapes)")
     selfcheck.add_argument("--specs", type=Path, default=None, help="kernels: your own device spec file, matched first")
     return parser
@@ -164,7 +165,11 @@ def _selfcheck(args) -> int:
         return gate_error_rates()
     from wattbench.power import selfcheck
 
-    return selfcheck.power_accuracy() if args.check == "power-accuracy" else selfcheck.sampler_overhead()
+    if args.check == "power-accuracy":
+        return selfcheck.power_accuracy()
+    from wattbench.device import detect
+
+    return selfcheck.sampler_overhead(device=detect(args.device))
 
 
 def main(argv: list[str] | None = None) -> int:
