@@ -183,3 +183,25 @@ def test_stopping_a_paused_sampler_does_not_hang():
     stopper.join(timeout=2)
     assert not stopper.is_alive()
     assert not any(t.name == "wattbench-power-sampler" for t in threading.enumerate())
+
+
+def test_a_window_never_integrates_a_counter_across_a_pause():
+    """With no counter update between resuming and the window's start, the window is invalid
+    with the reason, rather than interpolated over the unseen pause."""
+    values = iter([1.0, 2.0, 3.0, 3.0, 3.0, 9.0, 10.0, 11.0])
+    channel = Channel("c", "fake", "counter", "test", read=lambda: next(values))
+    sampler = Sampler([channel])
+    for _ in range(3):
+        sampler.poll_once()
+        time.sleep(0.002)
+    sampler.pause()
+    sampler.resume()  # no thread: nothing to wait for
+    times = []
+    for _ in range(5):
+        sampler.poll_once()
+        times.append(sampler.trace(channel).timestamps[-1])
+        time.sleep(0.002)
+    early = sampler.evaluate("early", times[0] + 0.0005, times[-1]).channels["c"]
+    later = sampler.evaluate("later", times[2] + 0.0005, times[3]).channels["c"]
+    assert not early.valid and "no update at or before start" in early.reason
+    assert later.valid

@@ -29,6 +29,8 @@ LOOKBACK_S = 2.0
 POLLED_WAIT_S = 1.0
 #: How long it waits for a replay log still being written to reach the window's end.
 REPLAY_WAIT_S = 3.0
+#: How long resuming waits for every counter to update (a slow hwmon counter may take seconds).
+RESUME_WAIT_S = 5.0
 
 
 @dataclass
@@ -146,6 +148,7 @@ class Sampler:
         self._polling.set()
         self._thread: threading.Thread | None = None
         self._open: dict[str, float] = {}
+        self._resumed: list[float] = []
         self.cpu_s = 0.0
         self.started_s: float | None = None
 
@@ -180,8 +183,10 @@ class Sampler:
         a counter, an update), so that a window may begin at once."""
         if self._polling.is_set():
             return
+        resumed = time.perf_counter()
+        self._resumed.append(resumed)
         self._polling.set()
-        self.wait_for_coverage(time.perf_counter(), [r.channel for r in self._polled])
+        self.wait_for_coverage(resumed, [r.channel for r in self._polled], polled_wait_s=RESUME_WAIT_S)
 
     @property
     def paused(self) -> bool:
@@ -284,17 +289,21 @@ class Sampler:
             return len(later) > 0
         return any(b != a for a, b in zip(later, later[1:]))
 
-    def wait_for_coverage(self, end_s: float, channels: list[Channel] | None = None) -> None:
+    def wait_for_coverage(self, end_s: float, channels: list[Channel] | None = None,
+                          polled_wait_s: float = POLLED_WAIT_S) -> None:
         """Wait (bounded) until every channel (of `channels`, default all) has a reading that
         closes a window ending at `end_s`."""
         for channel in self.channels if channels is None else channels:
-            limit = time.perf_counter() + (REPLAY_WAIT_S if channel.load is not None else POLLED_WAIT_S)
+            limit = time.perf_counter() + (REPLAY_WAIT_S if channel.load is not None else polled_wait_s)
             if channel.read is not None and self._thread is None:
                 continue  # nobody is polling: waiting would not help
             while not self._covered(channel, end_s) and time.perf_counter() < limit:
                 time.sleep(0.01)
 
     def evaluate(self, name: str, start_s: float, end_s: float) -> WindowResult:
+        # Polled readings from before the last pause must not enter the integral: interpolating a
+        # counter across a pause would spread the unseen gap's energy over the window's edge.
+        resumed = max((r for r in self._resumed if r <= start_s), default=-math.inf)
         results = {}
         for channel in self.channels:
             try:
@@ -305,8 +314,8 @@ class Sampler:
             # Readings across a fault outside the window (e.g. a counter reset) must not enter its integral.
             ended = [fault_end for _, fault_end, _ in trace.faults if fault_end < start_s]
             begun = [fault_start for fault_start, _, _ in trace.faults if fault_start > end_s]
-            keep = (trace.timestamps >= max(ended, default=-math.inf)) & \
-                (trace.timestamps <= min(begun, default=math.inf))
+            since = max(ended + ([resumed] if channel.read is not None else []), default=-math.inf)
+            keep = (trace.timestamps >= since) & (trace.timestamps <= min(begun, default=math.inf))
             trace = Trace(trace.timestamps[keep], trace.values[keep], trace.faults, trace.dead)
             results[channel.name] = measure_channel(channel, trace, start_s, end_s)
         return WindowResult(name, start_s, end_s, results)
