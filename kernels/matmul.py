@@ -89,7 +89,7 @@ def _activation_slope(z, ACTIVATION: tl.constexpr):
 @triton.autotune(configs=_gemm_configs(), key=["M", "N", "K"])
 @triton.jit
 def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, preact_ptr, M, N, K,
-                   stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+                   stride_am, stride_ak, stride_bk, stride_bn, stride_bias, stride_cm, stride_cn,
                    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, STORE_PREACT: tl.constexpr,
                    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -112,7 +112,7 @@ def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, preact_ptr, M, N, K,
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + rn % N).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + (rn % N) * stride_bias).to(tl.float32)[None, :]
     offsets = rm[:, None] * stride_cm + rn[None, :] * stride_cn
     in_bounds = (rm[:, None] < M) & (rn[None, :] < N)
     if STORE_PREACT:
@@ -143,7 +143,8 @@ def _launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, 
     preact = torch.empty_like(c) if keep_preact else None
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _matmul_kernel[grid](a, b, bias if bias is not None else c, c, preact if keep_preact else c, M, N, K,
-                         a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+                         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                         bias.stride(0) if bias is not None else 0, c.stride(0), c.stride(1),
                          HAS_BIAS=bias is not None, ACTIVATION=activation or "none", STORE_PREACT=keep_preact,
                          PRECISION=dot_precision(a.dtype), UPCAST=INTERPRETED and a.dtype == torch.bfloat16)
     return c, preact

@@ -39,7 +39,7 @@ def _decode_configs() -> list[triton.Config]:
 @triton.autotune(configs=_decode_configs(), key=["M", "N", "K"])
 @triton.jit
 def _matmul_int8w_kernel(a_ptr, q_ptr, scale_ptr, bias_ptr, c_ptr, M, N, K,
-                         stride_am, stride_ak, stride_qk, stride_qn, stride_cm, stride_cn,
+                         stride_am, stride_ak, stride_qk, stride_qn, stride_scale, stride_bias, stride_cm, stride_cn,
                          HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -59,9 +59,9 @@ def _matmul_int8w_kernel(a_ptr, q_ptr, scale_ptr, bias_ptr, c_ptr, M, N, K,
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         q_ptrs += BLOCK_K * stride_qk
-    acc *= tl.load(scale_ptr + rn % N)[None, :]
+    acc *= tl.load(scale_ptr + (rn % N) * stride_scale)[None, :]
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + rn % N).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + (rn % N) * stride_bias).to(tl.float32)[None, :]
     tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc.to(c_ptr.dtype.element_ty),
              mask=(rm[:, None] < M) & (rn[None, :] < N))
 
@@ -114,18 +114,17 @@ def matmul_int8w(a: torch.Tensor, w_q: torch.Tensor, scale: torch.Tensor,
                  bias: torch.Tensor | None = None) -> torch.Tensor:
     """(M, K) @ dequant(w_q (K, N) int8, scale (N,) fp32) [+ bias (N,)], in a's dtype.
 
-    Any strides are read in place; `scale` and `bias` are indexed with stride 1.
+    Any strides are read in place.
     """
     _check_int8w_inputs(a, w_q, scale, bias)
     check_devices("matmul_int8w", a=a, w_q=w_q, scale=scale, bias=bias)
-    scale = scale.contiguous()
-    bias = bias.contiguous() if bias is not None else None
     M, K = a.shape
     N = w_q.shape[1]
     c = torch.empty((M, N), device=a.device, dtype=a.dtype)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _matmul_int8w_kernel[grid](a, w_q, scale, bias if bias is not None else c, c, M, N, K,
-                               a.stride(0), a.stride(1), w_q.stride(0), w_q.stride(1), c.stride(0), c.stride(1),
+                               a.stride(0), a.stride(1), w_q.stride(0), w_q.stride(1), scale.stride(0),
+                               bias.stride(0) if bias is not None else 0, c.stride(0), c.stride(1),
                                HAS_BIAS=bias is not None, PRECISION=dot_precision(a.dtype),
                                UPCAST=INTERPRETED and a.dtype == torch.bfloat16)
     return c

@@ -58,6 +58,12 @@ def test_forward_reads_any_strides(layout_a, layout_b):
     assert_rel_close(matmul(a, b, c_bias), matmul_reference(_float64(a), _float64(b), _float64(c_bias)), torch.float32)
 
 
+def test_a_strided_bias_is_read_in_place():
+    a, b, _, generator = _inputs("matmul-strided-bias", torch.float32, bias=False)
+    c_bias = randn(2 * N, generator=generator, scale=0.5)[::2]
+    assert_rel_close(matmul(a, b, c_bias), matmul_reference(_float64(a), _float64(b), _float64(c_bias)), torch.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])

@@ -52,6 +52,8 @@ def test_reads_strided_activations_and_weights(weight_layout):
     w_q, scale = _quantised_weight(generator, weight_layout)
     a = randn(K, 9, generator=generator).t()  # a transposed view: K is the strided dimension
     assert_rel_close(matmul_int8w(a, w_q, scale), _expected(a, w_q, scale, None), torch.float32)
+    c_bias = randn(2 * N, generator=generator)[::2]
+    assert_rel_close(matmul_int8w(a, w_q, scale, c_bias), _expected(a, w_q, scale, c_bias), torch.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
