@@ -132,8 +132,11 @@ class WindowWatch:
         while not self._stop.wait(self.poll_s):
             self._poll()
 
+    def _edges(self) -> dict:
+        return {q: self.sensors.read(q) for q in EDGE_QUANTITIES if q in self.sensors.readers}
+
     def __enter__(self) -> "WindowWatch":
-        self.start = {q: self.sensors.read(q) for q in EDGE_QUANTITIES if q in self.sensors.readers}
+        self.start = self._edges()
         if "clock_events" in self.sensors.readers:
             self._poll()
             self._thread = threading.Thread(target=self._run, name="wattbench-conditions", daemon=True)
@@ -145,7 +148,7 @@ class WindowWatch:
             self._stop.set()
             self._thread.join()
             self._poll()
-        self.end = {q: self.sensors.read(q) for q in EDGE_QUANTITIES if q in self.sensors.readers}
+        self.end = self._edges()
 
     def result(self) -> dict:
         """[start, end] of each readable edge quantity, and the clock events seen (when readable)."""

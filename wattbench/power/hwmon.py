@@ -31,12 +31,7 @@ def is_gpu_chip(name: str) -> bool:
 
 def sensor_reader(path: Path, scale: float):
     def read() -> float:
-        try:
-            return sysfs.read_int(path) * scale
-        except PermissionError:
-            raise SensorFault(f"permission denied reading {path}", permanent=True) from None
-        except (OSError, ValueError) as err:
-            raise SensorFault(f"cannot read {path}: {err}", permanent=isinstance(err, FileNotFoundError)) from None
+        return sysfs.read_sensor(path) * scale
     return read
 
 

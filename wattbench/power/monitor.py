@@ -91,9 +91,23 @@ def probe_sources(device: Device, config: PowerConfig) -> list[Probe]:
 def describe_sources(device: Device, config: PowerConfig = PowerConfig()) -> list[SourceStatus]:
     """Whether each source kind can measure `device`, and why not."""
     probes = probe_sources(device, config)
+    close_probes(probes)
+    return [found.status for found in probes]
+
+
+def close_probes(probes: list[Probe]) -> None:
     for found in probes:
         found.close()
-    return [found.status for found in probes]
+
+
+def sampled_channels(probes: list[Probe]) -> list[Channel]:
+    """Every channel of every usable source: what a run samples."""
+    return [c for p in probes if p.status.available for c in p.channels]
+
+
+def statuses(probes: list[Probe]) -> str:
+    """Each source's status in one line: why none can be used, when none can."""
+    return "; ".join(f"{p.status.name}: {p.status.detail}" for p in probes)
 
 
 def sum_channels(results: list[ChannelWindow]) -> ChannelWindow:
@@ -198,13 +212,12 @@ class PowerMonitor:
         self.probes = probe_sources(self.device, self.config) if self._given_probes is None else self._given_probes
         chosen = next((p for p in self.probes if p.status.available and p.primary), None)
         if chosen is None:
-            self.reason = "no power source: " + "; ".join(f"{p.status.name}: {p.status.detail}" for p in self.probes)
-            self._close_probes()
+            self.reason = "no power source: " + statuses(self.probes)
+            close_probes(self.probes)
             return self
         self.chosen = chosen
         self.primary = chosen.primary
-        channels = [c for p in self.probes if p.status.available for c in p.channels]
-        self.sampler = Sampler(channels, self.config.sample_hz).start()
+        self.sampler = Sampler(sampled_channels(self.probes), self.config.sample_hz).start()
         self.sensors = nvml.condition_sensors(self.device) if self._given_conditions is None \
             else self._given_conditions
         self.sampler.wait_for_coverage(time.perf_counter())  # every counter has updated once: windows may start
@@ -218,15 +231,11 @@ class PowerMonitor:
             self.sampler.stop()
         if self.sensors is not None:
             self.sensors.close()
-        self._close_probes()
+        close_probes(self.probes)
 
     def _pause(self) -> None:
         if not self.config.save_trace:
             self.sampler.pause()
-
-    def _close_probes(self) -> None:
-        for found in self.probes:
-            found.close()
 
     def _measure_idle(self) -> None:
         if self.config.idle_s == 0:
@@ -368,11 +377,7 @@ class PowerMonitor:
         if self.sampler is None:
             return info
         chosen = self.chosen.info
-        faults = []
-        for channel in self.sampler.channels:
-            if channel.read is not None:
-                trace = self.sampler.trace(channel)
-                faults += [reason for _, _, reason in trace.faults] + ([trace.dead[1]] if trace.dead else [])
+        faults = [reason for channel in self.sampler.channels for reason in self.sampler.fault_reasons(channel)]
         return {**info, "source": self.chosen.status.name, "primary": [c.name for c in self.primary],
                 "scope": self.primary[0].scope, "power_limit_w": chosen.get("power_limit_w"),
                 "device_name_reported": chosen.get("device_name"),

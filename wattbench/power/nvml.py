@@ -119,11 +119,10 @@ def probe(device: Device) -> Probe:
         return Probe(SourceStatus("nvml", False, f"NVML measures NVIDIA GPUs; the device is {device.spec}"))
     try:
         handle = nvml_handle(device.index or 0)
-        name = pynvml.nvmlDeviceGetName(handle)
+        name = _text(pynvml.nvmlDeviceGetName(handle))
     except NVMLError as err:
         pynvml.nvmlShutdown()
         return Probe(SourceStatus("nvml", False, explain(err, f"GPU {device.spec}")))
-    name = name.decode() if isinstance(name, bytes) else name
     module_scope = "GH200" in name or "Grace" in name
     gpu = f"nvml:{device.index or 0}"
     channels, missing = [], []

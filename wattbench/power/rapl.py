@@ -29,12 +29,7 @@ class RaplCounter:
         self._wrapped_uj = 0
 
     def read(self) -> float:
-        try:
-            raw = sysfs.read_int(self.path)
-        except PermissionError:
-            raise SensorFault(f"permission denied reading {self.path}: {PERMISSION_HINT}", permanent=True) from None
-        except (OSError, ValueError) as err:
-            raise SensorFault(f"cannot read {self.path}: {err}", permanent=isinstance(err, FileNotFoundError)) from None
+        raw = sysfs.read_sensor(self.path, PERMISSION_HINT)
         if self._last_raw is not None and raw < self._last_raw:
             self._wrapped_uj += self.max_range_uj
         self._last_raw = raw

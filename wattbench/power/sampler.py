@@ -91,13 +91,14 @@ def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float
         if channel.is_counter:
             joules = energy_from_counter(times, values, start_s, end_s)
             update_times, update_values = counter_updates(times, values)
+            gaps = np.diff(update_times)
             spans = (update_times[1:] > start_s) & (update_times[:-1] < end_s)
-            slopes = np.diff(update_values)[spans] / np.diff(update_times)[spans]
+            slopes = np.diff(update_values)[spans] / gaps[spans]
             peak = float(slopes.max()) if len(slopes) else joules / duration
             updates = int(((update_times >= start_s) & (update_times <= end_s)).sum())
             # Between updates the counter is interpolated linearly: at each edge that is off by at
             # most peak x update interval / 4, plus half a poll interval in placing the update.
-            update_s = float(np.median(np.diff(update_times))) if len(update_times) > 1 else 0.0
+            update_s = float(np.median(gaps)) if len(gaps) else 0.0
             poll_s = float(np.median(np.diff(times)))
             edge_error = peak * (update_s / 2 + poll_s) + 2 * channel.resolution
             avg = joules / duration
@@ -270,6 +271,15 @@ class Sampler:
             first = bisect.bisect_left(recording.timestamps, since_s)
             return Trace(np.array(recording.timestamps[first:]), np.array(recording.values[first:]),
                          list(recording.faults), recording.dead)
+
+    def fault_reasons(self, channel: Channel) -> list[str]:
+        """Why readings of a polled channel failed so far, its death last (none for a loaded channel).
+        Unlike `trace`, copies no readings: the run file asks after every benchmark."""
+        recording = self._recordings.get(channel.name)
+        if recording is None:
+            return []
+        with self._lock:
+            return [reason for _, _, reason in recording.faults] + ([recording.dead[1]] if recording.dead else [])
 
     def _covered(self, channel: Channel, end_s: float) -> bool:
         """Whether the readings already reach past `end_s` (or never will)."""

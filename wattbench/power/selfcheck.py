@@ -18,7 +18,8 @@ from wattbench.gate.stats import median_ratio_interval
 from wattbench.power import simulate
 from wattbench.power.base import Channel
 from wattbench.device import Device
-from wattbench.power.monitor import PowerConfig, combine, probe_sources, start_offsets
+from wattbench.power.monitor import (PowerConfig, close_probes, combine, probe_sources, sampled_channels,
+                                     start_offsets, statuses)
 from wattbench.power.sampler import ChannelWindow, Sampler, Trace, measure_channel
 
 IDLE_W = 60.0
@@ -189,14 +190,13 @@ def host_sensor_cpu_pct(device: Device | None, hz: float, seconds: float) -> tup
         return "not measured (no device given)", []
     probes = probe_sources(device, PowerConfig())
     try:
-        channels = [c for p in probes if p.status.available for c in p.channels if c.read is not None]
+        channels = sampled_channels(probes)
         if not channels:
-            return "none: " + "; ".join(f"{p.status.name}: {p.status.detail}" for p in probes), []
+            return "none: " + statuses(probes), []
         label = ", ".join(c.name for c in channels)
         return label, [thread_cpu_pct(channels, hz, seconds, busy) for busy in (False, True)]
     finally:
-        for found in probes:
-            found.close()
+        close_probes(probes)
 
 
 def sampler_overhead(seconds: float = 5.0, trials: int = 31, read_cost_s: float = 20e-6, hz: float = 100.0,

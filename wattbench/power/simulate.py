@@ -61,7 +61,6 @@ class SimulatedSensor:
     """
 
     def __init__(self, power: PowerFn, duration_s: float, phase_s: float = 0.0, grid_s: float = GRID_S):
-        self.duration_s = duration_s
         self.phase_s = phase_s
         self.grid = np.arange(0.0, duration_s + grid_s, grid_s)
         # Midpoint rule per cell: exact for piecewise-constant power with edges on the grid.

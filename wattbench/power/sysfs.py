@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wattbench.power.base import SensorFault
+
 
 def read_int(path: Path) -> int:
     return int(path.read_text().strip())
+
+
+def read_sensor(path: Path, denied_hint: str = "") -> int:
+    """A sensor file's integer; a failure is a SensorFault, permanent when access is denied or
+    the file is gone (it will not come back while the run lasts)."""
+    try:
+        return read_int(path)
+    except PermissionError:
+        hint = f": {denied_hint}" if denied_hint else ""
+        raise SensorFault(f"permission denied reading {path}{hint}", permanent=True) from None
+    except (OSError, ValueError) as err:
+        raise SensorFault(f"cannot read {path}: {err}", permanent=isinstance(err, FileNotFoundError)) from None
 
 
 def read_text(path: Path, default: str = "") -> str:
