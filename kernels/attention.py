@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from wattbench.kernels import INTERPRETED
+from wattbench.kernels.matmul import check_devices, dot_precision, interpreter_upcast
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 HEAD_DIMS = (16, 32, 64, 128)
@@ -236,8 +237,7 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, H,
 
 def _kernel_options(dtype: torch.dtype) -> dict:
     """fp32 products follow torch's TF32 switch (off by default), so both impls compute the same thing."""
-    tf32 = dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
-    return {"UPCAST": INTERPRETED and dtype == torch.bfloat16, "DOT_PRECISION": "tf32" if tf32 else "ieee"}
+    return {"UPCAST": interpreter_upcast(dtype), "DOT_PRECISION": dot_precision(dtype)}
 
 
 def _forward(q, k, v, causal: bool, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,17 +310,24 @@ def _check_inputs(q, k, v, causal, sm_scale) -> None:
                          f"got q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)}")
     if q.shape[3] not in HEAD_DIMS:
         raise ValueError(f"attention: head dim D must be one of {HEAD_DIMS}, got {q.shape[3]}")
-    if k.device != q.device or v.device != q.device:
-        raise ValueError(f"attention: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    if not INTERPRETED and q.device.type != "cuda":
-        raise ValueError(f"attention: Triton kernels need CUDA tensors here, got {q.device}")
+    check_devices("attention", q=q, k=k, v=v)
     if not isinstance(causal, bool):
         raise TypeError(f"attention: causal must be a bool, got {type(causal).__name__}")
+    check_sm_scale("attention", sm_scale)
+
+
+def check_sm_scale(op: str, sm_scale: object) -> None:
+    """`sm_scale` is None (the default) or a finite real number; a bool is rejected, not taken as 0 or 1."""
     if sm_scale is not None:
         if isinstance(sm_scale, bool) or not isinstance(sm_scale, numbers.Real):
-            raise TypeError(f"attention: sm_scale must be None or a real number, got {type(sm_scale).__name__}")
+            raise TypeError(f"{op}: sm_scale must be None or a real number, got {type(sm_scale).__name__}")
         if not math.isfinite(sm_scale):
-            raise ValueError(f"attention: sm_scale must be finite, got {sm_scale}")
+            raise ValueError(f"{op}: sm_scale must be finite, got {sm_scale}")
+
+
+def resolve_sm_scale(sm_scale: float | None, head_dim: int) -> float:
+    """The scale the kernels apply: 1/sqrt(D) unless the caller chose one."""
+    return 1.0 / math.sqrt(head_dim) if sm_scale is None else float(sm_scale)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
@@ -331,8 +338,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     defaults to 1/sqrt(D). The result is contiguous, in the inputs' dtype.
     """
     _check_inputs(q, k, v, causal, sm_scale)
-    scale = 1.0 / math.sqrt(q.shape[3]) if sm_scale is None else float(sm_scale)
-    return _AttentionFunction.apply(q, k, v, causal, scale)
+    return _AttentionFunction.apply(q, k, v, causal, resolve_sm_scale(sm_scale, q.shape[3]))
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

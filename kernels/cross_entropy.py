@@ -18,16 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from wattbench.kernels import INTERPRETED
-from wattbench.kernels.softmax import online_logsumexp_step
+from wattbench.kernels.softmax import _ROW_CONFIGS, online_logsumexp_step
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: Column block each program loops over; vocabularies are usually far wider.
 MAX_BLOCK = 4096
-
-_ROW_CONFIGS = ([triton.Config({}, num_warps=1)] if INTERPRETED
-                else [triton.Config({}, num_warps=w) for w in (4, 8, 16, 32)])
 
 
 @triton.autotune(configs=_ROW_CONFIGS, key=["V", "BLOCK_V", "COMPUTE_GRAD"])

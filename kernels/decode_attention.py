@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import torch
 import triton
 import triton.language as tl
 
 from wattbench.kernels import INTERPRETED
+from wattbench.kernels.attention import _LOG2_E, HEAD_DIMS, check_sm_scale, resolve_sm_scale
+from wattbench.kernels.matmul import check_devices, dot_precision, interpreter_upcast
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LENGTH_DTYPES = (torch.int32, torch.int64)
-HEAD_DIMS = (16, 32, 64, 128)
-_LOG2_E = 1.4426950408889634
 # Splits are whole multiples of this many keys (the largest BLOCK_N, so only a split's last block is ragged).
 _SPLIT_GRANULE = 16 if INTERPRETED else 128
 # The interpreter has no SMs to fill; this small target still splits test-sized caches so the merge runs.
@@ -129,11 +128,6 @@ def _split_size(batch_kv_heads: int, s_max: int, device: torch.device) -> int:
     return triton.cdiv(triton.cdiv(s_max, splits), _SPLIT_GRANULE) * _SPLIT_GRANULE
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
-    """fp32 products follow torch's TF32 switch (off by default), so both impls compute the same thing."""
-    return "tf32" if dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-
-
 def _check_inputs(q, k_cache, v_cache, seq_lens, sm_scale) -> None:
     tensors = (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("seq_lens", seq_lens))
     for name, t in tensors:
@@ -161,19 +155,11 @@ def _check_inputs(q, k_cache, v_cache, seq_lens, sm_scale) -> None:
                          f"H_kv={k_cache.shape[1]}")
     if D not in HEAD_DIMS:
         raise ValueError(f"decode_attention: head dim D must be one of {HEAD_DIMS}, got {D}")
-    devices = {t.device for _, t in tensors}
-    if len(devices) != 1:
-        raise ValueError(f"decode_attention: q, k_cache, v_cache, seq_lens must be on one device, got {devices}")
-    if not INTERPRETED and q.device.type != "cuda":
-        raise ValueError(f"decode_attention: Triton kernels need CUDA tensors here, got {q.device}")
+    check_devices("decode_attention", q=q, k_cache=k_cache, v_cache=v_cache, seq_lens=seq_lens)
     if torch.is_grad_enabled() and any(t.requires_grad for _, t in tensors):
         raise ValueError("decode_attention: inference only (no backward pass); call it under torch.no_grad() "
                          "or with tensors that do not require grad")
-    if sm_scale is not None:
-        if isinstance(sm_scale, bool) or not isinstance(sm_scale, numbers.Real):
-            raise TypeError(f"decode_attention: sm_scale must be None or a real number, got {type(sm_scale).__name__}")
-        if not math.isfinite(sm_scale):
-            raise ValueError(f"decode_attention: sm_scale must be finite, got {sm_scale}")
+    check_sm_scale("decode_attention", sm_scale)
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, seq_lens: torch.Tensor,
@@ -190,7 +176,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     B, H, D = q.shape
     H_kv, S_max = k_cache.shape[1], k_cache.shape[2]
     group = H // H_kv
-    scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
+    scale = resolve_sm_scale(sm_scale, D)
     split_size = _split_size(B * H_kv, S_max, q.device)
     num_splits = triton.cdiv(S_max, split_size)
 
@@ -201,8 +187,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q, k_cache, v_cache, seq_lens, out_part, lse_part, scale * _LOG2_E, H, H_kv, S_max, group, split_size,
         num_splits, seq_lens.stride(0), *q.stride(), *k_cache.stride(), *v_cache.stride(),
         HEAD_DIM=D, BLOCK_G=max(16, triton.next_power_of_2(group)),  # tl.dot needs at least 16 rows
-        UPCAST=INTERPRETED and q.dtype == torch.bfloat16,
-        DOT_PRECISION=_dot_precision(q.dtype))
+        UPCAST=interpreter_upcast(q.dtype),
+        DOT_PRECISION=dot_precision(q.dtype))
     _decode_merge_kernel[(B * H,)](out_part, lse_part, out, H, num_splits, *out.stride(),
                                    HEAD_DIM=D, BLOCK_SPLITS=triton.next_power_of_2(num_splits))
     return out

@@ -35,14 +35,29 @@ def _gemm_configs() -> list[triton.Config]:
         (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 4), (64, 32, 32, 5, 2),
         (32, 64, 32, 5, 2), (16, 64, 128, 4, 4), (16, 128, 64, 4, 4),  # the last two for decode-sized M
     ]
+    return tile_configs(shapes)
+
+
+def tile_configs(shapes: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
+    """GEMM configs from (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) rows, all with GROUP_M 8."""
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
             for m, n, k, s, w in shapes]
+
+
+def gemm_grid(M: int, N: int):
+    """Launch grid for an (M, N) output: one program per tile, whatever tile the autotuner picks."""
+    return lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
     """Follow torch's TF32 switch for fp32 operands, so both impls compute the same thing
     (fp16/bf16 ignore it: "tf32" is Triton's default)."""
     return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+
+
+def interpreter_upcast(dtype: torch.dtype) -> bool:
+    """Whether kernels must upcast tl.dot operands to fp32: the interpreter gets bf16 dots wrong (triton#11584)."""
+    return INTERPRETED and dtype == torch.bfloat16
 
 
 @triton.jit
@@ -141,12 +156,12 @@ def _launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, 
     N = b.shape[1]
     c = torch.empty((M, N), device=a.device, dtype=a.dtype)
     preact = torch.empty_like(c) if keep_preact else None
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    grid = gemm_grid(M, N)
     _matmul_kernel[grid](a, b, bias if bias is not None else c, c, preact if keep_preact else c, M, N, K,
                          a.stride(0), a.stride(1), b.stride(0), b.stride(1),
                          bias.stride(0) if bias is not None else 0, c.stride(0), c.stride(1),
                          HAS_BIAS=bias is not None, ACTIVATION=activation or "none", STORE_PREACT=keep_preact,
-                         PRECISION=dot_precision(a.dtype), UPCAST=INTERPRETED and a.dtype == torch.bfloat16)
+                         PRECISION=dot_precision(a.dtype), UPCAST=interpreter_upcast(a.dtype))
     return c, preact
 
 

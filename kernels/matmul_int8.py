@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 
 from wattbench.kernels import INTERPRETED
-from wattbench.kernels.matmul import check_devices, check_tensor, dot_precision, grouped_tile, matmul_flops
+from wattbench.kernels.matmul import (check_devices, check_tensor, dot_precision, gemm_grid, grouped_tile,
+                                      interpreter_upcast, matmul_flops, tile_configs)
 
 _ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -32,8 +33,7 @@ def _decode_configs() -> list[triton.Config]:
         (16, 32, 128, 4, 4), (16, 32, 256, 3, 4), (16, 64, 128, 4, 4), (16, 64, 256, 3, 4),
         (16, 128, 128, 3, 4), (32, 64, 128, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 3, 4),
     ]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
-            for m, n, k, s, w in shapes]
+    return tile_configs(shapes)
 
 
 @triton.autotune(configs=_decode_configs(), key=["M", "N", "K"])
@@ -121,12 +121,12 @@ def matmul_int8w(a: torch.Tensor, w_q: torch.Tensor, scale: torch.Tensor,
     M, K = a.shape
     N = w_q.shape[1]
     c = torch.empty((M, N), device=a.device, dtype=a.dtype)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    grid = gemm_grid(M, N)
     _matmul_int8w_kernel[grid](a, w_q, scale, bias if bias is not None else c, c, M, N, K,
                                a.stride(0), a.stride(1), w_q.stride(0), w_q.stride(1), scale.stride(0),
                                bias.stride(0) if bias is not None else 0, c.stride(0), c.stride(1),
                                HAS_BIAS=bias is not None, PRECISION=dot_precision(a.dtype),
-                               UPCAST=INTERPRETED and a.dtype == torch.bfloat16)
+                               UPCAST=interpreter_upcast(a.dtype))
     return c
 
 

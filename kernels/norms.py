@@ -18,16 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from wattbench.kernels import INTERPRETED
+from wattbench.kernels.softmax import _ROW_CONFIGS
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: Widest row one program normalises in registers.
 MAX_HIDDEN = 65536
-
-# The block width follows the row (one program per row), so only warps are tuned.
-_ROW_CONFIGS = ([triton.Config({}, num_warps=1)] if INTERPRETED
-                else [triton.Config({}, num_warps=w) for w in (4, 8, 16, 32)])
 
 
 @triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N"])

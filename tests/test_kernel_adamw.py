@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for
+from kernel_checks import DEVICE, assert_rel_close, generator_for, randn
 from wattbench.kernels.adamw import BLOCK, adamw_step, adamw_step_bytes, adamw_step_reference
 
 # Odd sizes, one spanning several blocks, one empty: every block-to-tensor mapping case.
@@ -14,7 +14,7 @@ HYPER = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1)
 
 
 def test_matches_torch_optim_adamw_over_several_steps():
-    generator = torch.Generator().manual_seed(seed_for("adamw-vs-torch-optim"))
+    generator = generator_for("adamw-vs-torch-optim")
     params = [randn(*shape, generator=generator) for shape in SHAPES]
     torch_params = [p.clone().requires_grad_() for p in params]
     optimizer = torch.optim.AdamW(torch_params, lr=HYPER["lr"], betas=(HYPER["beta1"], HYPER["beta2"]),
@@ -38,7 +38,7 @@ def test_matches_torch_optim_adamw_over_several_steps():
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16, torch.bfloat16), ids=str)
 def test_one_step_matches_float64_reference(dtype):
     """A mid-training step (non-zero moments, step 7) in each storage dtype."""
-    generator = torch.Generator().manual_seed(seed_for(f"adamw-float64-{dtype}"))
+    generator = generator_for(f"adamw-float64-{dtype}")
     tensors = {
         "params": [randn(*s, dtype=dtype, generator=generator) for s in SHAPES],
         "grads": [randn(*s, dtype=dtype, generator=generator) for s in SHAPES],

@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for, skip_if_bf16_dot_interpreted
+from kernel_checks import DEVICE, assert_rel_close, float64_leaf, generator_for, randn, skip_if_bf16_dot_interpreted
 from wattbench.kernels.attention import attention, attention_bytes, attention_flops, attention_reference
 
 # The module itself (the package exports a function of the same name).
@@ -42,14 +42,14 @@ def _inputs(shape_q, shape_kv, dtype, strided: bool, generator):
 ])
 def test_attention_matches_sdpa_with_gradients(dtype, causal, s_q, s_k, head_dim, sm_scale, strided):
     skip_if_bf16_dot_interpreted(dtype)
-    gen = torch.Generator().manual_seed(seed_for(f"attention-{dtype}-{causal}-{s_q}-{s_k}-{head_dim}-{strided}"))
+    gen = generator_for(f"attention-{dtype}-{causal}-{s_q}-{s_k}-{head_dim}-{strided}")
     q, k, v = _inputs((B, H, s_q, head_dim), (B, H, s_k, head_dim), dtype, strided, gen)
     grad_out = randn(B, s_q, H, head_dim, dtype=dtype, generator=gen).transpose(1, 2)
 
     out = attention(q, k, v, causal=causal, sm_scale=sm_scale)
     out.backward(grad_out)
 
-    q64, k64, v64 = (t.detach().to(torch.float64).requires_grad_() for t in (q, k, v))
+    q64, k64, v64 = (float64_leaf(t) for t in (q, k, v))
     expected = attention_reference(q64, k64, v64, causal=causal, sm_scale=sm_scale)
     expected.backward(grad_out.to(torch.float64))
     assert_rel_close(out, expected, dtype, "output")
@@ -58,11 +58,11 @@ def test_attention_matches_sdpa_with_gradients(dtype, causal, s_q, s_k, head_dim
 
 
 def test_attention_computes_only_the_gradients_asked_for():
-    gen = torch.Generator().manual_seed(seed_for("attention-partial-grad"))
+    gen = generator_for("attention-partial-grad")
     q = randn(1, 1, 17, 16, generator=gen).requires_grad_()
     k, v = randn(1, 1, 17, 16, generator=gen), randn(1, 1, 17, 16, generator=gen)
     attention(q, k, v, causal=True).sum().backward()
-    q64 = q.detach().double().requires_grad_()
+    q64 = float64_leaf(q)
     attention_reference(q64, k.double(), v.double(), causal=True).sum().backward()
     assert_rel_close(q.grad, q64.grad, torch.float32, "dq")
     assert k.grad is None and v.grad is None

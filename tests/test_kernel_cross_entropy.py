@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_checks import DEVICE, REL_TOL, assert_rel_close, randn, seed_for
+from kernel_checks import DEVICE, GRAD_TOL, assert_rel_close, float64_leaf, generator_for, randn
 
 from wattbench.kernels.cross_entropy import MAX_BLOCK, cross_entropy, cross_entropy_bytes, cross_entropy_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
-# The gradient goes through two roundings to the dtype (saved during the forward pass, then
-# scaled by the upstream gradient), and Triton's interpreter rounds fp32 -> bf16 toward zero.
-GRAD_TOL = {dtype: 2 * tol for dtype, tol in REL_TOL.items()}
-
 # (rows, classes): a vocabulary within one block, and one spanning several with a partial last block.
 SHAPES = [(13, 1000), (5, 2 * MAX_BLOCK + 123)]
-
-
-def _generator(request) -> torch.Generator:
-    return torch.Generator().manual_seed(seed_for(request.node.name))
 
 
 def _targets(rows: int, classes: int, gen: torch.Generator, ignore_index: int = -100) -> torch.Tensor:
@@ -34,7 +26,7 @@ def _check_against_reference(logits, target, dtype, gen, **kwargs) -> None:
     loss = cross_entropy(logits, target, **kwargs)
     grad_loss = randn(1, dtype=dtype, generator=gen).reshape(())
     loss.backward(grad_loss)
-    logits64 = logits.detach().to(torch.float64).requires_grad_()
+    logits64 = float64_leaf(logits)
     loss64 = cross_entropy_reference(logits64, target, **kwargs)
     loss64.backward(grad_loss.to(torch.float64))
     assert loss.shape == () and loss.dtype == dtype
@@ -45,7 +37,7 @@ def _check_against_reference(logits, target, dtype, gen, **kwargs) -> None:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("rows, classes", SHAPES)
 def test_cross_entropy_matches_reference(request, rows, classes, dtype):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(rows, classes, dtype=dtype, generator=gen, scale=4.0)
     _check_against_reference(logits, _targets(rows, classes, gen), dtype, gen)
 
@@ -54,21 +46,21 @@ def test_cross_entropy_matches_reference(request, rows, classes, dtype):
 def test_cross_entropy_is_stable_for_large_logits(request, classes):
     """Rows around +3e4 overflow exp() and rows around -3e4 underflow it, unless the running
     maximum is subtracted first."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(3, classes, generator=gen, scale=3.0) + torch.tensor([[3e4], [-3e4], [0.0]], device=DEVICE)
     target = torch.randint(0, classes, (3,), generator=gen).to(DEVICE)
     _check_against_reference(logits, target, torch.float32, gen)
 
 
 def test_ignore_index_inside_the_class_range(request):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(9, 40, generator=gen)
     target = _targets(9, 40, gen, ignore_index=3)
     _check_against_reference(logits, target, torch.float32, gen, ignore_index=3)
 
 
 def test_all_targets_ignored_gives_nan_like_pytorch(request):
-    logits = randn(4, 40, generator=_generator(request))
+    logits = randn(4, 40, generator=generator_for(request.node.name))
     target = torch.full((4,), -100, device=DEVICE)
     assert torch.isnan(cross_entropy_reference(logits, target))
     assert torch.isnan(cross_entropy(logits, target))
@@ -76,7 +68,7 @@ def test_all_targets_ignored_gives_nan_like_pytorch(request):
 
 def test_out_of_range_target_gives_nan(request):
     """Targets are checked on the device (no host sync): a bad one poisons the loss, never reads out of bounds."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(4, 40, generator=gen)
     for bad in (40, -1):
         target = torch.tensor([1, bad, 2, 3], device=DEVICE)
@@ -85,7 +77,7 @@ def test_out_of_range_target_gives_nan(request):
 
 def test_cross_entropy_non_contiguous(request):
     """Column-strided logits (a transpose) and every-other-element targets."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(300, 7, generator=gen).t()
     target = _targets(14, 300, gen)[::2]
     assert logits.stride(-1) != 1 and target.stride(0) != 1
@@ -93,7 +85,7 @@ def test_cross_entropy_non_contiguous(request):
 
 
 def test_inference_skips_the_gradient(request):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(6, 100, generator=gen).requires_grad_()
     target = _targets(6, 100, gen)
     with torch.no_grad():
@@ -103,7 +95,7 @@ def test_inference_skips_the_gradient(request):
 
 
 def test_bytes_count_every_tensor_once(request):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     logits = randn(6, 100, dtype=torch.bfloat16, generator=gen)
     target = _targets(6, 100, gen)
     assert cross_entropy_bytes(6, 100, 2) == logits.nbytes + target.nbytes

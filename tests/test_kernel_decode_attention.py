@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for, skip_if_bf16_dot_interpreted
+from kernel_checks import DEVICE, assert_rel_close, generator_for, randn, skip_if_bf16_dot_interpreted
 from wattbench.kernels.decode_attention import (decode_attention, decode_attention_bytes, decode_attention_flops,
                                                 decode_attention_reference)
 
@@ -35,7 +35,7 @@ def _inputs(batch, heads, kv_heads, s_max, head_dim, dtype, length_dtype, stride
 
 
 def _check(batch, heads, kv_heads, s_max, head_dim, dtype, length_dtype=torch.int32, strided=False, sm_scale=None):
-    gen = torch.Generator().manual_seed(seed_for(f"decode-{batch}-{heads}-{kv_heads}-{s_max}-{head_dim}-{dtype}"))
+    gen = generator_for(f"decode-{batch}-{heads}-{kv_heads}-{s_max}-{head_dim}-{dtype}")
     q, k, v, seq_lens = _inputs(batch, heads, kv_heads, s_max, head_dim, dtype, length_dtype, strided, gen)
     out = decode_attention(q, k, v, seq_lens, sm_scale=sm_scale)
     expected = decode_attention_reference(q.double(), k.double(), v.double(), seq_lens, sm_scale=sm_scale)
@@ -64,7 +64,7 @@ def test_decode_attention_long_cache_is_split_and_merged():
 
 
 def test_decode_attention_clamps_lengths_past_the_cache():
-    gen = torch.Generator().manual_seed(seed_for("decode-clamp"))
+    gen = generator_for("decode-clamp")
     q, k, v, seq_lens = _inputs(2, 2, 2, 17, 16, torch.float32, torch.int64, False, gen)
     out = decode_attention(q, k, v, seq_lens + 100)
     expected = decode_attention_reference(q.double(), k.double(), v.double(), torch.full_like(seq_lens, 17))

@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for, skip_if_bf16_dot_interpreted
-from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
+from kernel_checks import DEVICE, assert_rel_close, generator_for, randn, skip_if_bf16_dot_interpreted
+from wattbench.kernels.matmul import ACTIVATIONS, matmul, matmul_bytes, matmul_flops, matmul_reference
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-ACTIVATIONS = (None, "relu", "gelu", "silu")
 
 # Not multiples of any tile size; several tiles in every dimension under the interpreter's 32-wide tiles.
 M, N, K = 37, 45, 70
@@ -26,7 +25,7 @@ def _matrix(rows, cols, layout, dtype, generator, scale=1.0):
 
 
 def _inputs(name, dtype, m=M, layout_a="contiguous", layout_b="transposed", bias=True):
-    generator = torch.Generator().manual_seed(seed_for(name))
+    generator = generator_for(name)
     a = _matrix(m, K, layout_a, dtype, generator)
     b = _matrix(K, N, layout_b, dtype, generator, scale=K ** -0.5)
     c_bias = randn(N, dtype=dtype, generator=generator, scale=0.5) if bias else None

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for, skip_if_bf16_dot_interpreted
+from kernel_checks import DEVICE, assert_rel_close, generator_for, randn, skip_if_bf16_dot_interpreted
 from wattbench.kernels.matmul_int8 import (INT8_MAX, matmul_int8w, matmul_int8w_bytes, matmul_int8w_flops,
                                            matmul_int8w_reference, quantize_int8)
 
@@ -14,10 +14,6 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Not multiples of any tile size; several N and K tiles under the interpreter's 16x32x32 tile.
 N, K = 45, 70
-
-
-def _generator(name):
-    return torch.Generator().manual_seed(seed_for(name))
 
 
 def _quantised_weight(generator, layout="contiguous"):
@@ -37,7 +33,7 @@ def _expected(a, w_q, scale, bias):
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
 def test_matches_dequantised_float64_reference(dtype, m, bias):
     skip_if_bf16_dot_interpreted(dtype)
-    generator = _generator(f"int8w-{dtype}-{m}-{bias}")
+    generator = generator_for(f"int8w-{dtype}-{m}-{bias}")
     w_q, scale = _quantised_weight(generator)
     a = randn(m, K, dtype=dtype, generator=generator)
     c_bias = randn(N, dtype=dtype, generator=generator, scale=0.5) if bias else None
@@ -48,7 +44,7 @@ def test_matches_dequantised_float64_reference(dtype, m, bias):
 
 @pytest.mark.parametrize("weight_layout", ["contiguous", "sliced"])
 def test_reads_strided_activations_and_weights(weight_layout):
-    generator = _generator(f"int8w-strides-{weight_layout}")
+    generator = generator_for(f"int8w-strides-{weight_layout}")
     w_q, scale = _quantised_weight(generator, weight_layout)
     a = randn(K, 9, generator=generator).t()  # a transposed view: K is the strided dimension
     assert_rel_close(matmul_int8w(a, w_q, scale), _expected(a, w_q, scale, None), torch.float32)
@@ -58,7 +54,7 @@ def test_reads_strided_activations_and_weights(weight_layout):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_quantiser_is_symmetric_per_column_and_within_half_a_step(dtype):
-    generator = _generator(f"quantize-{dtype}")
+    generator = generator_for(f"quantize-{dtype}")
     w = randn(2 * N, K, dtype=dtype, generator=generator).t()  # non-contiguous input
     w_q, scale = quantize_int8(w)
     assert w_q.dtype == torch.int8 and w_q.shape == w.shape
@@ -71,7 +67,7 @@ def test_quantiser_is_symmetric_per_column_and_within_half_a_step(dtype):
 
 
 def test_quantiser_gives_a_zero_column_a_usable_scale():
-    w = randn(K, N, generator=_generator("quantize-zero-column"))
+    w = randn(K, N, generator=generator_for("quantize-zero-column"))
     w[:, 3] = 0
     w_q, scale = quantize_int8(w)
     assert torch.isfinite(scale).all() and (scale > 0).all()
@@ -122,7 +118,7 @@ def test_bad_input_is_rejected_before_launch(change, error, match):
 
 
 def test_flops_count_the_product_as_torch_does():
-    generator = _generator("int8w-flops")
+    generator = generator_for("int8w-flops")
     w_q, scale = _quantised_weight(generator)
     a = randn(5, K, generator=generator)
     with FlopCounterMode(display=False) as counter:
@@ -132,7 +128,7 @@ def test_flops_count_the_product_as_torch_does():
 
 @pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=str)
 def test_bytes_are_activations_int8_weight_scales_and_result(dtype):
-    generator = _generator("int8w-bytes")
+    generator = generator_for("int8w-bytes")
     w_q, scale = _quantised_weight(generator)
     a = randn(5, K, dtype=dtype, generator=generator)
     c_bias = randn(N, dtype=dtype, generator=generator)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for
+from kernel_checks import DEVICE, assert_rel_close, float64_leaf, generator_for, randn
 
 from wattbench.kernels.norms import (
     MAX_HIDDEN,
@@ -23,14 +23,6 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [((2, 9), 100), ((5,), 1000), ((1,), 7)]
 
 
-def _generator(request) -> torch.Generator:
-    return torch.Generator().manual_seed(seed_for(request.node.name))
-
-
-def _float64_leaf(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float64).requires_grad_()
-
-
 def _check_against_reference(op, reference, dtype, x, params, dy, tol=None, **kwargs):
     """Run `op` and its float64 reference forward and backward; compare output and every gradient."""
     x.requires_grad_()
@@ -38,7 +30,7 @@ def _check_against_reference(op, reference, dtype, x, params, dy, tol=None, **kw
         p.requires_grad_()
     y = op(x, *params, **kwargs)
     y.backward(dy)
-    x64, params64 = _float64_leaf(x), [_float64_leaf(p) for p in params]
+    x64, params64 = float64_leaf(x), [float64_leaf(p) for p in params]
     y64 = reference(x64, *params64, **kwargs)
     y64.backward(dy.to(torch.float64))
     assert y.dtype == dtype
@@ -51,7 +43,7 @@ def _check_against_reference(op, reference, dtype, x, params, dy, tol=None, **kw
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("leading, hidden", SHAPES)
 def test_rms_norm_matches_reference(request, leading, hidden, dtype):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(*leading, hidden, dtype=dtype, generator=gen)
     weight = randn(hidden, dtype=dtype, generator=gen)
     dy = randn(*leading, hidden, dtype=dtype, generator=gen)
@@ -61,7 +53,7 @@ def test_rms_norm_matches_reference(request, leading, hidden, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("leading, hidden", SHAPES)
 def test_layer_norm_matches_reference(request, leading, hidden, dtype):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(*leading, hidden, dtype=dtype, generator=gen)
     weight = randn(hidden, dtype=dtype, generator=gen)
     bias = randn(hidden, dtype=dtype, generator=gen)
@@ -76,7 +68,7 @@ def test_layer_norm_is_stable_for_a_large_mean(request):
     spread), so about 1e-4 is the floor for any fp32 kernel, PyTorch's included; E[x^2] - E[x]^2
     would be off by about 100%.
     """
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(6, 300, generator=gen) + 3000.0
     weight, bias = randn(300, generator=gen), randn(300, generator=gen)
     dy = randn(6, 300, generator=gen)
@@ -87,7 +79,7 @@ def test_layer_norm_is_stable_for_a_large_mean(request):
                                                      (layer_norm, layer_norm_reference, 2)], ids=["rms", "layer"])
 def test_non_contiguous_inputs(request, op, reference, n_params):
     """Every-other-column x and parameters, leading dimensions transposed, a transposed gradient."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     hidden = 50
     x = randn(4, 3, 2 * hidden, generator=gen)[..., ::2].transpose(0, 1)
     params = [randn(2 * hidden, generator=gen)[::2] for _ in range(n_params)]
@@ -97,7 +89,7 @@ def test_non_contiguous_inputs(request, op, reference, n_params):
 
 
 def test_bytes_count_every_tensor_once(request):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(6, 40, dtype=torch.float16, generator=gen)
     weight, bias = randn(40, dtype=torch.float16, generator=gen), randn(40, dtype=torch.float16, generator=gen)
     y = layer_norm(x, weight, bias)

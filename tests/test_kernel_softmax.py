@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_checks import DEVICE, REL_TOL, assert_rel_close, randn, seed_for
+from kernel_checks import DEVICE, GRAD_TOL, assert_rel_close, float64_leaf, generator_for, randn
 
 from wattbench.kernels.softmax import MAX_BLOCK, softmax, softmax_bytes, softmax_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-# The gradient goes through two roundings to the dtype (the saved output, then the gradient
-# itself), and Triton's interpreter rounds fp32 -> bf16 toward zero, not to nearest.
-GRAD_TOL = {dtype: 2 * tol for dtype, tol in REL_TOL.items()}
 
 # Rows within one block (a non-power-of-two width, 3-D input) and rows spanning several
 # blocks, whose last block is partial.
 SHAPES = [(4, 7, 33), (3, 2 * MAX_BLOCK + 101)]
 
 
-def _generator(request) -> torch.Generator:
-    return torch.Generator().manual_seed(seed_for(request.node.name))
-
-
 def _check_against_reference(x: torch.Tensor, dy: torch.Tensor, dtype: torch.dtype) -> None:
     x.requires_grad_()
     y = softmax(x)
     y.backward(dy)
-    x64 = x.detach().to(torch.float64).requires_grad_()
+    x64 = float64_leaf(x)
     y64 = softmax_reference(x64)
     y64.backward(dy.to(torch.float64))
     assert y.dtype == dtype
@@ -38,7 +30,7 @@ def _check_against_reference(x: torch.Tensor, dy: torch.Tensor, dtype: torch.dty
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_softmax_matches_reference(request, shape, dtype):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     _check_against_reference(randn(*shape, dtype=dtype, generator=gen), randn(*shape, dtype=dtype, generator=gen),
                              dtype)
 
@@ -47,14 +39,14 @@ def test_softmax_matches_reference(request, shape, dtype):
 def test_softmax_is_stable_for_large_logits(request, width):
     """Rows around +3e4 overflow exp() and rows around -3e4 underflow it, unless the row maximum
     is subtracted first."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(3, width, generator=gen, scale=3.0) + torch.tensor([[3e4], [-3e4], [0.0]], device=DEVICE)
     _check_against_reference(x, randn(3, width, generator=gen), torch.float32)
 
 
 def test_softmax_handles_leading_minus_infinity(request):
     """A row whose first blocks are all -inf (masked scores) must not turn the running sum into NaN."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(2, 2 * MAX_BLOCK + 101, generator=gen)
     x[:, : MAX_BLOCK + 7] = float("-inf")
     x[1, -3:] = float("-inf")
@@ -65,7 +57,7 @@ def test_softmax_handles_leading_minus_infinity(request):
 
 def test_softmax_non_contiguous(request):
     """Column-strided input (a transpose) and a transposed output gradient."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     x = randn(300, 6, generator=gen).t()
     dy = randn(300, 6, generator=gen).t()
     assert x.stride(-1) != 1 and dy.stride(-1) != 1
@@ -73,7 +65,7 @@ def test_softmax_non_contiguous(request):
 
 
 def test_bytes_count_every_tensor_once(request):
-    x = randn(5, 40, dtype=torch.float16, generator=_generator(request))
+    x = randn(5, 40, dtype=torch.float16, generator=generator_for(request.node.name))
     y = softmax(x)
     assert softmax_bytes(5, 40, 2) == x.nbytes + y.nbytes
     assert softmax_bytes(5, 40, 2, backward=True) == 3 * y.nbytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_checks import DEVICE, assert_rel_close, randn, seed_for
+from kernel_checks import DEVICE, assert_rel_close, float64_leaf, generator_for, randn
 
 from wattbench.kernels.swiglu import swiglu, swiglu_bytes, swiglu_reference
 
@@ -14,16 +14,12 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(3, 5, 77), (300, 40), (2, 600)]
 
 
-def _generator(request) -> torch.Generator:
-    return torch.Generator().manual_seed(seed_for(request.node.name))
-
-
 def _check_against_reference(gate, up, dy, dtype) -> None:
     gate.requires_grad_()
     up.requires_grad_()
     out = swiglu(gate, up)
     out.backward(dy)
-    gate64, up64 = (t.detach().to(torch.float64).requires_grad_() for t in (gate, up))
+    gate64, up64 = float64_leaf(gate), float64_leaf(up)
     out64 = swiglu_reference(gate64, up64)
     out64.backward(dy.to(torch.float64))
     assert out.dtype == dtype
@@ -35,14 +31,14 @@ def _check_against_reference(gate, up, dy, dtype) -> None:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_swiglu_matches_reference(request, shape, dtype):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     gate, up, dy = (randn(*shape, dtype=dtype, generator=gen, scale=3.0) for _ in range(3))
     _check_against_reference(gate, up, dy, dtype)
 
 
 def test_swiglu_non_contiguous(request):
     """Every-other-column gate, a transposed up, a transposed output gradient."""
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     gate = randn(30, 2 * 70, generator=gen)[:, ::2]
     up = randn(70, 30, generator=gen).t()
     dy = randn(70, 30, generator=gen).t()
@@ -51,7 +47,7 @@ def test_swiglu_non_contiguous(request):
 
 
 def test_bytes_count_every_tensor_once(request):
-    gen = _generator(request)
+    gen = generator_for(request.node.name)
     gate, up = randn(6, 50, dtype=torch.bfloat16, generator=gen), randn(6, 50, dtype=torch.bfloat16, generator=gen)
     out = swiglu(gate, up)
     assert swiglu_bytes(gate.numel(), 2) == gate.nbytes + up.nbytes + out.nbytes
