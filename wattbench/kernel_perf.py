@@ -27,6 +27,7 @@ from wattbench import kernels, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.report.specs import DeviceSpec, load_specs
+from wattbench.results import aligned_lines, format_seconds
 from wattbench.workloads import PRESETS, Case, Step, workloads
 
 #: Fixed, so that every run checks and times the same inputs.
@@ -340,13 +341,6 @@ def verdict(outcome: Outcome, spec: DeviceSpec | None) -> tuple[str, bool]:
     return ("PASS", True) if met else ("FAIL", False)
 
 
-def format_seconds(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
 def _percent(value: float | None) -> str:
     return NO_SPEC if value is None else f"{value:.1f}%"
 
@@ -377,9 +371,7 @@ def format_table(outcomes: list[Outcome], spec: DeviceSpec | None, interpreted: 
         header = ["kernel", "case", "rel err", "Triton", "TFLOP/s", "GB/s", "% of bound", "baseline",
                   "vs baseline", "target", "result"]
     rows = [_row(outcome, spec, interpreted) for outcome in outcomes]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                     for row in [header, ["-" * width for width in widths], *rows])
+    return "\n".join(aligned_lines(header, rows))
 
 
 def _preamble(device: Device, preset: str, spec: DeviceSpec | None, interpreted: bool) -> list[str]:

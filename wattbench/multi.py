@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wattbench import results, runner
-from wattbench.device import host_name
 from wattbench.errors import UsageError
 
 
@@ -99,8 +98,7 @@ def run_workers(workers: list[Worker], preset: str | None, select: str | None, r
     Each worker's own run file stays in `.<run>.workers/` beside the merged one, so an interrupted
     run loses nothing. `visible_device` is the device as each pinned worker sees it.
     """
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    final = runs_dir / f"{host_name()}_{len(workers)}gpu_{stamp}.json"
+    final = runs_dir / runner.run_file_name(f"{len(workers)}gpu", datetime.now(timezone.utc))
     workers_dir = runs_dir / f".{final.stem}.workers"
     procs = []
     for worker in workers:

@@ -16,6 +16,9 @@ from wattbench import schema
 
 NOT_MEASURED = "not measured"
 
+#: Identity of a benchmark across runs: the gate matches runs on it and the report groups by it.
+IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "device_name")
+
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
@@ -39,13 +42,31 @@ def load_run(path: Path) -> dict:
     return data
 
 
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
+def run_environment(run: dict) -> dict:
+    """The run's recorded environment (`machine_info.wattbench`); {} when the run file lacks it."""
+    return (run.get("machine_info") or {}).get("wattbench") or {}
+
+
+def format_seconds(seconds: float, digits: str = ".3g") -> str:
+    """A duration in the largest of s, ms, us that it reaches, else ns: one ladder for every table."""
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+            return f"{seconds / scale:{digits}} {unit}"
+    return f"{seconds / 1e-9:{digits}} ns"
+
+
+def aligned_lines(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Header, dashes and rows as text columns, each as wide as its widest cell: one layout for every table.
+
+    Cells must be text: a caller whose cells may not be converts them itself (None is an error, not "None").
+    """
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in [header, ["-" * width for width in widths], *rows]]
+
+
+def _fmt_time(seconds: float | None) -> str:
+    return "-" if seconds is None else format_seconds(seconds)
 
 
 def _fmt_number(value: float | None) -> str:
@@ -76,9 +97,7 @@ def format_table(run: dict) -> str:
                      info.get("precision", "?"), info.get("size", "?"), _fmt_time(info.get("median_s")),
                      f"{_fmt_number(throughput)} {info.get('unit', '')}/s" if throughput else "-",
                      *_energy_cells(info.get("energy") or {}, info.get("unit", "unit"))])
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-             for row in [header, ["-" * w for w in widths], *rows]]
+    lines = aligned_lines(header, [[str(cell) for cell in row] for row in rows])
     lines += _footnotes(run, interpreted_seen)
     return "\n".join(lines)
 

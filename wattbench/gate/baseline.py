@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wattbench.errors import UsageError
-from wattbench.results import load_run, write_json_atomic
+from wattbench.results import load_run, run_environment, write_json_atomic
 
 BASELINES = Path("results/baselines")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -15,7 +15,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 def provenance(run: dict) -> dict:
     """Commit, device, driver, Triton mode and date of a run, as far as the run file knows them."""
-    environment = (run.get("machine_info") or {}).get("wattbench") or {}
+    environment = run_environment(run)
     commit = environment.get("wattbench_commit")
     if not isinstance(commit, dict) or "id" not in commit:
         commit = {"id": (run.get("commit_info") or {}).get("id"), "dirty": (run.get("commit_info") or {}).get("dirty")}

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wattbench.errors import UsageError
-
-IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "device_name")
+from wattbench.results import IDENTITY_FIELDS, run_environment
 
 
 def benchmark_id(info: dict) -> str:
@@ -78,22 +77,18 @@ def refusals(baseline: dict, current: dict) -> list[str]:
     return reasons
 
 
-def _environment(run: dict) -> dict:
-    return (run.get("machine_info") or {}).get("wattbench") or {}
-
-
 def _device_name(run: dict) -> str | None:
-    return run["wattbench"].get("device_name") or (_environment(run).get("device") or {}).get("name")
+    return run["wattbench"].get("device_name") or (run_environment(run).get("device") or {}).get("name")
 
 
 def _driver_major(run: dict) -> str | None:
-    driver = _environment(run).get("nvidia_driver")
+    driver = run_environment(run).get("nvidia_driver")
     return driver.split(".")[0] if isinstance(driver, str) else None
 
 
 def _interpreted(run: dict) -> bool | None:
     """Whether the run's Triton kernels were interpreted: from the environment, else from its records."""
-    mode = _environment(run).get("triton_interpreted")
+    mode = run_environment(run).get("triton_interpreted")
     if isinstance(mode, bool):
         return mode
     triton = [b["extra_info"]["interpreted"] for b in run["benchmarks"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from wattbench.errors import UsageError
 from wattbench.gate.compare import SEVERITY, BenchmarkResult, GateResult, MetricResult
 from wattbench.gate.stats import REGRESSION
+from wattbench.results import aligned_lines, format_seconds
 
 HEADER = ["benchmark", "metric", "baseline", "current", "ratio", "CI", "threshold", "verdict", "note"]
 
@@ -18,10 +19,7 @@ def format_value(metric: str, value: float | None) -> str:
         return "-"
     if metric != "time":
         return f"{value:.4g}"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if value >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value / 1e-9:.4g} ns"
+    return format_seconds(value, ".4g")
 
 
 def _ordered(result: GateResult) -> list[BenchmarkResult]:
@@ -56,11 +54,8 @@ def _side_lists(result: GateResult) -> list[str]:
 
 
 def console_table(result: GateResult) -> str:
-    table = rows(result)
-    widths = [max(len(row[i]) for row in [HEADER, *table]) for i in range(len(HEADER))]
     lines = [f"wattbench gate: {result.baseline_label} -> {result.current_label}"]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-              for row in [HEADER, ["-" * w for w in widths], *table]]
+    lines += aligned_lines(HEADER, rows(result))
     lines += _side_lists(result) + result.notes
     lines += [f"method: {line}" for line in result.method]
     lines.append(result.headline())
@@ -126,10 +121,12 @@ def junit_xml(result: GateResult) -> str:
 def write_reports(result: GateResult, markdown_out: Path | None = None, junit_out: Path | None = None) -> list[Path]:
     """Write the requested reports, and append the Markdown to $GITHUB_STEP_SUMMARY when it is set."""
     targets = []
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    text = markdown(result) if markdown_out or summary else ""  # rendered once for both destinations
     if markdown_out:
-        targets.append((Path(markdown_out), "w", markdown(result)))
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        targets.append((Path(os.environ["GITHUB_STEP_SUMMARY"]), "a", markdown(result)))
+        targets.append((Path(markdown_out), "w", text))
+    if summary:
+        targets.append((Path(summary), "a", text))
     if junit_out:
         targets.append((Path(junit_out), "w", junit_xml(result)))
     for path, mode, content in targets:

@@ -14,10 +14,10 @@ import pandas as pd
 
 from wattbench.errors import UsageError
 from wattbench.report.specs import SpecTable, load_specs
-from wattbench.results import load_run
+from wattbench.results import IDENTITY_FIELDS, load_run, run_environment
 
-#: Identity of a benchmark across runs (the lead's run-file contract).
-IDENTITY = ["workload", "impl", "style", "precision", "size", "device_name"]
+#: Identity of a benchmark across runs (the lead's run-file contract); a list, as pandas takes column keys.
+IDENTITY = list(IDENTITY_FIELDS)
 
 #: A median's 95% half-width is about this times IQR / sqrt(n): 1.96 z, times sqrt(pi/2) (the
 #: median's standard error relative to the mean's, for normal samples), over 1.349 IQRs per sigma.
@@ -106,7 +106,7 @@ def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
     """One benchmark record as a flat row (the columns in COLUMNS)."""
     info, stats = bench["extra_info"], bench.get("stats") or {}
     block = run["wattbench"]
-    env = (run.get("machine_info") or {}).get("wattbench") or {}
+    env = run_environment(run)
     commit = env.get("wattbench_commit") or {}
     flops, nbytes = _number(info.get("flops")), _number(info.get("bytes"))
     intensity = flops / nbytes if nbytes > 0 else math.nan
@@ -158,6 +158,11 @@ def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
         frame["run_started"] = pd.to_datetime(frame["run_started"], utc=True, errors="coerce", format="ISO8601")
         loaded.frame = frame
     return loaded
+
+
+def energy_reasons(frame: pd.DataFrame) -> list[str]:
+    """Why energy was not measured, each reason once and sorted, over the records of `frame` that lack it."""
+    return sorted(set(frame.loc[~frame["energy_measured"], "energy_reason"].dropna()))
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:

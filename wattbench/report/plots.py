@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from wattbench.report.load import IDENTITY, comparable
+from wattbench.report.load import IDENTITY, comparable, energy_reasons
 from wattbench.report.specs import SpecTable
 
 #: Okabe & Ito's colour-blind-safe palette, yellow last (weak on white).
@@ -91,7 +91,7 @@ def _unit_label(rows: pd.DataFrame) -> str:
 
 
 def _energy_reason(frame: pd.DataFrame) -> str:
-    reasons = sorted(set(frame.loc[~frame["energy_measured"], "energy_reason"].dropna()))
+    reasons = energy_reasons(frame)
     return "energy not measured" + (f": {reasons[0]}" if reasons else "")
 
 

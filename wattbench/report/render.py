@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib.util
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +12,11 @@ import pandas as pd
 
 from wattbench.errors import UsageError
 from wattbench.report import plots
-from wattbench.report.load import Loaded, load_runs
+from wattbench.report.load import Loaded, energy_reasons, load_runs
 from wattbench.report.select import METRICS, rank_devices
+from wattbench.report.select import format_number as _num
 from wattbench.report.specs import SpecTable, load_specs
+from wattbench.results import run_environment
 
 INTERPRETED_NOTE = ("`*` interpreted: Triton ran through its interpreter on a CPU. Results are correct but the "
                     "timing means nothing, so these records are listed here and left out of every comparison.")
@@ -29,19 +30,13 @@ class Section:
     bullets: bool = False  # lines as a list rather than paragraphs
 
 
-def _num(value, digits: str = ".4g", suffix: str = "") -> str:
-    if value is None or isinstance(value, str) or not math.isfinite(value):
-        return "-"
-    return f"{value:{digits}}{suffix}"
-
-
 def runs_table(loaded: Loaded) -> pd.DataFrame:
     rows = []
     for path, run in loaded.runs:
         block = run["wattbench"]
         records = [b["extra_info"] for b in run["benchmarks"]]
         measured = sum(1 for r in records if (r.get("energy") or {}).get("joules_per_call") is not None)
-        env = (run.get("machine_info") or {}).get("wattbench") or {}
+        env = run_environment(run)
         rows.append({"run file": path.name, "host": env.get("host", "-"), "device": block.get("device_name", "-"),
                      "started (UTC)": block.get("started_utc", "-"),
                      "complete": "yes" if block.get("complete") else "no",
@@ -103,7 +98,7 @@ def notes(frame: pd.DataFrame, loaded: Loaded, specs: SpecTable, skipped_plots: 
     lines = []
     if frame["interpreted"].any():
         lines.append(INTERPRETED_NOTE)
-    for reason in sorted(set(frame.loc[~frame["energy_measured"], "energy_reason"].dropna())):
+    for reason in energy_reasons(frame):
         lines.append(f"energy not measured: {reason}")
     for device in sorted(set(frame["device_name"])):
         spec = specs.find(device)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from wattbench.errors import UsageError
-from wattbench.report.load import comparable, load_runs
+from wattbench.report.load import comparable, energy_reasons, load_runs
+from wattbench.results import aligned_lines
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | Non
         return ranking
     if chosen.needs_energy:
         measured = rows[rows["energy_measured"]]
-        reasons = sorted(set(rows.loc[~rows["energy_measured"], "energy_reason"].dropna()))
+        reasons = energy_reasons(rows)
         if measured.empty:
             ranking.fallback = (f"energy was not measured for {workload} on any device "
                                 f"({'; '.join(reasons) or 'no reason recorded'}): ranked by units_per_s instead")
@@ -139,8 +140,11 @@ def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | Non
     return ranking
 
 
-def _fmt(value: float, digits: str = ".4g") -> str:
-    return "-" if not math.isfinite(value) else format(value, digits)
+def format_number(value, digits: str = ".4g", suffix: str = "") -> str:
+    """A table cell: "-" for a figure that is missing (None, NaN, inf or text), else the number formatted."""
+    if value is None or isinstance(value, str) or not math.isfinite(value):
+        return "-"
+    return f"{value:{digits}}{suffix}"
 
 
 def format_ranking(ranking: Ranking) -> str:
@@ -153,14 +157,12 @@ def format_ranking(ranking: Ranking) -> str:
                  f"({metric.label}, {order} is better){bound}")
     header = ["rank", "device", "host", "impl", "precision", "size", ranking.metric, "±95%", "median ms",
               "margin to next"]
-    rows = [[str(i), e.device_name, e.host, e.impl, e.precision, e.size, _fmt(e.value),
-             "-" if not math.isfinite(e.uncertainty_pct) else f"{e.uncertainty_pct:.2g}%", _fmt(e.median_ms),
-             "-" if not math.isfinite(e.margin_pct) else f"{e.margin_pct:+.1f}%"]
+    rows = [[str(i), e.device_name, e.host, e.impl, e.precision, e.size, format_number(e.value),
+             format_number(e.uncertainty_pct, ".2g", "%"), format_number(e.median_ms),
+             format_number(e.margin_pct, "+.1f", "%")]
             for i, e in enumerate(ranking.entries, start=1)]
     if rows:
-        widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                  for row in [header, ["-" * w for w in widths], *rows]]
+        lines += aligned_lines(header, rows)
     for i, (first, second) in enumerate(zip(ranking.entries, ranking.entries[1:]), start=1):
         if first.within_uncertainty:
             lines.append(f"warning: #{i} {first.device_name} leads #{i + 1} {second.device_name} by "

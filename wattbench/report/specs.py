@@ -16,6 +16,7 @@ so that a % of peak is never computed from a figure nobody can check.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,13 @@ class SpecTable:
         return next((spec for spec in self.devices if spec.matches(device_name)), None)
 
 
+@functools.cache
+def _shipped() -> tuple[DeviceSpec, ...]:
+    """The shipped table, read and checked once: `load_specs` is called for every MFU record."""
+    return tuple(_read(SHIPPED))
+
+
 def load_specs(user_file: Path | None = None) -> SpecTable:
     """The shipped table, with `user_file`'s devices (if given) tried first."""
     devices = _read(user_file) if user_file is not None else []
-    return SpecTable(tuple(devices + _read(SHIPPED)))
+    return SpecTable(tuple(devices) + _shipped())
