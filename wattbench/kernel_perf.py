@@ -28,7 +28,7 @@ from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.report.specs import DeviceSpec, load_specs
 from wattbench.results import aligned_lines, format_seconds
-from wattbench.workloads import PRESETS, Case, Step, workloads
+from wattbench.workloads import Case, Step, check_preset, workloads
 
 #: Fixed, so that every run checks and times the same inputs.
 SEED = 0
@@ -405,8 +405,7 @@ def _summary(outcomes: list[Outcome], spec: DeviceSpec | None, interpreted: bool
 def main(device: str | None = None, preset: str = "quick", specs: Path | None = None) -> int:
     """Print the kernel performance table. Returns 0 when every target is met (interpreted: when
     every Triton result matched its reference), 1 otherwise."""
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    check_preset(preset)
     target = detect(device)
     interpreted = kernels.INTERPRETED
     if target.type == "cpu" and not interpreted:

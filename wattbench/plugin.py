@@ -27,7 +27,7 @@ from wattbench.errors import UsageError
 from wattbench.journal import RunJournal
 from wattbench.metrics import model_flops_utilization
 from wattbench.power import PowerConfig, PowerMonitor
-from wattbench.workloads import PRESETS, Case, case_by_id, cases
+from wattbench.workloads import PRESETS, Case, case_by_id, cases, check_preset
 
 #: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
 INTERPRETED_ROUNDS = 1
@@ -118,10 +118,9 @@ def pytest_configure(config):
     preset = config.getoption("wattbench_preset")
     try:
         device = detect(config.getoption("wattbench_device"))
+        check_preset(preset)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if preset not in PRESETS:
-        raise pytest.UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if config.getoption("wattbench_gate") and not config.getoption("benchmark_json"):
         raise pytest.UsageError("--wattbench-gate needs --benchmark-json=FILE (the run it gates)")
     if device.type == "cpu":
@@ -191,20 +190,21 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     """Time every wattbench benchmark with the device clock, grouped by workload."""
     state = config.stash[STATE]
+    entries = [(item, _case_id(item)) for item in items]
     if state.journal and state.journal.previous:
         done = state.journal.completed_cases
-        kept = [item for item in items if _case_id(item) not in done]
-        config.hook.pytest_deselected(items=[item for item in items if _case_id(item) in done])
-        items[:] = kept
-    for item in items:
+        config.hook.pytest_deselected(items=[item for item, case_id in entries if case_id in done])
+        entries = [(item, case_id) for item, case_id in entries if case_id not in done]
+        items[:] = [item for item, _ in entries]
+    for item, case_id in entries:
         if "wattbench_benchmark" not in getattr(item, "fixturenames", ()):
             continue
         options = {}
         existing = item.get_closest_marker("benchmark")
         if existing:
             options.update(existing.kwargs)
-        if _case_id(item):
-            options.setdefault("group", case_by_id(_case_id(item)).workload.name)
+        if case_id:
+            options.setdefault("group", case_by_id(case_id).workload.name)
         options["timer"] = state.clock()
         item.add_marker(pytest.mark.benchmark(**options))
 

@@ -14,7 +14,7 @@ from wattbench import results, summary
 from wattbench.conditions import throttled_benchmarks
 from wattbench.device import INTERPRET_ENV, detect, host_name
 from wattbench.errors import UsageError
-from wattbench.workloads import PRESETS
+from wattbench.workloads import check_preset
 
 SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
 
@@ -51,8 +51,7 @@ def run(device: str | None, preset: str | None, select: str | None, out: Path, p
         select = select or block.get("select") or None
     preset = preset or "quick"
     chosen = detect(device)
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    check_preset(preset)
     runs_dir = resume.parent if resume else out / "runs"
     check_writable(runs_dir)
     if chosen.type == "cpu":

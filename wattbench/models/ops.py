@@ -21,7 +21,6 @@ from wattbench.kernels.swiglu import swiglu, swiglu_reference
 
 @dataclass(frozen=True)
 class Ops:
-    impl: str
     matmul: Callable
     matmul_int8w: Callable
     rms_norm: Callable
@@ -32,9 +31,8 @@ class Ops:
     adamw_step: Callable
 
 
-TRITON = Ops("triton", matmul, matmul_int8w, rms_norm, attention, decode_attention, swiglu, cross_entropy,
-             adamw_step)
-TORCH = Ops("torch", matmul_reference, matmul_int8w_reference, rms_norm_reference, attention_reference,
+TRITON = Ops(matmul, matmul_int8w, rms_norm, attention, decode_attention, swiglu, cross_entropy, adamw_step)
+TORCH = Ops(matmul_reference, matmul_int8w_reference, rms_norm_reference, attention_reference,
             decode_attention_reference, swiglu_reference, cross_entropy_reference, adamw_step_reference)
 
 

@@ -9,6 +9,7 @@ so adding a workload means adding one `register(...)` call in a module of this p
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -134,6 +135,18 @@ def device_sizes(cpu=(), cuda=(), cuda_full=()) -> tuple[Size, ...]:
             + tuple(Size(p, presets=("full",), devices=("cuda",)) for p in cuda_full))
 
 
+def randn(generator: torch.Generator, device: torch.device, dtype: torch.dtype, *shape: int, scale: float = 1.0,
+          grad: bool = False) -> torch.Tensor:
+    """A scaled normal tensor drawn from the case's generator, so every implementation gets the same inputs."""
+    tensor = (torch.randn(*shape, generator=generator, device=device) * scale).to(dtype)
+    return tensor.requires_grad_(grad)
+
+
+def m_rows(p: Mapping[str, int]) -> int:
+    """Units per call of a workload over `M` rows (tokens): the rows."""
+    return p["M"]
+
+
 _REGISTRY: dict[str, Workload] = {}
 
 
@@ -141,6 +154,7 @@ def register(workload: Workload) -> Workload:
     if workload.name in _REGISTRY:
         raise ValueError(f"workload {workload.name!r} is registered twice")
     _REGISTRY[workload.name] = workload
+    _case_index.cache_clear()  # a workload registered later (a suite's conftest) must still be found
     return workload
 
 
@@ -151,10 +165,15 @@ def workloads() -> list[Workload]:
     return list(_REGISTRY.values())
 
 
-def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
-    """Every case of the preset that applies to the device, in a stable order."""
+def check_preset(preset: str) -> None:
+    """One refusal of an unknown preset for every entry point (pytest, `wattbench run`, the kernel table)."""
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+
+
+def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
+    """Every case of the preset that applies to the device, in a stable order."""
+    check_preset(preset)
     return [
         Case(workload, impl, precision, size)
         for workload in workloads()
@@ -166,12 +185,21 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
     ]
 
 
-def case_by_id(case_id: str) -> Case:
+@functools.cache
+def _case_index() -> dict[str, Case]:
+    """Every case of every preset and device by id, built once: `case_by_id` runs per collected item."""
+    index: dict[str, Case] = {}
     for workload in workloads():
         for size in workload.sizes:
             for precision in {p for precisions in workload.precisions.values() for p in precisions}:
                 for impl in workload.impls:
                     case = Case(workload, impl, precision, size)
-                    if case.id == case_id:
-                        return case
-    raise KeyError(f"no workload case {case_id!r}")
+                    index.setdefault(case.id, case)
+    return index
+
+
+def case_by_id(case_id: str) -> Case:
+    case = _case_index().get(case_id)
+    if case is None:
+        raise KeyError(f"no workload case {case_id!r}")
+    return case

@@ -8,6 +8,7 @@ semi-structured sparsity ("sp24-*", torch path only).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Mapping
 
 import torch
@@ -15,7 +16,8 @@ import torch
 from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
 from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, element_size, register
+from wattbench.workloads import (Inputs, Size, Step, Workload, activation_dtype, element_size, m_rows, randn,
+                                 register)
 
 TRAIN_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
 INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "int8w-fp32"), "cuda": ("fp32", "bf16", "fp16", "int8w-bf16", "sp24-bf16")}
@@ -24,12 +26,8 @@ INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "int8w-fp32"), "cuda": ("fp32", "bf1
 def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.device,
                   generator: torch.Generator, train: bool) -> Inputs:
     M, K, N = params["M"], params["K"], params["N"]
-    dtype = activation_dtype(precision)
-
-    def randn(*shape, scale=1.0):
-        return (torch.randn(*shape, device=device, generator=generator) * scale).to(dtype)
-
-    inputs = {"x": randn(M, K), "w": randn(K, N, scale=K ** -0.5), "bias": randn(N, scale=0.1),
+    draw = partial(randn, generator, device, activation_dtype(precision))
+    inputs = {"x": draw(M, K), "w": draw(K, N, scale=K ** -0.5), "bias": draw(N, scale=0.1),
               "format": weight_format(precision)}
     if precision.startswith("int8w"):
         inputs["w"] = quantize_int8(inputs["w"])
@@ -38,7 +36,7 @@ def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.devic
     if train:
         for name in ("x", "w", "bias"):  # training is dense only
             inputs[name].requires_grad_(True)
-        inputs["grad_out"] = randn(M, N)
+        inputs["grad_out"] = draw(M, N)
     return inputs
 
 
@@ -128,10 +126,6 @@ def _train_bytes(p, precision):
     return 3 * matmul_bytes(p["M"], p["N"], p["K"], size) + 2 * p["N"] * size
 
 
-def _tokens(p):
-    return p["M"]
-
-
 register(Workload(
     name="gemm.train",
     op="gemm",
@@ -146,7 +140,7 @@ register(Workload(
     precisions=TRAIN_PRECISIONS,
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=True),
     impls={"torch": _train_step(matmul_reference), "triton": _train_step(matmul)},
-    units_per_call=_tokens,
+    units_per_call=m_rows,
     flops=_train_flops,
     bytes=_train_bytes,
 ))
@@ -170,7 +164,7 @@ register(Workload(
     precisions=INFER_PRECISIONS,
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=False),
     impls={"torch": _infer_step("torch"), "triton": _infer_step("triton")},
-    units_per_call=_tokens,
+    units_per_call=m_rows,
     flops=lambda p: matmul_flops(p["M"], p["N"], p["K"], bias=True),
     bytes=_infer_bytes,
     skip=_infer_skip,

@@ -204,6 +204,16 @@ def decode_bytes(p: Params, precision: str) -> int:
     return p["T"] * weight_bytes(p, precision) + cache_reads
 
 
+def generate_flops(p: Params) -> int:
+    """Whole requests of batch `B`: the prefill gives the first token, then `T` − 1 decode steps."""
+    return prefill_flops(p) + decode_flops({**p, "T": p["T"] - 1})
+
+
+def generate_bytes(p: Params, precision: str) -> int:
+    """Weights read by the prefill and each decode step, the prompt's cache written and the cache read."""
+    return weight_bytes(p, precision) + kv_bytes(p, precision, p["P"]) + decode_bytes({**p, "T": p["T"] - 1}, precision)
+
+
 def _generated(p: Params) -> int:
     return p["B"] * p["T"]
 
@@ -248,8 +258,5 @@ register(Workload(
     sizes=device_sizes(*_GENERATE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
            "triton": lambda inputs: GenerationStep(inputs, "triton")},
-    units_per_call=_generated,
-    flops=lambda p: prefill_flops(p) + decode_flops({**p, "T": p["T"] - 1}),
-    bytes=lambda p, precision: (weight_bytes(p, precision) + kv_bytes(p, precision, p["P"])
-                                + decode_bytes({**p, "T": p["T"] - 1}, precision)),
+    units_per_call=_generated, flops=generate_flops, bytes=generate_bytes,
 ))

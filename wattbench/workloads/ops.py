@@ -21,7 +21,8 @@ from wattbench.kernels.decode_attention import decode_attention_bytes, decode_at
 from wattbench.kernels.norms import layer_norm_bytes, layer_norm_flops, rms_norm_bytes, rms_norm_flops
 from wattbench.kernels.softmax import softmax_bytes, softmax_flops
 from wattbench.kernels.swiglu import swiglu_bytes, swiglu_flops
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, device_sizes, element_size, register
+from wattbench.workloads import (Inputs, Size, Step, Workload, activation_dtype, device_sizes, element_size, m_rows,
+                                 randn, register)
 
 Params = Mapping[str, Any]
 #: bf16 is what GPU training and inference run in; fp32 on the CPU, where the interpreter checks the kernels.
@@ -52,11 +53,6 @@ class OpSpec:
 
     def torch(self):
         return getattr(reference, self.op)
-
-
-def _randn(generator, device, dtype, *shape, scale=1.0, grad=False):
-    tensor = (torch.randn(*shape, generator=generator, device=device) * scale).to(dtype)
-    return tensor.requires_grad_(grad)
 
 
 def _train_build(fn: Callable) -> Callable[[Inputs], Step]:
@@ -96,7 +92,7 @@ def _inputs(spec: OpSpec, train: bool):
             return {"args": args}
         with torch.no_grad():
             shape = spec.torch()(*args).shape
-        grad_out = _randn(generator, device, activation_dtype(precision), *shape) if shape else None
+        grad_out = randn(generator, device, activation_dtype(precision), *shape) if shape else None
         return {"args": args, "grad_out": grad_out}
 
     return make
@@ -115,10 +111,6 @@ def register_op(spec: OpSpec) -> None:
             flops=lambda p, train=train: spec.flops(p, train),
             bytes=lambda p, precision, train=train: spec.bytes(p, train, element_size(precision)),
         ))
-
-
-def _rows(p):
-    return p["M"]
 
 
 def _fwd_bwd(count: Callable[..., int]) -> Callable[[Params, bool], int]:
@@ -144,38 +136,38 @@ def _rows_and_hidden(n_cpu, n_gpu):
 
 def _norm_args(with_bias):
     def args(p, dtype, device, gen, train):
-        x = _randn(gen, device, dtype, p["M"], p["N"], grad=train)
-        weight = _randn(gen, device, dtype, p["N"], scale=0.1, grad=train)
+        x = randn(gen, device, dtype, p["M"], p["N"], grad=train)
+        weight = randn(gen, device, dtype, p["N"], scale=0.1, grad=train)
         with torch.no_grad():
             weight += 1
-        bias = (_randn(gen, device, dtype, p["N"], scale=0.1, grad=train),) if with_bias else ()
+        bias = (randn(gen, device, dtype, p["N"], scale=0.1, grad=train),) if with_bias else ()
         return (x, weight, *bias)
     return args
 
 
 _NORM_SIZES = _rows_and_hidden(512, 4096)
 register_op(OpSpec(
-    "rms_norm", "tokens", _norm_args(False), _rows,
+    "rms_norm", "tokens", _norm_args(False), m_rows,
     flops=_fwd_bwd(lambda p, bwd: rms_norm_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: rms_norm_bytes(p["M"], p["N"], es, backward=bwd)),
     train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1]))
 register_op(OpSpec(
-    "layer_norm", "tokens", _norm_args(True), _rows,
+    "layer_norm", "tokens", _norm_args(True), m_rows,
     flops=_fwd_bwd(lambda p, bwd: layer_norm_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: layer_norm_bytes(p["M"], p["N"], es, backward=bwd)),
     train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1]))
 
 _SOFTMAX_SIZES = _rows_and_hidden(1000, 32768)
 register_op(OpSpec(
-    "softmax", "rows", lambda p, dtype, device, gen, train: (_randn(gen, device, dtype, p["M"], p["N"], grad=train),),
-    _rows,
+    "softmax", "rows", lambda p, dtype, device, gen, train: (randn(gen, device, dtype, p["M"], p["N"], grad=train),),
+    m_rows,
     flops=_fwd_bwd(lambda p, bwd: softmax_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: softmax_bytes(p["M"], p["N"], es, backward=bwd)),
     train_sizes=_SOFTMAX_SIZES[0], infer_sizes=_SOFTMAX_SIZES[1]))
 
 
 def _cross_entropy_args(p, dtype, device, gen, train):
-    logits = _randn(gen, device, dtype, p["M"], p["V"], grad=train)
+    logits = randn(gen, device, dtype, p["M"], p["V"], grad=train)
     target = torch.randint(0, p["V"], (p["M"],), generator=gen, device=device)
     return logits, target
 
@@ -184,19 +176,19 @@ _CE_SIZES = _sizes(cpu_train=[{"M": 128, "V": 1000}], cpu_infer=[{"M": 1, "V": 1
                    cuda_train=[{"M": 8192, "V": 50304}], cuda_infer=[{"M": 1, "V": 50304}, {"M": 64, "V": 50304}],
                    cuda_full_train=[{"M": 16384, "V": 128256}])
 register_op(OpSpec(
-    "cross_entropy", "tokens", _cross_entropy_args, _rows,
+    "cross_entropy", "tokens", _cross_entropy_args, m_rows,
     flops=_fwd_bwd(lambda p, bwd: cross_entropy_flops(p["M"], p["V"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: cross_entropy_bytes(p["M"], p["V"], es, backward=bwd)),
     train_sizes=_CE_SIZES[0], infer_sizes=_CE_SIZES[1]))
 
 
 def _swiglu_args(p, dtype, device, gen, train):
-    return tuple(_randn(gen, device, dtype, p["M"], p["N"], grad=train) for _ in range(2))
+    return tuple(randn(gen, device, dtype, p["M"], p["N"], grad=train) for _ in range(2))
 
 
 _SWIGLU_SIZES = _rows_and_hidden(688, 11008)
 register_op(OpSpec(
-    "swiglu", "tokens", _swiglu_args, _rows,
+    "swiglu", "tokens", _swiglu_args, m_rows,
     flops=_fwd_bwd(lambda p, bwd: swiglu_flops(p["M"] * p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: swiglu_bytes(p["M"] * p["N"], es, backward=bwd)),
     train_sizes=_SWIGLU_SIZES[0], infer_sizes=_SWIGLU_SIZES[1]))
@@ -204,7 +196,7 @@ register_op(OpSpec(
 
 def _attention_args(p, dtype, device, gen, train):
     shape = (p["B"], p["H"], p["S"], p["D"])
-    return (*(_randn(gen, device, dtype, *shape, grad=train) for _ in range(3)), True)  # causal
+    return (*(randn(gen, device, dtype, *shape, grad=train) for _ in range(3)), True)  # causal
 
 
 def _attention_count(count):
@@ -227,9 +219,9 @@ register_op(OpSpec(
 
 
 def _decode_args(p, dtype, device, gen, train):
-    q = _randn(gen, device, dtype, p["B"], p["H"], p["D"])
-    k_cache = _randn(gen, device, dtype, p["B"], p["Hkv"], p["S"], p["D"])
-    v_cache = _randn(gen, device, dtype, p["B"], p["Hkv"], p["S"], p["D"])
+    q = randn(gen, device, dtype, p["B"], p["H"], p["D"])
+    k_cache = randn(gen, device, dtype, p["B"], p["Hkv"], p["S"], p["D"])
+    v_cache = randn(gen, device, dtype, p["B"], p["Hkv"], p["S"], p["D"])
     seq_lens = torch.randint(p["S"] // 2, p["S"] + 1, (p["B"],), generator=gen, device=device, dtype=torch.int32)
     seq_lens[0] = p["S"]  # at least one sequence uses the whole cache
     return q, k_cache, v_cache, seq_lens
@@ -252,10 +244,10 @@ def _adamw_inputs(p, precision, device, gen) -> Inputs:
     """P parameters split over T tensors of near-equal size (a model's layers), with grads and moments."""
     dtype = activation_dtype(precision)
     sizes = [p["P"] // p["T"] + (1 if i < p["P"] % p["T"] else 0) for i in range(p["T"])]
-    params = [_randn(gen, device, dtype, n) for n in sizes]
-    grads = [_randn(gen, device, dtype, n, scale=0.01) for n in sizes]
-    exp_avg = [_randn(gen, device, dtype, n, scale=0.001) for n in sizes]
-    exp_avg_sq = [_randn(gen, device, dtype, n, scale=0.001).abs() for n in sizes]
+    params = [randn(gen, device, dtype, n) for n in sizes]
+    grads = [randn(gen, device, dtype, n, scale=0.01) for n in sizes]
+    exp_avg = [randn(gen, device, dtype, n, scale=0.001) for n in sizes]
+    exp_avg_sq = [randn(gen, device, dtype, n, scale=0.001).abs() for n in sizes]
     return {"tensors": (params, grads, exp_avg, exp_avg_sq)}
 
 

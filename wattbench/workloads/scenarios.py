@@ -41,8 +41,8 @@ from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
 from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, device_sizes, register
-from wattbench.workloads.llm import (GenerationStep, build_model, decode_bytes, decode_flops, kv_bytes, prefill_flops,
-                                     synchronize, weight_bytes)
+from wattbench.workloads.llm import (GenerationStep, build_model, generate_bytes, generate_flops, synchronize,
+                                     weight_bytes)
 
 Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
@@ -418,21 +418,13 @@ def _inputs(prompts_key: str, cache_batch: Callable[[Params], int]):
 
 def _request_flops(p: Params) -> int:
     """Useful FLOPs of one request, whatever it is batched with: its prefill and its `T` − 1 decode steps."""
-    one = {**p, "B": 1}
-    return prefill_flops(one) + decode_flops({**one, "T": p["T"] - 1})
-
-
-def _generate_bytes(p: Params, precision: str, batch: int) -> int:
-    """One batch of requests: weights read by the prefill and each decode step, the cache written and read."""
-    shape = {**p, "B": batch}
-    return weight_bytes(shape, precision) + kv_bytes(shape, precision, p["P"]) \
-        + decode_bytes({**shape, "T": p["T"] - 1}, precision)
+    return generate_flops({**p, "B": 1})
 
 
 def _server_bytes(p: Params, precision: str) -> int:
     """With the slots full: each request's prefill reads the weights (batch 1), each decode iteration reads
     them once for all `B` slots; each request writes and reads its own cache."""
-    alone = _generate_bytes(p, precision, 1)
+    alone = generate_bytes({**p, "B": 1}, precision)
     decode_weights = (p["T"] - 1) * weight_bytes(p, precision)
     return round(p["N"] * (alone - decode_weights + decode_weights / p["B"]))
 
@@ -461,13 +453,13 @@ _scenario("scenario.single_stream", "queries",
           _sizes(cpu={"Q": 4, "P": 32, "T": 8}, cuda={"Q": 8, "P": 512, "T": 64}),
           _inputs("Q", lambda p: 1), lambda impl: lambda inputs: SingleStreamStep(inputs, impl),
           units_per_call=lambda p: p["Q"], flops=lambda p: p["Q"] * _request_flops(p),
-          bytes_=lambda p, precision: p["Q"] * _generate_bytes(p, precision, 1))
+          bytes_=lambda p, precision: p["Q"] * generate_bytes({**p, "B": 1}, precision))
 
 _scenario("scenario.offline", "samples",
           _sizes(cpu={"N": 16, "P": 32, "T": 8}, cuda={"N": 64, "P": 512, "T": 64}),
           _inputs("N", lambda p: p["N"]), _offline_build,
           units_per_call=lambda p: p["N"], flops=lambda p: p["N"] * _request_flops(p),
-          bytes_=lambda p, precision: _generate_bytes(p, precision, p["N"]))
+          bytes_=lambda p, precision: generate_bytes({**p, "B": p["N"]}, precision))
 
 _scenario("scenario.server", "samples",
           _sizes(cpu={"N": 16, "B": 8, "P": 32, "T": 8, "rate": 200},
