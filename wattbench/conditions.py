@@ -12,11 +12,12 @@ on readers: functions returning a number, or None when a reading failed.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
+
+from wattbench.schema import is_finite_number
 
 #: NVML's clock-event reason bits (nvml.h `nvmlClocksEventReason*`), with whether each is a throttle.
 #: Idle, application/display clock settings and sync boost are settings, not throttling.
@@ -193,7 +194,7 @@ def wait_until_cool(read_temperature: Callable[[], float | None], target_c: floa
     temperatures at the start and end, the seconds waited and whether the target was reached.
     """
     for name, value in (("target_c", target_c), ("timeout_s", timeout_s), ("poll_s", poll_s)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise TypeError(f"{name} must be a finite number, got {value!r}")
     if timeout_s < 0 or poll_s <= 0:
         raise ValueError(f"timeout_s must be >= 0 and poll_s > 0, got timeout_s={timeout_s!r}, poll_s={poll_s!r}")

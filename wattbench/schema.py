@@ -191,6 +191,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_finite_number(value) -> bool:
+    """A finite int or float; a bool is not a number here (True would pass as 1)."""
+    return _is_number(value) and math.isfinite(value)
+
+
 NULL = Kind("null", lambda value: value is None)
 STRING = Kind("a string", lambda value: isinstance(value, str))
 BOOL = Kind("true or false", lambda value: isinstance(value, bool))

@@ -6,14 +6,14 @@ sampler. Timestamps are seconds on any one clock; the window must lie inside the
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from wattbench.schema import is_finite_number
 
 
 def _checked_series(timestamps_s, values, values_name: str, start_s, end_s) -> tuple[np.ndarray, np.ndarray]:
     for name, edge in (("start_s", start_s), ("end_s", end_s)):
-        if isinstance(edge, bool) or not isinstance(edge, (int, float)) or not math.isfinite(edge):
+        if not is_finite_number(edge):
             raise TypeError(f"{name} must be a finite number of seconds, got {edge!r}")
     if not start_s < end_s:
         raise ValueError(f"start_s must be before end_s, got start_s={start_s} end_s={end_s}")

@@ -30,6 +30,7 @@ from wattbench.device import Device
 from wattbench.power import hwmon, nvml, rapl, replay
 from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.sampler import ChannelWindow, Sampler
+from wattbench.schema import is_finite_number
 
 ENERGY_FIELDS = ("joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w",
                  "idle_power_w", "dynamic_joules_per_call", "window_s", "samples", "uncertainty_pct")
@@ -72,7 +73,7 @@ class PowerConfig:
     def __post_init__(self):
         for name in NUMBERS + (("cooldown_c",) if self.cooldown_c is not None else ()):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise TypeError(f"{name} must be a finite number, got {value!r}")
             if value < 0 or (value == 0 and name in POSITIVE):
                 raise ValueError(f"{name} must be {'positive' if name in POSITIVE else '>= 0'}, got {value!r}")
@@ -258,8 +259,7 @@ class PowerMonitor:
         """The energy record of one benchmark (see the module docstring); never raises for sensor faults."""
         if not callable(step) or not callable(sync):
             raise TypeError("step and sync must be callables taking no arguments")
-        if isinstance(units_per_call, bool) or not isinstance(units_per_call, (int, float)) \
-                or not math.isfinite(units_per_call) or units_per_call <= 0:
+        if not is_finite_number(units_per_call) or units_per_call <= 0:
             raise ValueError(f"units_per_call must be a positive number, got {units_per_call!r}")
         if not self._entered:
             raise RuntimeError("PowerMonitor.measure needs the monitor entered (`with PowerMonitor(...) as m:`)")

@@ -15,6 +15,7 @@ import pandas as pd
 from wattbench.errors import UsageError
 from wattbench.report.specs import SpecTable, load_specs
 from wattbench.results import IDENTITY_FIELDS, load_run, run_environment
+from wattbench.schema import is_finite_number
 
 #: Identity of a benchmark across runs (the lead's run-file contract); a list, as pandas takes column keys.
 IDENTITY = list(IDENTITY_FIELDS)
@@ -46,7 +47,7 @@ class Loaded:
 
 
 def _number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         return math.nan
     return float(value)
 

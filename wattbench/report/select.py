@@ -12,6 +12,7 @@ import pandas as pd
 from wattbench.errors import UsageError
 from wattbench.report.load import comparable, energy_reasons, load_runs
 from wattbench.results import aligned_lines
+from wattbench.schema import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,7 @@ def check_workload(frame: pd.DataFrame, workload: str) -> None:
 def check_options(metric: str, max_latency_ms: float | None) -> Metric:
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
-    if max_latency_ms is not None and (isinstance(max_latency_ms, bool) or not isinstance(max_latency_ms, (int, float))
-                                       or not math.isfinite(max_latency_ms) or max_latency_ms <= 0):
+    if max_latency_ms is not None and (not is_finite_number(max_latency_ms) or max_latency_ms <= 0):
         raise UsageError(f"max latency must be a positive number of milliseconds, got {max_latency_ms!r}")
     return METRICS[metric]
 

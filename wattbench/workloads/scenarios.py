@@ -40,6 +40,7 @@ from wattbench.device import Device
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.schema import is_finite_number
 from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, device_sizes, register
 from wattbench.workloads.llm import (GenerationStep, build_model, generate_bytes, generate_flops, synchronize,
                                      weight_bytes)
@@ -75,8 +76,7 @@ def poisson_arrivals(rate_per_s: float, seed: int) -> Iterator[float]:
     The same seed at another rate gives the same pattern, rescaled: the rate search compares rates on
     common random numbers, so that its trials differ by the rate and not by luck.
     """
-    if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, (int, float)) \
-            or not math.isfinite(rate_per_s) or rate_per_s <= 0:
+    if not is_finite_number(rate_per_s) or rate_per_s <= 0:
         raise ValueError(f"rate_per_s must be a positive number of requests per second, got {rate_per_s!r}")
     rng = random.Random(seed)
     unit_time = 0.0
