@@ -1,5 +1,7 @@
 """Device detection and the Triton interpreter switch."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -29,10 +31,12 @@ def test_cuda_without_a_gpu_is_refused(monkeypatch):
 def test_cuda_devices_are_found_by_index(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"NVIDIA H100 80GB HBM3 #{i}")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(
+        name=f"NVIDIA H100 80GB HBM3 #{i}", uuid=f"0000000{i}-1111-2222-3333-444444444444"))
     assert devices.detect().spec == "cuda:0"
     second = devices.detect("CUDA:1")
     assert (second.type, second.index, second.name) == ("cuda", 1, "NVIDIA H100 80GB HBM3 #1")
+    assert second.uuid == "00000001-1111-2222-3333-444444444444"  # what NVML is asked for, with its prefix
     assert second.slug == "nvidia-h100-80gb-hbm3-1"
     with pytest.raises(UsageError, match="has 2 CUDA device"):
         devices.detect("cuda:2")

@@ -8,12 +8,14 @@ record says `interpreted`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ContextManager
 
 import torch
 
@@ -34,11 +36,16 @@ def triton_interpreted() -> bool:
 
 @dataclass(frozen=True)
 class Device:
-    """A device the suites run on: `cpu` or `cuda:N`."""
+    """A device the suites run on: `cpu` or `cuda:N`.
+
+    `uuid` is the GPU's (or MIG slice's) UUID as CUDA reports it, without its "GPU-"/"MIG-"
+    prefix: the only identity that CUDA and NVML agree on (their indices may differ).
+    """
 
     type: str
     index: int | None
     name: str
+    uuid: str | None = None
 
     @property
     def spec(self) -> str:
@@ -57,6 +64,11 @@ class Device:
         if self.type == "cuda":
             torch.cuda.synchronize(self.index)
 
+    def current(self) -> ContextManager:
+        """Make this device the current CUDA device for a block: Triton launches, CUDA graph
+        capture and new streams and events use the current device, whatever the tensors' device."""
+        return torch.cuda.device(self.index) if self.type == "cuda" else contextlib.nullcontext()
+
 
 def detect(requested: str | None = None) -> Device:
     """The device named by `requested` ("cpu", "cuda", "cuda:N"), or the best one present."""
@@ -74,7 +86,8 @@ def detect(requested: str | None = None) -> Device:
     count = torch.cuda.device_count()
     if index >= count:
         raise UsageError(f"device {requested!r} does not exist: this host has {count} CUDA device(s)")
-    return Device("cuda", index, torch.cuda.get_device_name(index))
+    props = torch.cuda.get_device_properties(index)
+    return Device("cuda", index, props.name, str(props.uuid))
 
 
 def cpu_model() -> str:
