@@ -52,6 +52,11 @@ def test_fault(wattbench_case, wattbench_benchmark):
     wattbench_benchmark(wattbench_case)
 '''
 
+#: Every session here runs on the CPU with short power windows, on a GPU host too (where the default
+#: device would be cuda:0, and RAPL or NVML could add 3 x 5 s windows per benchmark).
+ON_CPU = ("--wattbench-device=cpu", "--wattbench-idle=0", "--wattbench-energy-window=0.1",
+          "--wattbench-energy-repeats=1")
+
 REQUIRED_FIELDS = ("workload", "style", "impl", "device", "unit", "units_per_call", "flops", "bytes", "interpreted")
 
 
@@ -63,7 +68,7 @@ def fault_run(tmp_path_factory):
     (folder / "test_faults.py").write_text(FAULT_SUITE)
     out = folder / "run.json"
     proc = subprocess.run([sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-q",
-                           f"--benchmark-json={out}", "--wattbench-min-time=0.02", "--rootdir", str(folder)],
+                           f"--benchmark-json={out}", "--wattbench-min-time=0.02", *ON_CPU, "--rootdir", str(folder)],
                           capture_output=True, text=True, timeout=300, cwd=folder)
     return proc, json.loads(out.read_text()), out
 
@@ -133,7 +138,7 @@ def test_pytest_benchmark_compare_reads_the_json(fault_run):
 
 def run_faults(folder, *args):
     return subprocess.run([sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-q",
-                           "--wattbench-min-time=0.02", "--rootdir", str(folder), *args],
+                           "--wattbench-min-time=0.02", *ON_CPU, "--rootdir", str(folder), *args],
                           capture_output=True, text=True, timeout=300, cwd=folder)
 
 
@@ -161,3 +166,70 @@ def test_a_bad_spec_file_is_a_usage_error(fault_run, tmp_path):
     proc = run_faults(baseline.parent, f"--wattbench-specs={specs}")
     assert proc.returncode == 4  # pytest's usage error
     assert "specs.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+SIMULATED_GPU_CONFTEST = '''
+import json
+import sys
+
+import pytest
+
+sys.path.insert(0, {tests!r})
+from simulated_cuda import SimulatedCuda  # noqa: E402
+
+from wattbench.workloads import Size, Workload, register  # noqa: E402
+
+SIM = SimulatedCuda(devices=2).install(pytest.MonkeyPatch())  # before the plugin detects the device
+SEEN = set()
+
+
+def build(inputs):
+    def step():
+        SEEN.add(SIM.current)
+        SIM.host_work(12e-6)  # Python before the launch: must not be timed
+        SIM.launch("work", 40e-6)
+        return inputs["x"]
+    return step
+
+
+register(Workload(
+    name="sim.infer", op="sim", style="infer", unit="items", sizes=(Size({{"N": 64}}),),
+    precisions={{"cuda": ("fp32",)}}, make_inputs=lambda params, precision, device, generator: {{"x": None}},
+    impls={{"torch": build}}, units_per_call=lambda p: p["N"], flops=lambda p: p["N"], bytes=lambda p, precision: 0,
+    suite="simulated",
+))
+
+
+def pytest_sessionfinish(session):
+    with open("simulated.json", "w") as out:
+        json.dump({{"seen": sorted(SEEN), "devices": sorted({{launch.device for launch in SIM.launches}})}}, out)
+'''
+
+SIMULATED_GPU_SUITE = '''
+import pytest
+
+
+@pytest.mark.wattbench(suite="simulated")
+def test_simulated(wattbench_case, wattbench_benchmark):
+    wattbench_benchmark(wattbench_case)
+'''
+
+
+def test_a_run_on_cuda_1_keeps_pytest_benchmark_stats_in_device_time(tmp_path):
+    """End to end through pytest-benchmark's own loop, on a simulated GPU 1 (GPU 0 current by default)."""
+    from pathlib import Path
+
+    (tmp_path / "conftest.py").write_text(SIMULATED_GPU_CONFTEST.format(tests=str(Path(__file__).parent)))
+    (tmp_path / "test_simulated.py").write_text(SIMULATED_GPU_SUITE)
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-p", "no:cacheprovider", "-q",
+                           f"--benchmark-json={out}", "--wattbench-min-time=0.001", "--wattbench-device=cuda:1",
+                           "--wattbench-idle=0", "--rootdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    assert bench["extra_info"]["device"] == "cuda:1" and bench["extra_info"]["timing"]["method"] == "cuda_event"
+    assert bench["stats"]["min"] == pytest.approx(40e-6, abs=1e-6)  # pytest-benchmark's own figures
+    assert bench["stats"]["max"] == pytest.approx(40e-6, abs=1e-6)
+    simulated = json.loads((tmp_path / "simulated.json").read_text())
+    assert simulated == {"seen": [1], "devices": [1]}  # the step and every launch ran with cuda:1 current

@@ -1,4 +1,4 @@
-"""Timing plan and clocks (the CUDA paths need a GPU and are exercised on GPU hosts)."""
+"""Timing plan and the host clock (the CUDA paths: tests/test_cuda_timing.py, on a simulated device)."""
 
 import time
 
@@ -28,10 +28,21 @@ def test_cpu_timing_needs_no_setup_and_times_the_step_itself():
     plan = timing.TimingPlan(cuda_graph=True)
     step = lambda: None  # noqa: E731
     assert timing.round_setup(CPU, plan) is None
-    assert timing.timed_step(step, CPU, plan) is step
-    assert timing.method_name(CPU, plan) == "perf_counter"
-    assert timing.method_name(Device("cuda", 0, "gpu"), plan) == "cuda_graph"
-    assert timing.method_name(Device("cuda", 0, "gpu"), timing.TimingPlan()) == "cuda_event"
+    target = timing.timed_target(step, CPU, plan)
+    assert (target.call, target.method, target.graph_note) == (step, "perf_counter", None)
+
+
+def test_time_rounds_reads_the_clock_around_each_call_after_its_setup():
+    events = []
+    readings = iter([0.0, 1.0, 5.0, 7.0])
+
+    def clock():
+        events.append("clock")
+        return next(readings)
+
+    samples = timing.time_rounds(lambda: events.append("call"), lambda: events.append("setup"), clock, rounds=2)
+    assert samples == [1.0, 2.0]
+    assert events == ["setup", "clock", "call", "clock"] * 2
 
 
 def test_time_once_measures_a_call():

@@ -14,7 +14,6 @@ against its reference, and prints "interpreted, no timing" in place of every tim
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 from dataclasses import dataclass, replace
@@ -231,43 +230,15 @@ def relative_error(actual: Any, expected: Any) -> float:
     return worst
 
 
-def round_times(runnable: Callable[[], Any], device: Device, plan: timing.TimingPlan, rounds: int) -> list[float]:
-    """Seconds of each of `rounds` calls, each after the plan's cache flush.
-
-    On CUDA each round has its own pair of events and the host does not wait between rounds: the
-    flush keeps the GPU busy while the host launches the call, so launch latency is not counted.
-    (The harness's EventClock waits at each reading, which adds some microseconds to every round:
-    nothing next to a millisecond GEMM, most of a 5 us decode GEMV.) Elsewhere, the harness's clock.
-    """
-    flush = timing.round_setup(device, plan)
-    if device.type == "cuda":
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(rounds)]
-        for start, end in events:
-            if flush is not None:
-                flush()
-            start.record()
-            runnable()
-            end.record()
-        device.synchronize()
-        return [start.elapsed_time(end) / 1e3 for start, end in events]
-    clock = timing.clock_for(device)
-    samples = []
-    for _ in range(rounds):
-        if flush is not None:
-            flush()
-        begin = clock()
-        runnable()
-        samples.append(clock() - begin)
-    return samples
-
-
 def median_time(step: Step, device: Device, plan: timing.TimingPlan) -> float:
-    """Median seconds per call, with warm-up and round count planned as the harness plans a benchmark."""
-    runnable = timing.timed_step(step, device, plan)
+    """Median seconds per call, timed as the harness times a benchmark: the same callable (the
+    step or its graph's replay), warm-up, planned rounds, flush and device clock."""
+    target = timing.timed_target(step, device, plan)
     for _ in range(plan.warmup_rounds):
-        runnable()
-    rounds = plan.rounds_for(timing.time_once(runnable, device))
-    return statistics.median(round_times(runnable, device, plan, rounds))
+        target.call()
+    rounds = plan.rounds_for(timing.time_once(target.call, device))
+    samples = timing.time_rounds(target.call, timing.round_setup(device, plan), timing.clock_for(device), rounds)
+    return statistics.median(samples)
 
 
 def measure(check: Check, case: Case, device: Device, timed: bool, plan: timing.TimingPlan) -> Outcome:
@@ -413,8 +384,7 @@ def main(device: str | None = None, preset: str = "quick", specs: Path | None = 
                          f"compiles them for CUDA: set {INTERPRET_ENV}=1 before starting")
     spec = load_specs(specs).find(target.name)
     plan = timing.TimingPlan()
-    on_device = torch.cuda.device(target.index) if target.type == "cuda" else contextlib.nullcontext()
-    with on_device:
+    with target.current():
         outcomes = [measure(check, case, target, not interpreted, plan)
                     for check in CHECKS for case in check.cases(preset, interpreted)]
     print("\n".join([*_preamble(target, preset, spec, interpreted), format_table(outcomes, spec, interpreted),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,24 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import torch
 
 from wattbench import environment, schema, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.journal import RunJournal
-from wattbench.metrics import model_flops_utilization
+from wattbench.measure import Settings, measure
 from wattbench.power import PowerConfig, PowerMonitor
 from wattbench.workloads import PRESETS, Case, case_by_id, cases, check_preset
-
-#: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
-INTERPRETED_ROUNDS = 1
-INTERPRETED_ENERGY_REASON = "Triton ran through its interpreter, so energy would mean nothing"
-
-
-class WorkloadFailure(Exception):
-    """A workload ran but produced something unusable (NaN or inf in its outputs)."""
-
 
 @dataclass
 class RunState:
@@ -231,108 +220,19 @@ def wattbench_case(request) -> Case:
     return case_by_id(request.param)
 
 
-def _check_finite(outputs: Any, case: Case) -> None:
-    tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    for position, tensor in enumerate(tensors):
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise WorkloadFailure(f"{case.id}: output {position} holds NaN or inf")
-
-
-def skip_reason(case: Case, device: Device) -> str | None:
-    if case.impl == "triton":
-        from wattbench.kernels import INTERPRETED
-
-        if device.type == "cpu" and not INTERPRETED:
-            return (f"Triton runs on a CPU only through its interpreter, and kernels were already "
-                    f"compiled for CUDA in this process: set {INTERPRET_ENV}=1 before starting")
-    return case.workload.skip(case.impl, case.precision, device)
-
-
 @pytest.fixture
 def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[Case], dict]:
-    """Run one registry case: correctness check, device-timed rounds, energy window, extra_info."""
+    """Run one registry case (see wattbench.measure) and keep the run file current."""
     state = pytestconfig.stash[STATE]
 
     def run(case: Case) -> dict:
-        device, plan = state.device, state.plan
-        reason = skip_reason(case, device)
-        if reason:
-            pytest.skip(reason)
-        from wattbench.kernels import INTERPRETED
-
-        interpreted = case.impl == "triton" and INTERPRETED
-        try:
-            step = case.build(device, state.seed)
-            outputs = step()
-            device.synchronize()
-        except torch.cuda.OutOfMemoryError as exc:
-            step = outputs = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            pytest.skip(f"does not fit in the memory of {device.name}: {str(exc).splitlines()[0]}")
-        _check_finite(outputs, case)
-        rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(timing.time_once(step, device))
-        target = timing.timed_step(step, device, plan)
-        for _ in range(0 if interpreted else plan.warmup_rounds):
-            target()
-        if hasattr(step, "reset"):  # what the step records (e.g. request timelines) covers the timed rounds only
-            step.reset()
-        benchmark.pedantic(target, setup=timing.round_setup(device, plan), rounds=rounds, iterations=1)
-        samples = list(benchmark.stats.stats.data) if benchmark.stats else []
-        info = record_fields(case, device, state, samples, rounds, interpreted)
-        if hasattr(step, "metrics"):
-            info.update(step.metrics())
-        if case.workload.reports_mfu:
-            info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted,
-                                                state.specs))
-        if interpreted:
-            info["energy"] = wattbench_power.not_measured(INTERPRETED_ENERGY_REASON)
-        else:
-            info["energy"] = wattbench_power.measure(step, device.synchronize, info["units_per_call"])
-        if hasattr(step, "energy_metrics"):  # figures derived from energy, e.g. MLPerf's mJ per query
-            info.update(step.energy_metrics(info["energy"]))
-        benchmark.extra_info.update(info)
+        settings = Settings(device=state.device, plan=state.plan, seed=state.seed, specs=state.specs)
+        info = measure(case, settings, state.clock(), wattbench_power, benchmark)
         if state.journal and benchmark.stats:
             state.journal.add(benchmark.stats.as_dict(include_data=False))
         return info
 
     return run
-
-
-def record_fields(case: Case, device: Device, state: RunState, samples: list[float], rounds: int,
-                  interpreted: bool) -> dict:
-    """wattbench's fields of one benchmark record (everything except energy)."""
-    accounting = case.accounting()
-    median_s = statistics.median(samples) if samples else None
-    plan = state.plan
-    fields = {
-        "workload": case.workload.name,
-        "op": case.workload.op,
-        "style": case.workload.style,
-        "impl": case.impl,
-        "precision": case.precision,
-        "size": case.size.name,
-        "shape": dict(case.size.params),
-        "device": device.spec,
-        "device_name": device.name,
-        "interpreted": interpreted,
-        "seed": case.seed(state.seed),
-        **accounting,
-        "timing": {
-            "method": timing.method_name(device, plan),
-            "rounds": rounds,
-            "warmup_rounds": 0 if interpreted else plan.warmup_rounds,
-            "flush_l2": plan.flush_l2 and device.type == "cuda",
-            "samples_s": samples,
-        },
-        "median_s": median_s,
-        "units_per_s": accounting["units_per_call"] / median_s if median_s else None,
-        "tflops": accounting["flops"] / median_s / 1e12 if median_s else None,
-        "gbps": accounting["bytes"] / median_s / 1e9 if median_s else None,
-    }
-    if interpreted:
-        fields["note"] = "Triton interpreter on CPU: timing is meaningless and must not be compared"
-    return fields
 
 
 @pytest.hookimpl(hookwrapper=True)

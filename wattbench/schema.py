@@ -280,14 +280,15 @@ ENERGY = Obj(
         "source": STRING, "method": STRING, "reason": _STRING_OR_NULL, "valid": BOOL, "scope": _STRING_OR_NULL,
         **{name: _NUMBER_OR_NULL for name in (
             "joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w", "idle_power_w",
-            "dynamic_joules_per_call", "window_s", "uncertainty_pct", "samples", "windows", "valid_windows")},
+            "dynamic_joules_per_call", "window_s", "uncertainty_pct", "samples", "windows", "valid_windows",
+            "window_units_per_s", "window_seconds_per_call")},
         "window_spans_s": ListOf(ListOf(NUMBER)),
     },
     together={"joules_per_unit": ("method", "units_per_joule", "avg_power_w")},
 )
 
 TIMING = Obj(optional={"method": STRING, "rounds": INTEGER, "warmup_rounds": INTEGER, "flush_l2": BOOL,
-                       "samples_s": ListOf(NUMBER)})
+                       "samples_s": ListOf(NUMBER), "graph_note": STRING})
 
 #: What names a benchmark across runs (with the device); a record gives all of them or none.
 IDENTITY = ("workload", "style", "impl", "precision", "size")

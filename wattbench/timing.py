@@ -1,7 +1,9 @@
 """How long one call of a workload takes on its device: clocks, cache flush, repetition count.
 
-The timing loop itself is pytest-benchmark's `pedantic`; this module gives it a device clock
-as its timer (so its stats are device time) and a setup that flushes caches between rounds.
+One timing implementation serves the suites and `wattbench selfcheck kernels`: a device clock
+read twice per round (pytest-benchmark's `pedantic` loop in the suites, `time_rounds` in the
+self-check), a setup that flushes caches before each round outside the timed span, and the
+callable that is timed (the step itself, or a replay of its CUDA graph).
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from typing import Any, Callable
 from wattbench.device import Device
 
 
-def perf_counter_clock() -> float:
-    """Host monotonic time in seconds, from the nanosecond counter."""
-    return time.perf_counter_ns() * 1e-9
+class HostClock:
+    """Host monotonic time in seconds, from the nanosecond counter (the CPU's device clock)."""
+
+    __name__ = "perf_counter_clock"
+
+    def __call__(self) -> float:
+        return time.perf_counter_ns() * 1e-9
+
+    def reset(self) -> None:
+        """Nothing to forget: every reading stands alone."""
 
 
 @dataclass(frozen=True)
@@ -36,36 +45,66 @@ class TimingPlan:
         return max(self.min_rounds, min(self.max_rounds, wanted))
 
 
-def clock_for(device: Device) -> Callable[[], float]:
+def clock_for(device: Device) -> HostClock | Any:
+    """The device's clock: CUDA event pairs on a GPU, the host's counter elsewhere."""
     if device.type == "cuda":
         from wattbench.cuda import EventClock
 
         return EventClock(device.index)
-    return perf_counter_clock
-
-
-def method_name(device: Device, plan: TimingPlan) -> str:
-    if device.type != "cuda":
-        return "perf_counter"
-    return "cuda_graph" if plan.cuda_graph else "cuda_event"
+    return HostClock()
 
 
 def round_setup(device: Device, plan: TimingPlan) -> Callable[[], None] | None:
-    """What runs before each timed round, outside the timed region."""
+    """What runs before each timed round, outside the timed span."""
     if device.type == "cuda" and plan.flush_l2:
         from wattbench.cuda import L2Flush
 
-        return L2Flush(device.index)
+        return L2Flush.for_gpu(device.index)
     return None
 
 
-def timed_step(step: Callable[[], Any], device: Device, plan: TimingPlan) -> Callable[[], Any]:
-    """The callable whose rounds are timed: `step` itself, or a CUDA graph replay of it."""
-    if device.type == "cuda" and plan.cuda_graph:
-        from wattbench.cuda import capture_graph
+@dataclass(frozen=True)
+class Target:
+    """The callable whose rounds are timed and whose energy is measured, and how it is timed.
 
-        return capture_graph(step, device.index)
-    return step
+    `method` is "perf_counter", "cuda_event" or "cuda_graph" (a replay of the step's captured
+    graph); `graph_note` says why a CUDA graph was asked for but not used.
+    """
+
+    call: Callable[[], Any]
+    method: str
+    graph_note: str | None = None
+
+
+def timed_target(step: Callable[[], Any], device: Device, plan: TimingPlan,
+                 not_capturable: str | None = None) -> Target:
+    """The step itself, or (in graph mode, for a step that can be captured) its graph's replay.
+
+    `not_capturable` is the workload's reason why its step cannot be captured, if any: such
+    steps run eagerly in graph mode, and the record says so."""
+    if device.type != "cuda":
+        return Target(step, "perf_counter")
+    if not plan.cuda_graph:
+        return Target(step, "cuda_event")
+    if not_capturable:
+        return Target(step, "cuda_event", f"CUDA graph not used: {not_capturable}")
+    from wattbench.cuda import capture_graph
+
+    return Target(capture_graph(step, device.index), "cuda_graph")
+
+
+def time_rounds(call: Callable[[], Any], setup: Callable[[], None] | None, clock: Callable[[], float],
+                rounds: int) -> list[float]:
+    """Seconds of each of `rounds` calls, each after `setup`, read as pytest-benchmark's
+    `pedantic` reads them (the clock just before and just after the call)."""
+    samples = []
+    for _ in range(rounds):
+        if setup is not None:
+            setup()
+        begin = clock()
+        call()
+        samples.append(clock() - begin)
+    return samples
 
 
 def time_once(step: Callable[[], Any], device: Device) -> float:

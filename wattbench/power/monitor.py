@@ -156,6 +156,17 @@ def combine(windows: list[ChannelWindow], calls: list[int], idle_power_w: float 
     }
 
 
+def window_throughput(windows, calls: list[int], units_per_call: float) -> dict:
+    """Work per second inside the energy windows (every window, valid or not: their host clock
+    is right even when a sensor failed). J/unit and these units/s describe the same calls,
+    run back to back; the record's `median_s` is the device time of one call after a cache flush."""
+    seconds = sum(w.duration_s for w in windows)
+    done = sum(calls)
+    if seconds <= 0 or done == 0:
+        return {"window_units_per_s": None, "window_seconds_per_call": None}
+    return {"window_units_per_s": done * units_per_call / seconds, "window_seconds_per_call": seconds / done}
+
+
 def run_for(step: Callable[[], Any], seconds: float) -> int:
     """Call `step` until `seconds` have passed on the host; the number of calls."""
     start = time.perf_counter()
@@ -256,7 +267,10 @@ class PowerMonitor:
         return {"source": "none", "method": "none", "reason": reason, **{f: None for f in ENERGY_FIELDS}}
 
     def measure(self, step: Callable[[], Any], sync: Callable[[], None], units_per_call: float) -> dict:
-        """The energy record of one benchmark (see the module docstring); never raises for sensor faults."""
+        """The energy record of one benchmark (see the module docstring); never raises for sensor faults.
+
+        `step` must be the callable the benchmark's rounds timed (its CUDA graph replay in graph
+        mode), so that energy and time describe the same execution."""
         if not callable(step) or not callable(sync):
             raise TypeError("step and sync must be callables taking no arguments")
         if not is_finite_number(units_per_call) or units_per_call <= 0:
@@ -325,6 +339,7 @@ class PowerMonitor:
                   "joules_per_unit": None, "units_per_joule": None,
                   "updates": summary["updates"], "windows": len(windows), "valid_windows": summary["valid_windows"],
                   "calls_per_window": calls,
+                  **window_throughput(windows, calls, units_per_call),
                   # On the trace's clock (seconds since the monitor started), so plots can shade the windows.
                   "window_spans_s": [[w.start_s - self.sampler.started_s, w.end_s - self.sampler.started_s]
                                      for w in windows]}

@@ -33,6 +33,10 @@ def element_size(precision: str) -> int:
     """Bytes per activation element of a precision, for byte counts."""
     return torch.empty((), dtype=activation_dtype(precision)).element_size()
 
+#: Why model-level steps are not captured into CUDA graphs (Workload.not_capturable).
+MODEL_STEP = "model-level steps run eagerly in graph mode until their graph safety is shown on a GPU"
+SYNCHRONISES = "the step synchronises the device and reads the host clock at every token (request timelines)"
+
 Inputs = dict[str, Any]
 #: One call of a workload, returning its outputs. A step may also have `reset()`, called before the
 #: timed rounds, `metrics()`, called after them, and `energy_metrics(energy_record)`, called after the
@@ -78,6 +82,9 @@ class Workload:
     suite: str = "kernels"
     #: Training-style model workloads whose FLOPs are model FLOPs report MFU against the device's peak.
     reports_mfu: bool = False
+    #: Why a step cannot be captured into a CUDA graph (host syncs, host copies, Python state that
+    #: changes per call and would be frozen); None when it can. Graph mode runs such steps eagerly.
+    not_capturable: str | None = None
 
     def __post_init__(self):
         if self.style not in STYLES:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from wattbench.models.cnn import PRESETS, ResNet
-from wattbench.workloads import Inputs, Step, Workload, activation_dtype, device_sizes, element_size, register
+from wattbench.workloads import (MODEL_STEP, Inputs, Step, Workload, activation_dtype, device_sizes, element_size,
+                                 register)
 
 Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
@@ -80,7 +81,7 @@ register(Workload(
     sizes=device_sizes(cpu=[{"model": "tiny", "B": 16}], cuda=[{"model": "resnet18", "B": 64}]),
     precisions=PRECISIONS, make_inputs=_inputs, impls={"torch": _train},
     units_per_call=lambda p: p["B"],
-    flops=lambda p: p["B"] * PRESETS[p["model"]].train_flops_per_image(), bytes=_train_bytes,
+    flops=lambda p: p["B"] * PRESETS[p["model"]].train_flops_per_image(), bytes=_train_bytes, not_capturable=MODEL_STEP,
 ))
 
 register(Workload(
@@ -90,4 +91,5 @@ register(Workload(
     precisions=PRECISIONS, make_inputs=_inputs, impls={"torch": _infer},
     units_per_call=lambda p: p["B"],
     flops=lambda p: p["B"] * PRESETS[p["model"]].forward_flops_per_image(), bytes=_infer_bytes,
+    not_capturable=MODEL_STEP,
 ))

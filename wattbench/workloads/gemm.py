@@ -2,12 +2,13 @@
 inference-style (forward only, decode-sized M). Useful work is counted in tokens (rows of M).
 
 Inference also runs with weight-only int8 ("int8w-*": int8 weights dequantised in the kernel)
-and, on CUDA devices of compute capability 8.0+, a 2:4 pruned weight through PyTorch's
-semi-structured sparsity ("sp24-*", torch path only).
+and, where this torch build supports it on the GPU (probed), a 2:4 pruned weight through
+PyTorch's semi-structured sparsity ("sp24-*", torch path only).
 """
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Mapping
 
@@ -99,8 +100,30 @@ def _infer_skip(impl: str, precision: str, device: Device) -> str | None:
         return None
     if impl == "triton":
         return "the kernel library has no Triton 2:4 sparse GEMM; the sparse case runs on the torch path only"
-    if device.type != "cuda" or torch.cuda.get_device_capability(device.index) < (8, 0):
-        return "2:4 semi-structured sparsity needs a CUDA device of compute capability 8.0 or newer"
+    if device.type != "cuda":
+        return "2:4 semi-structured sparsity needs a CUDA device"
+    return sparse_24_unsupported(device.index)
+
+
+@functools.cache
+def sparse_24_unsupported(index: int) -> str | None:
+    """Why this torch build cannot run a 2:4 sparse GEMM on cuda:`index`, or None when it can.
+
+    Found by trying one: support depends on the build's backend, not only on the compute
+    capability (torch 2.4's default CUTLASS kernels take 8.x only, and its bundled cuSPARSELt
+    refused Hopper: pytorch#132009, #132928)."""
+    device = torch.device("cuda", index)
+    try:
+        with torch.cuda.device(index):
+            dense = prune_2_4(torch.randn(128, 128, device=device, dtype=torch.bfloat16)).t().contiguous()
+            sparse = torch.sparse.to_sparse_semi_structured(dense)
+            x = torch.randn(32, 128, device=device, dtype=torch.bfloat16)
+            torch.nn.functional.linear(x, sparse)
+            torch.cuda.synchronize(index)
+    except Exception as exc:  # noqa: BLE001  whatever the build raises is the reason to skip
+        first_line = next(iter(str(exc).splitlines()), "")
+        return f"this torch build cannot run 2:4 sparse GEMMs on {torch.cuda.get_device_name(index)}: " \
+               f"{type(exc).__name__}: {first_line}"
     return None
 
 

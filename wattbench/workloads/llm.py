@@ -19,7 +19,8 @@ import torch
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
-from wattbench.workloads import Inputs, Step, Workload, activation_dtype, device_sizes, element_size, register
+from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Inputs, Step, Workload, activation_dtype, device_sizes,
+                                 element_size, register)
 
 Params = Mapping[str, int | str]
 TRAIN_PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
@@ -233,6 +234,7 @@ register(Workload(
     precisions=TRAIN_PRECISIONS, make_inputs=_train_inputs,
     impls={"torch": _train_build("torch"), "triton": _train_build("triton")},
     units_per_call=lambda p: p["B"] * p["S"], flops=_train_flops, bytes=_train_bytes, reports_mfu=True,
+    not_capturable=MODEL_STEP,
 ))
 
 _PREFILL = _batch_sweep((1, 4), {"cpu": {"P": 32}, "cuda": {"P": 512}})
@@ -242,6 +244,7 @@ register(Workload(
     impls={"torch": _prefill_build("torch"), "triton": _prefill_build("triton")},
     units_per_call=lambda p: p["B"] * p["P"], flops=prefill_flops,
     bytes=lambda p, precision: weight_bytes(p, precision) + kv_bytes(p, precision, p["P"]),
+    not_capturable=MODEL_STEP,
 ))
 
 _DECODE = _batch_sweep((1, 4), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
@@ -250,6 +253,7 @@ register(Workload(
     sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _decode_build("torch"), "triton": _decode_build("triton")},
     units_per_call=_generated, flops=decode_flops, bytes=decode_bytes,
+    not_capturable="the KV cache's length and the decode positions are Python ints that a graph would freeze",
 ))
 
 _GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
@@ -259,4 +263,5 @@ register(Workload(
     impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
            "triton": lambda inputs: GenerationStep(inputs, "triton")},
     units_per_call=_generated, flops=generate_flops, bytes=generate_bytes,
+    not_capturable=SYNCHRONISES,
 ))

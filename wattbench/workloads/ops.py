@@ -274,5 +274,7 @@ register(Workload(
     precisions={"cpu": ("fp32",), "cuda": ("fp32", "bf16")}, make_inputs=_adamw_inputs,
     impls={"torch": _adamw_build(reference.adamw_step), "triton": _adamw_build(kernels.adamw_step)},
     units_per_call=lambda p: p["P"], flops=lambda p: adamw_step_flops(p["P"]),
+    not_capturable="its step counter (the bias corrections) is Python state that a graph would freeze, and the "
+                   "Triton step looks its block tables up by tensor address, a host-side cache a graph cannot replay",
     bytes=lambda p, precision: adamw_step_bytes(p["P"], element_size(precision)),
 ))

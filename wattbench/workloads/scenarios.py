@@ -41,7 +41,8 @@ from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
 from wattbench.schema import is_finite_number
-from wattbench.workloads import Inputs, Size, Step, Workload, activation_dtype, device_sizes, register
+from wattbench.workloads import (SYNCHRONISES, Inputs, Size, Step, Workload, activation_dtype, device_sizes,
+                                 register)
 from wattbench.workloads.llm import (GenerationStep, build_model, generate_bytes, generate_flops, synchronize,
                                      weight_bytes)
 
@@ -445,7 +446,7 @@ def _scenario(name: str, unit: str, sizes, make_inputs, build: Callable[[str], C
     register(Workload(
         name=name, op="transformer", style="infer", unit=unit, suite="models", sizes=sizes, precisions=PRECISIONS,
         make_inputs=make_inputs, impls={"torch": build("torch"), "triton": build("triton")},
-        units_per_call=units_per_call, flops=flops, bytes=bytes_, skip=_skip,
+        units_per_call=units_per_call, flops=flops, bytes=bytes_, skip=_skip, not_capturable=SYNCHRONISES,
     ))
 
 

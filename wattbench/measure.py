@@ -1,0 +1,170 @@
+"""Measuring one registry case: the procedure behind the `wattbench_benchmark` fixture.
+
+A plain function of the case, the run's settings, the power monitor and pytest-benchmark's
+fixture, so it can be tested without a pytest session. In order, all with the case's device
+current (Triton launches, graph capture, streams and events follow the current device): build
+the inputs, a first call checked for NaN/inf, the timed callable (the step, or its captured
+CUDA graph's replay), warm-up, a planning call, pytest-benchmark's `pedantic` rounds on the
+device clock, then the energy windows over the same callable. An out-of-memory error at any
+point skips the case with the reason; memory is released after every case.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+import torch
+
+from wattbench import timing
+from wattbench.device import INTERPRET_ENV, Device
+from wattbench.metrics import model_flops_utilization
+from wattbench.power import PowerMonitor
+from wattbench.workloads import Case
+
+#: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
+INTERPRETED_ROUNDS = 1
+INTERPRETED_ENERGY_REASON = "Triton ran through its interpreter, so energy would mean nothing"
+
+
+class WorkloadFailure(Exception):
+    """A workload ran but produced something unusable (NaN or inf in its outputs)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What measuring a case needs from its run."""
+
+    device: Device
+    plan: timing.TimingPlan
+    seed: int
+    #: The user's spec table for MFU (--wattbench-specs); None: the shipped table.
+    specs: Any = None
+
+
+def skip_reason(case: Case, device: Device) -> str | None:
+    if case.impl == "triton":
+        from wattbench.kernels import INTERPRETED
+
+        if device.type == "cpu" and not INTERPRETED:
+            return (f"Triton runs on a CPU only through its interpreter, and kernels were already "
+                    f"compiled for CUDA in this process: set {INTERPRET_ENV}=1 before starting")
+    return case.workload.skip(case.impl, case.precision, device)
+
+
+def check_finite(outputs: Any, case: Case) -> None:
+    tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    for position, tensor in enumerate(tensors):
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise WorkloadFailure(f"{case.id}: output {position} holds NaN or inf")
+
+
+def release_memory(device: Device) -> None:
+    """Free what the last case allocated: the references are gone by now, so collect the
+    cycles among them and hand the allocator's cached blocks back to the device."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure(case: Case, settings: Settings, clock: Callable[[], float], power: PowerMonitor, benchmark) -> dict:
+    """Measure `case` into `benchmark` (pytest-benchmark's fixture) and return wattbench's fields
+    of its record. Skips (pytest.skip) a case that does not apply or does not fit in memory."""
+    device = settings.device
+    reason = skip_reason(case, device)
+    if reason:
+        pytest.skip(reason)
+    try:
+        with device.current():
+            info = _measure_on_device(case, settings, clock, power, benchmark)
+    except BaseException as exc:
+        # No half-measured record may reach pytest-benchmark's JSON (an empty one breaks it).
+        benchmark.has_error = True
+        # The traceback's frames hold the case's tensors: clear them, or nothing can be freed.
+        traceback.clear_frames(exc.__traceback__)
+        release_memory(device)
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            pytest.skip(f"does not fit in the memory of {device.name}: {str(exc).splitlines()[0]}")
+        raise
+    release_memory(device)
+    return info
+
+
+def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonitor, benchmark) -> dict:
+    from wattbench.kernels import INTERPRETED
+
+    device, plan = settings.device, settings.plan
+    interpreted = case.impl == "triton" and INTERPRETED
+    step = case.build(device, settings.seed)
+    outputs = step()
+    device.synchronize()
+    check_finite(outputs, case)
+    del outputs
+    if interpreted:
+        target, warmup = timing.Target(step, "perf_counter"), 0
+    else:
+        target = timing.timed_target(step, device, plan, case.workload.not_capturable)
+        warmup = plan.warmup_rounds
+    for _ in range(warmup):
+        target.call()
+    rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(timing.time_once(target.call, device))
+    if hasattr(step, "reset"):  # what the step records (e.g. request timelines) covers the timed rounds only
+        step.reset()
+    clock.reset()
+    benchmark.pedantic(target.call, setup=timing.round_setup(device, plan), rounds=rounds, iterations=1)
+    samples = list(benchmark.stats.stats.data) if benchmark.stats else []
+    info = record_fields(case, settings, target, samples, rounds, warmup, interpreted)
+    if hasattr(step, "metrics"):
+        info.update(step.metrics())
+    if case.workload.reports_mfu:
+        info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted,
+                                            settings.specs))
+    if interpreted:
+        info["energy"] = power.not_measured(INTERPRETED_ENERGY_REASON)
+    else:
+        info["energy"] = power.measure(target.call, device.synchronize, info["units_per_call"])
+    if hasattr(step, "energy_metrics"):  # figures derived from energy, e.g. MLPerf's mJ per query
+        info.update(step.energy_metrics(info["energy"]))
+    benchmark.extra_info.update(info)
+    return info
+
+
+def record_fields(case: Case, settings: Settings, target: timing.Target, samples: list[float], rounds: int,
+                  warmup: int, interpreted: bool) -> dict:
+    """wattbench's fields of one benchmark record (everything except energy)."""
+    device, plan = settings.device, settings.plan
+    accounting = case.accounting()
+    median_s = statistics.median(samples) if samples else None
+    fields = {
+        "workload": case.workload.name,
+        "op": case.workload.op,
+        "style": case.workload.style,
+        "impl": case.impl,
+        "precision": case.precision,
+        "size": case.size.name,
+        "shape": dict(case.size.params),
+        "device": device.spec,
+        "device_name": device.name,
+        "interpreted": interpreted,
+        "seed": case.seed(settings.seed),
+        **accounting,
+        "timing": {
+            "method": target.method,
+            "rounds": rounds,
+            "warmup_rounds": warmup,
+            "flush_l2": plan.flush_l2 and device.type == "cuda",
+            "samples_s": samples,
+            **({"graph_note": target.graph_note} if target.graph_note else {}),
+        },
+        "median_s": median_s,
+        "units_per_s": accounting["units_per_call"] / median_s if median_s else None,
+        "tflops": accounting["flops"] / median_s / 1e12 if median_s else None,
+        "gbps": accounting["bytes"] / median_s / 1e9 if median_s else None,
+    }
+    if interpreted:
+        fields["note"] = "Triton interpreter on CPU: timing is meaningless and must not be compared"
+    return fields
