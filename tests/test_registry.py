@@ -116,3 +116,27 @@ def test_every_case_counts_positive_work_and_training_counts_more(device):
         if op in ("rms_norm", "layer_norm", "softmax", "swiglu") and {"train", "infer"} <= set(styles):
             # Training rows outnumber any inference shape here, and add the backward pass's traffic.
             assert max(c["bytes"] for c in styles["train"]) > max(c["bytes"] for c in styles["infer"]), op
+
+
+def test_sparse_24_support_is_probed_not_assumed_from_the_compute_capability(monkeypatch):
+    """A Hopper GPU passes a capability >= 8.0 test, yet some torch builds cannot run 2:4 there."""
+    from wattbench.workloads import gemm
+
+    sparse = case_by_id("gemm.infer-torch-sp24-bf16-M1-K4096-N4096")
+    hopper = Device("cuda", 0, "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    monkeypatch.setattr(gemm, "sparse_24_unsupported", lambda device: (
+        "RuntimeError: CUDA error: architecture mismatch when calling cusparseLtInit"))
+    assert sparse.workload.skip("torch", "sp24-bf16", hopper) == (
+        "this torch build cannot run 2:4 sparse GEMMs on NVIDIA H100 80GB HBM3: "
+        "RuntimeError: CUDA error: architecture mismatch when calling cusparseLtInit")
+    monkeypatch.setattr(gemm, "sparse_24_unsupported", lambda device: None)
+    assert sparse.workload.skip("torch", "sp24-bf16", hopper) is None
+    assert "no Triton 2:4" in sparse.workload.skip("triton", "sp24-bf16", hopper)
+
+
+def test_the_sparse_24_probe_reports_the_failure_of_a_real_attempt():
+    from wattbench.workloads import gemm
+
+    reason = gemm.sparse_24_unsupported(torch.device("cpu"))  # this CPU build has no 2:4 CPU kernels
+    assert reason is not None and reason.split(":")[0].endswith("Error")

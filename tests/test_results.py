@@ -72,6 +72,15 @@ def test_table_shows_measured_energy():
     row = table.splitlines()[2]
     assert "0.125 J/token" in row and "8 tokens/J" in row and "50 W" in row
     assert "not measured" not in table
+    assert "median and throughput: device time of one call, caches flushed before each round" in table
+    assert "energy/unit, work/J and avg power: the same call run back to back in the energy windows" in table
+
+
+def test_table_says_which_benchmarks_ran_eagerly_in_graph_mode():
+    eager = record()
+    eager["extra_info"]["timing"] = {"method": "cuda_event", "graph_note": "CUDA graph not used: it synchronises"}
+    table = results.format_table(run(eager, eager, record()))
+    assert "2 benchmark(s) ran eagerly in graph mode — it synchronises" in table.splitlines()
 
 
 def test_table_lists_failures_and_skips():

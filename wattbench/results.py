@@ -111,6 +111,15 @@ def _footnotes(run: dict, interpreted_seen: bool) -> list[str]:
                if (b["extra_info"].get("energy") or {}).get("joules_per_unit") is None}
     for reason in sorted(r for r in reasons if r):
         notes.append(f"energy: {NOT_MEASURED} — {reason}")
+    infos = [b["extra_info"] for b in run["benchmarks"]]
+    if any((info.get("energy") or {}).get("joules_per_unit") is not None for info in infos):
+        notes.append("median and throughput: device time of one call, caches flushed before each round; energy/unit, "
+                     "work/J and avg power: the same call run back to back in the energy windows (their own "
+                     "throughput is the record's energy.window_units_per_s)")
+    graph_notes = sorted({(info.get("timing") or {}).get("graph_note") for info in infos} - {None})
+    for note in graph_notes:
+        eager = sum((info.get("timing") or {}).get("graph_note") == note for info in infos)
+        notes.append(f"{eager} benchmark(s) ran eagerly in graph mode — {note.removeprefix('CUDA graph not used: ')}")
     block = run["wattbench"]
     for skipped in block.get("skipped", []):
         notes.append(f"skipped {skipped['case']}: {skipped['reason']}")

@@ -102,28 +102,25 @@ def _infer_skip(impl: str, precision: str, device: Device) -> str | None:
         return "the kernel library has no Triton 2:4 sparse GEMM; the sparse case runs on the torch path only"
     if device.type != "cuda":
         return "2:4 semi-structured sparsity needs a CUDA device"
-    return sparse_24_unsupported(device.index)
+    reason = sparse_24_unsupported(device.torch)
+    return None if reason is None else f"this torch build cannot run 2:4 sparse GEMMs on {device.name}: {reason}"
 
 
 @functools.cache
-def sparse_24_unsupported(index: int) -> str | None:
-    """Why this torch build cannot run a 2:4 sparse GEMM on cuda:`index`, or None when it can.
+def sparse_24_unsupported(device: torch.device) -> str | None:
+    """Why a 2:4 sparse GEMM fails on `device` (the exception's first line), or None when it runs.
 
-    Found by trying one: support depends on the build's backend, not only on the compute
+    Found by running one: support depends on the torch build's backend, not only on the compute
     capability (torch 2.4's default CUTLASS kernels take 8.x only, and its bundled cuSPARSELt
     refused Hopper: pytorch#132009, #132928)."""
-    device = torch.device("cuda", index)
     try:
-        with torch.cuda.device(index):
-            dense = prune_2_4(torch.randn(128, 128, device=device, dtype=torch.bfloat16)).t().contiguous()
-            sparse = torch.sparse.to_sparse_semi_structured(dense)
-            x = torch.randn(32, 128, device=device, dtype=torch.bfloat16)
-            torch.nn.functional.linear(x, sparse)
-            torch.cuda.synchronize(index)
+        dense = prune_2_4(torch.randn(128, 128, device=device, dtype=torch.bfloat16)).t().contiguous()
+        sparse = torch.sparse.to_sparse_semi_structured(dense)
+        torch.nn.functional.linear(torch.randn(32, 128, device=device, dtype=torch.bfloat16), sparse)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     except Exception as exc:  # noqa: BLE001  whatever the build raises is the reason to skip
-        first_line = next(iter(str(exc).splitlines()), "")
-        return f"this torch build cannot run 2:4 sparse GEMMs on {torch.cuda.get_device_name(index)}: " \
-               f"{type(exc).__name__}: {first_line}"
+        return f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"
     return None
 
 
