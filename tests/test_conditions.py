@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from wattbench.conditions import (QUANTITIES, ConditionSensors, WindowWatch, decode_clock_events, is_throttle,
-                                  summarize, throttled_benchmarks, wait_until_cool)
+from wattbench.conditions import (QUANTITIES, BoundedCaller, CallTimeout, ConditionSensors, WindowWatch,
+                                  decode_clock_events, is_throttle, summarize, throttled_benchmarks, wait_until_cool)
 
 POWER_CAP, HW_THERMAL, IDLE, APP_CLOCKS = 0x4, 0x40, 0x1, 0x2
 
@@ -94,6 +94,62 @@ def test_a_failed_reading_leaves_a_gap_and_unreadable_quantities_are_left_out():
     result = watch.result()
     assert result["temperature_c"] == [None, None]
     assert "clock_events" not in result and "polls" not in result
+
+
+@pytest.fixture
+def never_returns():
+    """A reader that blocks until the test ends, as a driver call on a lost GPU does."""
+    release = threading.Event()
+    yield lambda: release.wait()
+    release.set()
+
+
+def finishes_within(seconds: float, work) -> None:
+    """Run `work` on a thread and fail (rather than hang) when it takes longer than `seconds`."""
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still waiting after {seconds} s"
+
+
+def test_a_bounded_call_gives_up_and_later_calls_fail_at_once(never_returns):
+    caller = BoundedCaller()
+    assert caller.call(lambda: 7, 1.0, "quick") == 7
+    with pytest.raises(ZeroDivisionError):
+        caller.call(lambda: 1 / 0, 1.0, "broken")  # the call's own error reaches the caller
+    with pytest.raises(CallTimeout, match="stuck did not return within 0.05 s"):
+        caller.call(never_returns, 0.05, "stuck")
+    began = time.monotonic()
+    with pytest.raises(CallTimeout, match="stuck did not return"):
+        caller.call(lambda: 7, 10.0, "quick")
+    assert time.monotonic() - began < 1
+
+
+def test_a_window_whose_readings_hang_ends_with_the_reason(never_returns):
+    hung_sensors = sensors(clock_events=never_returns)
+    hung_sensors.timeout_s = 0.05
+    watches = []
+
+    def window():
+        with WindowWatch(hung_sensors, poll_s=0.01) as watch:
+            time.sleep(0.05)
+        watches.append(watch)
+    finishes_within(3, window)
+    result = watches[0].result()
+    assert result["temperature_c"] == [50, None]  # read before the hang; after it nothing is asked
+    assert "reading clock_events did not return within 0.05 s" in result["hung"]
+    summary = summarize([result], hung_sensors)
+    assert summary["hung"] == result["hung"] and summary["throttled"] is None  # unread is not calm
+
+
+def test_cool_down_stops_waiting_once_the_sensors_hang(never_returns):
+    hung_sensors = sensors(temperature_c=never_returns)
+    hung_sensors.timeout_s = 0.05
+    results = []
+    finishes_within(3, lambda: results.append(wait_until_cool(lambda: hung_sensors.read("temperature_c"), 65,
+                                                                timeout_s=60, poll_s=0.01,
+                                                                hung=lambda: hung_sensors.hung)))
+    assert results[0]["reached"] is False and "did not return" in results[0]["hung"]
 
 
 def test_summary_flags_a_benchmark_throttled_in_any_window():

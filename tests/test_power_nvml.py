@@ -1,15 +1,19 @@
 """NVML behind a faked pynvml boundary (autospec of the real module, real error classes and codes)."""
 
+import threading
+import time
 from unittest import mock
 
 import pynvml
 import pytest
 
+from wattbench.conditions import BoundedCaller
 from wattbench.device import Device
 from wattbench.power import nvml
 from wattbench.power.base import SensorFault
 
-GPU = Device("cuda", 0, "NVIDIA H100 80GB HBM3")
+UUID = "2f6b8a1e-0000-4c1d-9a3e-1234567890ab"
+GPU = Device("cuda", 0, "NVIDIA H100 80GB HBM3", UUID)
 
 
 def field(value_mw: int, ret: int = pynvml.NVML_SUCCESS) -> pynvml.c_nvmlFieldValue_t:
@@ -23,8 +27,12 @@ def field(value_mw: int, ret: int = pynvml.NVML_SUCCESS) -> pynvml.c_nvmlFieldVa
 
 @pytest.fixture
 def fake(monkeypatch):
+    """One whole H100 (MIG off), found by its UUID; a fresh bounded-call worker for each test."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(nvml, "_caller", BoundedCaller("test-nvml"))
     with mock.patch.object(nvml, "pynvml", autospec=True) as fake:
+        fake.nvmlDeviceIsMigDeviceHandle.return_value = 0
+        fake.nvmlDeviceGetMigMode.return_value = [pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_DISABLE]
         fake.nvmlDeviceGetName.return_value = "NVIDIA H100 80GB HBM3"
         fake.nvmlDeviceGetTotalEnergyConsumption.return_value = 123_456
         fake.nvmlDeviceGetFieldValues.return_value = [field(250_000)]
@@ -87,7 +95,7 @@ def test_grace_hopper_falls_back_to_module_scope(fake):
 
 
 def test_no_permission_is_explained(fake):
-    fake.nvmlDeviceGetHandleByIndex.side_effect = error(pynvml.NVML_ERROR_NO_PERMISSION)
+    fake.nvmlDeviceGetHandleByUUID.side_effect = error(pynvml.NVML_ERROR_NO_PERMISSION)
     status = nvml.probe(GPU).status
     assert not status.available and "permission denied" in status.detail
     assert f"NVML error {pynvml.NVML_ERROR_NO_PERMISSION}" in status.detail
@@ -105,13 +113,138 @@ def test_gpu_lost_mid_run_is_a_permanent_fault_and_a_timeout_is_not(fake):
     assert not slow.value.permanent and "timed out" in slow.value.reason
 
 
-def test_cuda_visible_devices_maps_torch_indices_to_nvml(fake, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,GPU-abc")
-    nvml.probe(Device("cuda", 0, "x"))
-    fake.nvmlDeviceGetHandleByIndex.assert_called_with(3)
-    nvml.probe(Device("cuda", 1, "x"))
-    fake.nvmlDeviceGetHandleByUUID.assert_called_with("GPU-abc")
-    assert not nvml.probe(Device("cuda", 2, "x")).status.available
+# -- which GPU: by UUID, MIG slices ---------------------------------------------------------
+
+FAST_GPU, SLOW_GPU = "aaaaaaaa-1111-2222-3333-444444444444", "bbbbbbbb-1111-2222-3333-444444444444"
+
+
+@pytest.fixture
+def two_gpus(fake):
+    """Two GPUs in PCI order (slow first); each handle's counter says which GPU it is."""
+    handles = {"GPU-" + SLOW_GPU: "pci0-slow", "GPU-" + FAST_GPU: "pci1-fast"}
+    energy_mj = {"pci0-slow": 1_000, "pci1-fast": 2_000}
+
+    def by_uuid(uuid):
+        if uuid not in handles:
+            raise error(pynvml.NVML_ERROR_NOT_FOUND)
+        return handles[uuid]
+    fake.nvmlDeviceGetHandleByUUID.side_effect = by_uuid
+    fake.nvmlDeviceGetHandleByIndex.side_effect = lambda i: ["pci0-slow", "pci1-fast"][i]
+    fake.nvmlDeviceGetCount.return_value = 2
+    fake.nvmlDeviceGetTotalEnergyConsumption.side_effect = lambda handle: energy_mj[handle]
+    return fake
+
+
+@pytest.mark.parametrize("order, visible", [(None, None), ("FASTEST_FIRST", None), (None, "1,0"),
+                                            (None, "GPU-aaaa,GPU-bbbb"), ("PCI_BUS_ID", "GPU-aa")])
+def test_the_benchmarked_gpu_is_found_by_its_uuid_whatever_cuda_numbers_it(two_gpus, monkeypatch, order, visible):
+    """CUDA's cuda:0 is the fast GPU (fastest first, or through CUDA_VISIBLE_DEVICES); NVML's index 0
+    is the slow one: the energy must be the fast GPU's."""
+    for name, value in (("CUDA_DEVICE_ORDER", order), ("CUDA_VISIBLE_DEVICES", visible)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    found = nvml.probe(Device("cuda", 0, "NVIDIA H100 80GB HBM3", FAST_GPU))
+    assert found.channels[0].read() == pytest.approx(2.0)
+    two_gpus.nvmlDeviceGetHandleByUUID.assert_called_with("GPU-" + FAST_GPU)
+    two_gpus.nvmlDeviceGetHandleByIndex.assert_not_called()
+
+
+def test_without_a_uuid_the_gpu_is_not_guessed(two_gpus):
+    status = nvml.probe(Device("cuda", 1, "NVIDIA H100 80GB HBM3")).status
+    assert not status.available and "no UUID" in status.detail and "NVML sees 2 GPUs" in status.detail
+    two_gpus.nvmlDeviceGetHandleByIndex.assert_not_called()
+
+
+def test_without_a_uuid_the_only_gpu_of_the_host_is_used(two_gpus):
+    two_gpus.nvmlDeviceGetCount.return_value = 1
+    found = nvml.probe(Device("cuda", 0, "NVIDIA H100 80GB HBM3"))
+    assert found.status.available and found.channels[0].read() == pytest.approx(1.0)
+
+
+SLICE = "cccccccc-1111-2222-3333-444444444444"
+SLICE_NAME = "NVIDIA H100 80GB HBM3 MIG 1g.10gb"
+
+
+@pytest.fixture
+def mig(fake):
+    """A whole H100 in MIG mode with one of its slices; CUDA reports the slice's UUID."""
+    handles = {"GPU-" + UUID: "board", "MIG-" + SLICE: "slice"}
+
+    def by_uuid(uuid):
+        if uuid not in handles:
+            raise error(pynvml.NVML_ERROR_NOT_FOUND)
+        return handles[uuid]
+
+    def energy(handle):  # the whole GPU has a counter (every tenant's energy); a slice has none
+        if handle != "board":
+            raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return 123_456
+    fake.nvmlDeviceGetHandleByUUID.side_effect = by_uuid
+    fake.nvmlDeviceIsMigDeviceHandle.side_effect = lambda handle: int(handle == "slice")
+    fake.nvmlDeviceGetDeviceHandleFromMigDeviceHandle.side_effect = lambda handle: "board"
+    fake.nvmlDeviceGetMigMode.return_value = [pynvml.NVML_DEVICE_MIG_ENABLE, pynvml.NVML_DEVICE_MIG_ENABLE]
+    fake.nvmlDeviceGetName.side_effect = lambda handle: {"slice": SLICE_NAME, "board": "NVIDIA H100 80GB HBM3"}[handle]
+    fake.nvmlDeviceGetUUID.side_effect = lambda handle: {"slice": "MIG-" + SLICE, "board": "GPU-" + UUID}[handle]
+    fake.nvmlDeviceGetTotalEnergyConsumption.side_effect = energy
+    return fake
+
+
+@pytest.mark.parametrize("uuid", [SLICE, UUID], ids=["slice uuid", "parent uuid"])
+def test_a_mig_slice_has_no_energy_and_the_reason_says_so(mig, uuid):
+    status = nvml.probe(Device("cuda", 0, SLICE_NAME, uuid)).status
+    assert not status.available
+    assert "MIG slice" in status.detail and "every slice's tenants" in status.detail
+    assert "Volta" not in status.detail  # not the GPU's generation at fault
+    mig.nvmlDeviceGetTotalEnergyConsumption.assert_not_called()  # the whole GPU's counter is never charged to it
+
+
+def test_a_mig_slices_facts_are_its_own_and_its_gpus(mig):
+    mig.nvmlDeviceGetPowerManagementLimit.side_effect = lambda handle: {"board": 700_000}[handle]
+    facts = nvml.gpu_facts(Device("cuda", 0, SLICE_NAME, SLICE))
+    assert facts["name"] == SLICE_NAME and facts["uuid"] == "MIG-" + SLICE
+    assert facts["board_uuid"] == "GPU-" + UUID and facts["mig_mode"] == "enabled" and facts["power_limit_w"] == 700
+    named_by_parent = nvml.gpu_facts(Device("cuda", 0, SLICE_NAME, UUID))
+    assert named_by_parent["uuid"]["unknown"] and "which slice" in named_by_parent["uuid"]["reason"]
+    assert named_by_parent["board_uuid"] == "GPU-" + UUID
+
+
+def test_a_mig_slices_conditions_are_read_on_its_gpu(mig):
+    mig.nvmlDeviceGetTemperature.side_effect = lambda handle, sensor: {"board": 55}[handle]
+    sensors = nvml.condition_sensors(Device("cuda", 0, SLICE_NAME, SLICE))
+    assert sensors.read("temperature_c") == 55
+
+
+# -- a GPU that stops answering -------------------------------------------------------------
+
+@pytest.fixture
+def hang(monkeypatch):
+    """A fake NVML call that never returns (released at the end of the test), and short timeouts."""
+    release = threading.Event()
+    monkeypatch.setattr(nvml, "CALL_TIMEOUT_S", 0.2)
+    yield lambda *args: release.wait()
+    release.set()
+
+
+def test_a_hung_nvml_call_while_probing_is_explained_and_later_calls_do_not_wait(fake, hang):
+    fake.nvmlDeviceGetName.side_effect = hang
+    began = time.perf_counter()
+    status = nvml.probe(GPU).status
+    facts = nvml.gpu_facts(GPU)
+    assert time.perf_counter() - began < 2  # one timeout, then nothing waits again
+    assert not status.available and "nvmlDeviceGetName did not return within 0.2 s" in status.detail
+    assert all(value["unknown"] and "did not return" in value["reason"] for value in facts.values())
+
+
+def test_a_hung_condition_reading_is_a_gap_with_the_reason(h100, hang):
+    sensors = nvml.condition_sensors(GPU)
+    h100.nvmlDeviceGetTemperature.side_effect = hang
+    began = time.perf_counter()
+    assert sensors.read("temperature_c") is None and sensors.read("sm_clock_mhz") is None
+    assert time.perf_counter() - began < 2
+    assert "reading temperature_c did not return within 0.2 s" in sensors.hung
+    sensors.close()  # nvmlShutdown cannot be called either: closing does not wait or raise
 
 
 # -- environment facts and window conditions ----------------------------------------------
@@ -149,7 +282,7 @@ def test_gpu_facts_are_read_and_nvml_is_released(h100):
     facts = nvml.gpu_facts(GPU)
     assert facts == {
         "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-2f6b8a1e-0000-4c1d-9a3e-1234567890ab",
-        "memory_bytes": 80 * 2**30, "driver_version": "550.54.15", "cuda_driver_version": "12.4",
+        "board_uuid": "GPU-2f6b8a1e-0000-4c1d-9a3e-1234567890ab", "memory_bytes": 80 * 2**30, "driver_version": "550.54.15", "cuda_driver_version": "12.4",
         "power_limit_w": 650.0, "power_limit_default_w": 700.0, "power_limit_enforced_w": 700.0,
         "persistence_mode": "enabled", "mig_mode": "disabled", "ecc_mode": "enabled",
         "application_clock_sm_mhz": 1755, "application_clock_mem_mhz": 2619,
@@ -174,8 +307,9 @@ def test_each_missing_gpu_fact_is_unknown_with_its_own_reason(h100):
 @pytest.mark.parametrize("break_nvml, device, reason", [
     (lambda fake: setattr(fake.nvmlInit, "side_effect", error(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)), GPU,
      "libnvidia-ml.so"),
-    (lambda fake: setattr(fake.nvmlDeviceGetHandleByIndex, "side_effect", error(pynvml.NVML_ERROR_NO_PERMISSION)),
+    (lambda fake: setattr(fake.nvmlDeviceGetHandleByUUID, "side_effect", error(pynvml.NVML_ERROR_NO_PERMISSION)),
      GPU, "permission denied"),
+    (lambda fake: setattr(fake.nvmlDeviceGetCount, "return_value", 2), Device("cuda", 0, "x"), "no UUID"),
     (lambda fake: None, Device("cpu", None, "CPU"), "the run's device is cpu"),
 ])
 def test_gpu_facts_are_all_unknown_when_no_gpu_can_be_read(h100, break_nvml, device, reason):

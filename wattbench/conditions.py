@@ -7,15 +7,18 @@ and a record is flagged when any of them is a throttle. NVML reports a reason on
 is active, so the reasons are polled on a thread for the length of the window.
 
 This module knows nothing about NVML calls (those stay in `wattbench.power.nvml`); it works
-on readers: functions returning a number, or None when a reading failed.
+on readers: functions returning a number, or None when a reading failed. A reader may hang (a
+driver call on a GPU that fell off the bus never returns): every reading goes through a
+`BoundedCaller`, so no wait here lasts longer than a timeout.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from wattbench.schema import is_finite_number
 
@@ -43,6 +46,64 @@ QUANTITIES = EDGE_QUANTITIES + ("clock_events",)
 
 #: How often the clock events are polled during a window (one cheap NVML call each).
 POLL_S = 0.1
+
+#: How long one condition reading may take before the device is taken as hung (a healthy one takes
+#: milliseconds).
+READ_TIMEOUT_S = 10.0
+
+
+class CallTimeout(Exception):
+    """A call did not return in time; `reason` says which call and how long it was given."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BoundedCaller:
+    """Runs calls on one daemon worker thread and waits for each at most a timeout.
+
+    A driver call that hangs cannot be interrupted from Python. Made on the worker, it leaves
+    the caller free: the caller gets a CallTimeout, and the process can still exit. The worker
+    stays stuck in that call, so every later call fails at once with the same reason rather
+    than waiting again: a device that hung once is not asked again in this process.
+    """
+
+    def __init__(self, name: str = "wattbench-bounded-calls"):
+        self.name = name
+        self.hung: str | None = None
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def call(self, fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        """fn() on the worker; its result, or its exception; CallTimeout after `timeout_s`."""
+        if threading.current_thread() is self._worker:
+            return fn()  # a call made from inside a call: waiting on the worker would deadlock
+        if self.hung is not None:
+            raise CallTimeout(self.hung)
+        with self._start_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name=self.name, daemon=True)
+                self._worker.start()
+        done, outcome = threading.Event(), {}
+        self._requests.put((fn, done, outcome))
+        if not done.wait(timeout_s):
+            self.hung = self.hung or (f"{what} did not return within {timeout_s:g} s (the device may be lost or "
+                                      "hung); no further calls are made to it")
+            raise CallTimeout(self.hung)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _serve(self) -> None:
+        while True:
+            fn, done, outcome = self._requests.get()
+            try:
+                outcome["value"] = fn()
+            except Exception as err:  # noqa: BLE001 - handed to the caller, who decides
+                outcome["error"] = err
+            done.set()
 
 
 def unknown(reason: str) -> dict:
@@ -77,11 +138,15 @@ class ConditionSensors:
 
     `readers` maps a quantity of QUANTITIES to a function returning its value (None when one
     reading fails); `missing` maps each quantity that cannot be read at all to the reason.
+    Readings are made through `caller` and given up after `timeout_s`; after one has hung,
+    `hung` says why and every later reading is None at once.
     """
 
     readers: dict[str, Callable[[], float | None]]
     missing: dict[str, str]
     close: Callable[[], None] = lambda: None
+    caller: BoundedCaller = field(default_factory=BoundedCaller)
+    timeout_s: float = READ_TIMEOUT_S
 
     def __post_init__(self):
         given = [*self.readers, *self.missing]
@@ -95,7 +160,17 @@ class ConditionSensors:
 
     def read(self, quantity: str) -> float | None:
         reader = self.readers.get(quantity)
-        return None if reader is None else reader()
+        if reader is None:
+            return None
+        try:
+            return self.caller.call(reader, self.timeout_s, f"reading {quantity}")
+        except CallTimeout:
+            return None
+
+    @property
+    def hung(self) -> str | None:
+        """Why readings stopped (one did not return in time), or None."""
+        return self.caller.hung
 
     def why_unavailable(self) -> str | None:
         """Why nothing at all can be read, or None when something can."""
@@ -106,7 +181,8 @@ class WindowWatch:
     """The conditions over one window (`with WindowWatch(sensors) as watch: ...`, then `watch.result()`).
 
     Edge quantities are read on entering and leaving; the clock events on entering, every
-    `poll_s` on a daemon thread, and on leaving, OR-ed together.
+    `poll_s` on a daemon thread, and on leaving, OR-ed together. Every reading is bounded (see
+    ConditionSensors), so leaving waits at most one poll period and one reading's timeout.
     """
 
     def __init__(self, sensors: ConditionSensors, poll_s: float = POLL_S):
@@ -120,6 +196,7 @@ class WindowWatch:
         self.end: dict[str, float | None] = {}
         self.mask = 0
         self.polls = 0
+        self.hung: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -147,22 +224,29 @@ class WindowWatch:
     def __exit__(self, *exc) -> None:
         if self._thread is not None:
             self._stop.set()
-            self._thread.join()
+            self._thread.join(self.poll_s + self.sensors.timeout_s)
             self._poll()
         self.end = self._edges()
+        self.hung = self.sensors.hung
 
     def result(self) -> dict:
-        """[start, end] of each readable edge quantity, and the clock events seen (when readable)."""
+        """[start, end] of each readable edge quantity, the clock events seen (when readable), and
+        `hung`, the reason, when readings stopped because one did not return."""
         result = {q: [self.start[q], self.end[q]] for q in self.start}
         if "clock_events" in self.sensors.readers:
             result["clock_events"] = decode_clock_events(self.mask)
             result["polls"] = self.polls
+        if self.hung is not None:
+            result["hung"] = self.hung
         return result
 
 
 def summarize(windows: list[dict], sensors: ConditionSensors) -> dict:
     """A benchmark's `energy["conditions"]`: its first window's start and last window's end,
-    every clock event seen in any window, the throttles among them, and each window's detail."""
+    every clock event seen in any window, the throttles among them, and each window's detail.
+
+    When readings hung in a window, `hung` gives the reason, and without a throttle seen
+    `throttled` is None: an unread window is not a calm one."""
     if not windows:
         raise ValueError("windows must hold at least one window's conditions")
     everything_missing = sensors.why_unavailable()
@@ -181,17 +265,25 @@ def summarize(windows: list[dict], sensors: ConditionSensors) -> dict:
         seen = list(dict.fromkeys(name for window in windows for name in window["clock_events"]))
         throttles = [name for name in seen if is_throttle(name)]
         summary.update(clock_events=seen, throttle_reasons=throttles, throttled=bool(throttles))
+    hung = next((window["hung"] for window in windows if "hung" in window), None)
+    if hung is not None:
+        summary["hung"] = hung
+        if not summary["throttled"]:
+            summary["throttled"] = None
     summary["windows"] = windows
     return summary
 
 
 def wait_until_cool(read_temperature: Callable[[], float | None], target_c: float, timeout_s: float,
                     poll_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> dict:
+                    sleep: Callable[[float], None] = time.sleep,
+                    hung: Callable[[], str | None] = lambda: None) -> dict:
     """Poll the temperature until it is at or below `target_c`, giving up after `timeout_s`.
 
-    A failed reading (None) counts as not cool yet. Returns what happened: the target, the
-    temperatures at the start and end, the seconds waited and whether the target was reached.
+    A failed reading (None) counts as not cool yet. Once `hung()` gives a reason (the sensors
+    stopped answering, e.g. ConditionSensors.hung) waiting longer cannot help: the wait ends
+    at once, with that reason as `hung`. Returns what happened: the target, the temperatures
+    at the start and end, the seconds waited and whether the target was reached.
     """
     for name, value in (("target_c", target_c), ("timeout_s", timeout_s), ("poll_s", poll_s)):
         if not is_finite_number(value):
@@ -200,15 +292,18 @@ def wait_until_cool(read_temperature: Callable[[], float | None], target_c: floa
         raise ValueError(f"timeout_s must be >= 0 and poll_s > 0, got timeout_s={timeout_s!r}, poll_s={poll_s!r}")
     began = clock()
     start = current = read_temperature()
-    while current is None or current > target_c:
+    while (current is None or current > target_c) and hung() is None:
         waited = clock() - began
         if waited >= timeout_s:
             break
         sleep(min(poll_s, timeout_s - waited))
         current = read_temperature()
     reached = current is not None and current <= target_c
-    return {"target_c": target_c, "start_c": start, "end_c": current, "waited_s": clock() - began,
-            "reached": reached}
+    result = {"target_c": target_c, "start_c": start, "end_c": current, "waited_s": clock() - began,
+              "reached": reached}
+    if not reached and hung() is not None:
+        result["hung"] = hung()
+    return result
 
 
 def throttled_benchmarks(run: dict) -> list[str]:

@@ -48,6 +48,9 @@ class Channel:
     #: Smallest step of a reading: joules for a counter, watts otherwise.
     resolution: float = 0.0
     note: str = ""
+    #: The one device this channel reads (e.g. "nvml:0"): a counter and an instant channel with
+    #: the same sensor measure the same device, and their energies are cross-checked.
+    sensor: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:

@@ -10,20 +10,28 @@ Channels per GPU, best first:
 
 Besides power: `gpu_facts` (the static facts of a run file's environment block) and
 `condition_sensors` (temperature, clocks and clock-event reasons during energy windows).
+
+A torch device is found in NVML by its UUID (`find_gpu`): CUDA and NVML number GPUs
+differently. On a MIG slice NVML measures no energy or power, and the whole GPU's readings
+include every slice's tenants, so a slice gets no power source (conditions and board facts
+come from its physical GPU, which they describe). Every NVML call made outside the sampler
+thread is bounded in time (`_call`): a call that hangs (a GPU lost) ends that source, not the run.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import pynvml
-from pynvml import (NVML_CLOCK_MEM, NVML_CLOCK_SM, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_FUNCTION_NOT_FOUND,
-                    NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_LIBRARY_NOT_FOUND,
-                    NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_FOUND, NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_RESET_REQUIRED,
-                    NVML_ERROR_TIMEOUT, NVML_ERROR_UNINITIALIZED, NVML_FEATURE_ENABLED, NVML_FI_DEV_POWER_INSTANT,
-                    NVML_POWER_SCOPE_GPU, NVML_POWER_SCOPE_MODULE, NVML_SUCCESS, NVML_TEMPERATURE_GPU, NVMLError)
+from pynvml import (NVML_CLOCK_MEM, NVML_CLOCK_SM, NVML_DEVICE_MIG_ENABLE, NVML_ERROR_DRIVER_NOT_LOADED,
+                    NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT,
+                    NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_FOUND,
+                    NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_RESET_REQUIRED, NVML_ERROR_TIMEOUT, NVML_ERROR_UNINITIALIZED,
+                    NVML_FEATURE_ENABLED, NVML_FI_DEV_POWER_INSTANT, NVML_POWER_SCOPE_GPU, NVML_POWER_SCOPE_MODULE,
+                    NVML_SUCCESS, NVML_TEMPERATURE_GPU, NVMLError)
 
-from wattbench.conditions import ConditionSensors, unknown
+from wattbench.conditions import BoundedCaller, CallTimeout, ConditionSensors, unknown
 from wattbench.device import Device
 from wattbench.power.base import Channel, Probe, SensorFault, SourceStatus
 
@@ -37,7 +45,7 @@ EXPLANATIONS = {
     NVML_ERROR_RESET_REQUIRED: "the GPU needs a reset",
     NVML_ERROR_NOT_FOUND: "no such GPU",
     NVML_ERROR_INVALID_ARGUMENT: "no such GPU",
-    NVML_ERROR_TIMEOUT: "NVML timed out",
+    NVML_ERROR_TIMEOUT: "NVML timed out (the GPU may be busy, lost or hung)",
     NVML_ERROR_UNINITIALIZED: "NVML is not initialised",
     NVML_ERROR_FUNCTION_NOT_FOUND: "this driver's NVML lacks the function (an older driver)",
 }
@@ -53,9 +61,57 @@ AVERAGE_SETTLE_S = 1.1
 
 SCOPES = ((NVML_POWER_SCOPE_GPU, "GPU"), (NVML_POWER_SCOPE_MODULE, "module (Grace CPU + GPU + memory)"))
 
+#: How long an NVML call outside the sampler may take (a healthy one takes microseconds to
+#: milliseconds); nvmlInit may take seconds per GPU on a driver without persistence mode.
+CALL_TIMEOUT_S = 10.0
+INIT_TIMEOUT_S = 60.0
+
+MIG_NO_ENERGY = ("a MIG slice: NVML measures no energy or power per slice, and the whole GPU's readings include "
+                 "every slice's tenants, so this device's energy cannot be measured")
+
+
+class Unanswered(NVMLError):
+    """An NVML call that wattbench stopped waiting for; `reason` says which and for how long."""
+
+    def __new__(cls, reason: str):
+        err = NVMLError.__new__(cls, NVML_ERROR_TIMEOUT)
+        err.reason = reason
+        return err
+
+
+#: The worker that makes every NVML call outside the sampler thread (see BoundedCaller).
+_caller = BoundedCaller("wattbench-nvml")
+
+
+def _call(what: str, fn: Callable, *args, timeout_s: float | None = None) -> Any:
+    """fn(*args), waited for at most `timeout_s` (CALL_TIMEOUT_S by default); a call that does
+    not return is an Unanswered error naming `what`."""
+    try:
+        return _caller.call(lambda: fn(*args), CALL_TIMEOUT_S if timeout_s is None else timeout_s, what)
+    except CallTimeout as timeout:
+        raise Unanswered(timeout.reason) from None
+
+
+def _nvml(function: str, *args, timeout_s: float | None = None) -> Any:
+    """pynvml.`function`(*args) through `_call`."""
+    return _call(function, getattr(pynvml, function), *args, timeout_s=timeout_s)
+
+
+def _init() -> None:
+    _nvml("nvmlInit", timeout_s=INIT_TIMEOUT_S)
+
+
+def _shutdown() -> None:
+    """Release NVML; a failure (a GPU that stopped answering) leaves nothing to do at the end."""
+    try:
+        _nvml("nvmlShutdown")
+    except NVMLError:
+        pass
+
 
 def explain(err: NVMLError, what: str) -> str:
-    return f"{what}: {EXPLANATIONS.get(err.value, str(err))} (NVML error {err.value})"
+    detail = err.reason if isinstance(err, Unanswered) else EXPLANATIONS.get(err.value, str(err))
+    return f"{what}: {detail} (NVML error {err.value})"
 
 
 def fault(err: NVMLError, what: str) -> SensorFault:
@@ -68,15 +124,76 @@ def field_number(value) -> float:
     return float(getattr(value.value, members[value.valueType]))
 
 
-def nvml_handle(index: int):
-    """The NVML handle of torch's cuda:`index`, honouring CUDA_VISIBLE_DEVICES (indices or UUIDs)."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if not visible:
-        return pynvml.nvmlDeviceGetHandleByIndex(index)
-    if index >= len(visible):
-        raise NVMLError(NVML_ERROR_NOT_FOUND)
-    entry = visible[index]
-    return pynvml.nvmlDeviceGetHandleByIndex(int(entry)) if entry.isdigit() else pynvml.nvmlDeviceGetHandleByUUID(entry)
+@dataclass(frozen=True)
+class Gpu:
+    """The NVML handles of a torch device.
+
+    `board` is the physical GPU. `handle` is the device itself: the board, or on a MIG slice
+    the slice's handle, or None where CUDA named the slice by its parent's UUID (which slice
+    is then unknown). `mig` says whether the device is a MIG slice.
+    """
+
+    handle: Any
+    board: Any
+    mig: bool
+
+
+def _false_when_unsupported(query: Callable[[], bool]) -> bool:
+    """A MIG query's answer; False where the GPU or driver knows nothing of MIG."""
+    try:
+        return query()
+    except NVMLError as err:
+        if err.value in (NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_FUNCTION_NOT_FOUND):
+            return False
+        raise
+
+
+def _is_mig_slice(handle) -> bool:
+    return _false_when_unsupported(lambda: bool(_nvml("nvmlDeviceIsMigDeviceHandle", handle)))
+
+
+def _mig_enabled(board) -> bool:
+    return _false_when_unsupported(lambda: _nvml("nvmlDeviceGetMigMode", board)[0] == NVML_DEVICE_MIG_ENABLE)
+
+
+def _on_board(board) -> Gpu:
+    """The device on a physical GPU: CUDA runs only on MIG slices of a GPU in MIG mode."""
+    return Gpu(None, board, mig=True) if _mig_enabled(board) else Gpu(board, board, mig=False)
+
+
+def _by_uuid(uuid: str):
+    """The handle of CUDA's UUID (reported without its prefix): a GPU's, else a MIG slice's."""
+    try:
+        return _nvml("nvmlDeviceGetHandleByUUID", "GPU-" + uuid)
+    except NVMLError as err:
+        if err.value not in (NVML_ERROR_NOT_FOUND, NVML_ERROR_INVALID_ARGUMENT):
+            raise
+    return _nvml("nvmlDeviceGetHandleByUUID", "MIG-" + uuid)
+
+
+def find_gpu(device: Device) -> Gpu:
+    """`device`'s handles, found by its UUID: never by index, since CUDA orders devices fastest
+    first (unless CUDA_DEVICE_ORDER=PCI_BUS_ID) and through CUDA_VISIBLE_DEVICES, NVML by PCI bus.
+
+    Without a UUID the only mapping that is provably right is a host where NVML sees one GPU:
+    every CUDA device is then that GPU (or a MIG slice of it). Anywhere else this raises
+    LookupError with the reason rather than guess; NVML's own errors raise NVMLError.
+    """
+    if device.uuid is not None:
+        handle = _by_uuid(device.uuid)
+        if _is_mig_slice(handle):
+            return Gpu(handle, _nvml("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle), mig=True)
+        return _on_board(handle)
+    count = _nvml("nvmlDeviceGetCount")
+    if count != 1:
+        raise LookupError(f"{device.spec} has no UUID (torch reported none) and NVML sees {count} GPUs: which of "
+                          "them it is cannot be known, so none is guessed")
+    return _on_board(_nvml("nvmlDeviceGetHandleByIndex", 0))
+
+
+def _device_name(gpu: Gpu) -> str:
+    name = _text(_nvml("nvmlDeviceGetName", gpu.board if gpu.handle is None else gpu.handle))
+    return f"MIG slice of {name}" if gpu.handle is None else name
 
 
 def counter_reader(handle):
@@ -109,68 +226,87 @@ def usage_reader(handle):
     return read
 
 
+def _unavailable(reason: str, info: dict | None = None) -> Probe:
+    _shutdown()
+    return Probe(SourceStatus("nvml", False, reason), info=info or {})
+
+
+def _why_not(what: str, read) -> str | None:
+    """Why `read` fails now, or None when it works."""
+    try:
+        _call(what, read)
+    except SensorFault as err:
+        return err.reason
+    except NVMLError as err:
+        return explain(err, what)
+    return None
+
+
 def probe(device: Device) -> Probe:
     try:
-        pynvml.nvmlInit()
+        _init()
     except NVMLError as err:
         return Probe(SourceStatus("nvml", False, explain(err, "nvmlInit")))
     if device.type != "cuda":
-        pynvml.nvmlShutdown()
-        return Probe(SourceStatus("nvml", False, f"NVML measures NVIDIA GPUs; the device is {device.spec}"))
+        return _unavailable(f"NVML measures NVIDIA GPUs; the device is {device.spec}")
     try:
-        handle = nvml_handle(device.index or 0)
-        name = _text(pynvml.nvmlDeviceGetName(handle))
+        gpu = find_gpu(device)
+        name = _device_name(gpu)
     except NVMLError as err:
-        pynvml.nvmlShutdown()
-        return Probe(SourceStatus("nvml", False, explain(err, f"GPU {device.spec}")))
+        return _unavailable(explain(err, f"GPU {device.spec}"))
+    except LookupError as err:
+        return _unavailable(str(err))
+    if gpu.mig:
+        return _unavailable(f"{name}: {MIG_NO_ENERGY}", {"device_name": name, "mig": True, "scope": None,
+                                                         "power_limit_w": None, "unavailable": [MIG_NO_ENERGY]})
+    handle = gpu.handle
     module_scope = "GH200" in name or "Grace" in name
-    gpu = f"nvml:{device.index or 0}"
+    gpu_name = f"nvml:{device.index or 0}"
     channels, missing = [], []
 
     read = counter_reader(handle)
-    try:
-        read()
+    why = _why_not("energy counter", read)
+    if why is None:
         scope = SCOPES[1][1] if module_scope else "GPU board"
-        channels.append(Channel(f"{gpu}:counter", "nvml", "counter", scope, read=read, resolution=0.001))
-    except SensorFault as err:
-        missing.append(err.reason + (" (the counter needs Volta or newer)"
-                                     if "not supported" in err.reason else ""))
+        channels.append(Channel(f"{gpu_name}:counter", "nvml", "counter", scope, read=read, resolution=0.001,
+                                sensor=gpu_name))
+    else:
+        missing.append(why + (" (the counter needs Volta or newer)" if "not supported" in why else ""))
 
     for scope_id, scope in SCOPES:
         read = field_reader(handle, NVML_FI_DEV_POWER_INSTANT, scope_id)
-        try:
-            read()
-        except SensorFault as err:
-            missing.append(f"{err.reason} at {scope} scope")
+        why = _why_not("instant power", read)
+        if why is not None:
+            missing.append(f"{why} at {scope} scope")
             continue
-        channels.append(Channel(f"{gpu}:instant", "nvml", "instant", scope, read=read, settle_s=INSTANT_SETTLE_S,
-                                resolution=0.001, note="averages about 25 ms of every 100 ms on A100/H100"))
+        channels.append(Channel(f"{gpu_name}:instant", "nvml", "instant", scope, read=read,
+                                settle_s=INSTANT_SETTLE_S, resolution=0.001, sensor=gpu_name,
+                                note="averages about 25 ms of every 100 ms on A100/H100"))
         break
 
     if not channels:
         read = usage_reader(handle)
-        try:
-            read()
-            channels.append(Channel(f"{gpu}:average", "nvml", "average", "GPU board", read=read,
-                                    settle_s=AVERAGE_SETTLE_S, resolution=0.001,
+        why = _why_not("power usage", read)
+        if why is None:
+            channels.append(Channel(f"{gpu_name}:average", "nvml", "average", "GPU board", read=read,
+                                    settle_s=AVERAGE_SETTLE_S, resolution=0.001, sensor=gpu_name,
                                     note="nvmlDeviceGetPowerUsage: a 1 s rolling average on Ampere and newer "
                                          "(except GA100); last resort"))
-        except SensorFault as err:
-            missing.append(err.reason)
+        else:
+            missing.append(why)
 
     try:
-        power_limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
+        power_limit_w = _nvml("nvmlDeviceGetEnforcedPowerLimit", handle) / 1000.0
     except NVMLError:
         power_limit_w = None
     info = {"device_name": name, "power_limit_w": power_limit_w, "scope": channels[0].scope if channels else None,
             "unavailable": missing}
     if not channels:
-        pynvml.nvmlShutdown()
-        return Probe(SourceStatus("nvml", False, f"{name}: " + "; ".join(missing)), info=info)
+        return _unavailable(f"{name}: " + "; ".join(missing), info)
     detail = f"{name}: " + ", ".join(f"{c.method} ({c.scope})" for c in channels)
     if missing:
         detail += "; unavailable: " + "; ".join(missing)
-    return Probe(SourceStatus("nvml", True, detail), channels, channels[:1], info, close=pynvml.nvmlShutdown)
+    return Probe(SourceStatus("nvml", True, detail), channels, channels[:1], info, close=_shutdown)
 
 
 # -- environment facts --------------------------------------------------------------------
@@ -194,6 +330,7 @@ GPU_FACTS = {
     "name": ("name", lambda h: _text(pynvml.nvmlDeviceGetName(h))),
     "uuid": ("UUID", lambda h: _text(pynvml.nvmlDeviceGetUUID(h))),
     "memory_bytes": ("memory", lambda h: int(pynvml.nvmlDeviceGetMemoryInfo(h).total)),
+    "board_uuid": ("UUID of the physical GPU", lambda h: _text(pynvml.nvmlDeviceGetUUID(h))),
     "driver_version": ("driver version", lambda h: _text(pynvml.nvmlSystemGetDriverVersion())),
     "cuda_driver_version": ("CUDA driver version",
                             lambda h: _cuda_version(pynvml.nvmlSystemGetCudaDriverVersion_v2())),
@@ -217,9 +354,17 @@ GPU_FACTS = {
 }
 
 
+#: Facts of the device itself, which a MIG slice has of its own; the others are its physical GPU's.
+DEVICE_FACTS = ("name", "uuid", "memory_bytes")
+
+UNKNOWN_SLICE = "CUDA named this MIG slice by its GPU's UUID, so which slice it is (and its own facts) is unknown"
+
+
 def _fact(what: str, read, handle):
+    if handle is None:
+        return unknown(UNKNOWN_SLICE)
     try:
-        return read(handle)
+        return _call(what, read, handle)
     except NVMLError as err:
         return unknown(explain(err, what))
 
@@ -229,21 +374,25 @@ def _all_unknown(reason: str) -> dict:
 
 
 def gpu_facts(device: Device) -> dict:
-    """Every fact of GPU_FACTS about `device`: its value, or unknown with NVML's reason."""
+    """Every fact of GPU_FACTS about `device`: its value, or unknown with NVML's reason. On a MIG
+    slice, `name`, `uuid` and `memory_bytes` are the slice's, the rest its physical GPU's."""
     try:
-        pynvml.nvmlInit()
+        _init()
     except NVMLError as err:
         return _all_unknown(explain(err, "nvmlInit"))
     try:
         if device.type != "cuda":
             return _all_unknown(f"the run's device is {device.spec}, not an NVIDIA GPU")
         try:
-            handle = nvml_handle(device.index or 0)
+            gpu = find_gpu(device)
         except NVMLError as err:
             return _all_unknown(explain(err, f"GPU {device.spec}"))
-        return {key: _fact(what, read, handle) for key, (what, read) in GPU_FACTS.items()}
+        except LookupError as err:
+            return _all_unknown(str(err))
+        return {key: _fact(what, read, gpu.handle if key in DEVICE_FACTS else gpu.board)
+                for key, (what, read) in GPU_FACTS.items()}
     finally:
-        pynvml.nvmlShutdown()
+        _shutdown()
 
 
 # -- conditions during energy windows --------------------------------------------------------
@@ -282,25 +431,32 @@ def _reading_or_none(read, handle):
 
 def condition_sensors(device: Device) -> ConditionSensors:
     """Readers of `device`'s temperature, clocks and clock events; each quantity that cannot be
-    read (tried once here) is missing with NVML's reason. `close` releases NVML."""
+    read (tried once here) is missing with NVML's reason. `close` releases NVML.
+
+    On a MIG slice they read its physical GPU: the temperature, clocks and throttling the
+    slice runs under are the GPU's. Readings go through the same bounded worker as every other
+    NVML call, so a GPU that stops answering ends them all at once."""
     try:
-        pynvml.nvmlInit()
+        _init()
     except NVMLError as err:
         return ConditionSensors.unavailable(explain(err, "nvmlInit"))
     if device.type != "cuda":
-        pynvml.nvmlShutdown()
+        _shutdown()
         return ConditionSensors.unavailable(f"NVML reads NVIDIA GPUs; the device is {device.spec}")
     try:
-        handle = nvml_handle(device.index or 0)
+        board = find_gpu(device).board
     except NVMLError as err:
-        pynvml.nvmlShutdown()
+        _shutdown()
         return ConditionSensors.unavailable(explain(err, f"GPU {device.spec}"))
+    except LookupError as err:
+        _shutdown()
+        return ConditionSensors.unavailable(str(err))
     readers, missing = {}, {}
     for quantity, read in CONDITIONS.items():
         try:
-            read(handle)
+            _call(quantity, read, board)
         except NVMLError as err:
             missing[quantity] = explain(err, quantity)
         else:
-            readers[quantity] = _reading_or_none(read, handle)
-    return ConditionSensors(readers, missing, close=pynvml.nvmlShutdown)
+            readers[quantity] = _reading_or_none(read, board)
+    return ConditionSensors(readers, missing, close=_shutdown, caller=_caller, timeout_s=CALL_TIMEOUT_S)
