@@ -5,10 +5,13 @@ import threading
 import time
 
 import pytest
+from fake_nvml import fake_pynvml, field
 
 from wattbench.conditions import ConditionSensors
 from wattbench.device import Device
 from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor, describe_sources, monitor as monitor_module
+from wattbench.power import nvml, sampler as sampler_module
+from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.simulate import constant, live_probe
 
 CPU = Device("cpu", None, "Test CPU")
@@ -39,7 +42,8 @@ def test_this_machine_reports_every_source_unavailable_with_a_reason(tmp_path):
     assert all(not s.available and s.detail for s in statuses)
 
 
-def test_simulated_source_gives_the_full_energy_record():
+def test_simulated_source_gives_the_full_energy_record(monkeypatch):
+    monkeypatch.setattr(sampler_module, "CPU_BUDGET", 1.0)  # polled at 200 Hz even on a slow host: 0.2 s windows
     syncs = []
     probe = live_probe(constant(200.0), duration_s=60.0)
     with PowerMonitor(CPU, PowerConfig(**FAST), probes=[probe]) as monitor:
@@ -65,6 +69,10 @@ def test_simulated_source_gives_the_full_energy_record():
     assert all(previous[1] <= following[0] for previous, following in zip(spans, spans[1:]))
     assert info["source"] == "simulated" and info["idle_power_w"] == pytest.approx(200.0, rel=0.05)
     assert info["sampler"]["hz"] == 200 and info["faults"] == []
+    counter, instant = (info["sampler"]["channels"][name] for name in ("sim:counter", "sim:instant"))
+    assert counter["role"] == "primary" and instant["role"] == "secondary"
+    assert counter["poll_hz"] > 0 and counter["read_s_max"] >= counter["read_s_mean"] > 0
+    assert info["sampler"]["cpu_pct"] > 0 and info["sampler"]["plan_hz"] == 200
     assert record["conditions"]["unknown"] and "nvml" in record["conditions"]["reason"].lower()
 
 
@@ -208,3 +216,60 @@ def test_sampler_is_paused_outside_energy_windows_unless_the_whole_trace_is_kept
         assert not kept.sampler.paused
         kept.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
         assert not kept.sampler.paused
+
+
+GPU = Device("cuda", 0, "NVIDIA H100 80GB HBM3", "2f6b8a1e-0000-4c1d-9a3e-1234567890ab")
+
+
+def test_nvmls_counter_and_instant_power_are_cross_checked_though_their_scopes_are_labelled_apart(monkeypatch):
+    """NVML's counter is the "GPU board", its instant field the "GPU": the H100/H200 case."""
+    monkeypatch.setattr(Device, "synchronize", lambda device: None)  # no CUDA here
+    began = time.perf_counter()
+
+    def energy_mj(handle):  # 200 W, the counter updating every 100 ms
+        return 20_000 * int((time.perf_counter() - began) / 0.1)
+    with fake_pynvml(monkeypatch) as fake:
+        fake.nvmlDeviceGetTotalEnergyConsumption.side_effect = energy_mj
+        fake.nvmlDeviceGetFieldValues.return_value = [field(200_000)]
+        probe = nvml.probe(GPU)
+        assert [c.scope for c in probe.channels] == ["GPU board", "GPU"]
+        with PowerMonitor(GPU, PowerConfig(**FAST), probes=[probe],
+                          conditions=ConditionSensors.unavailable("not read in this test")) as monitor:
+            record = monitor.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
+    assert record["valid"] and record["cross_check_method"] == "instant"
+    assert abs(record["disagreement_pct"]) < 10
+
+
+def test_a_gpu_that_hangs_mid_run_ends_its_windows_invalid_and_the_run_completes(monkeypatch):
+    monkeypatch.setattr(sampler_module, "HUNG_READ_S", 0.2)
+    monkeypatch.setattr(sampler_module, "STOP_WAIT_S", 0.3)
+    healthy = live_probe(constant(200.0), duration_s=60.0)
+    release, lost = threading.Event(), threading.Event()
+    counter_read = healthy.channels[0].read
+
+    def read():  # the driver call never returns once the GPU is lost
+        if lost.is_set():
+            release.wait()
+        return counter_read()
+    counter = Channel(**{**healthy.channels[0].__dict__, "read": read})
+    probe = Probe(SourceStatus("simulated", True, "hangs"), [counter, healthy.channels[1]], [counter], healthy.info)
+    outcome = {}
+
+    def run():
+        with PowerMonitor(CPU, PowerConfig(**FAST), probes=[probe]) as monitor:
+            outcome["before"] = monitor.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
+            lost.set()
+            outcome["after"] = monitor.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
+            outcome["info"] = monitor.run_info()
+    worker = threading.Thread(target=run, daemon=True)
+    try:
+        worker.start()
+        worker.join(20)
+        assert not worker.is_alive(), "the run hung with the GPU"
+    finally:
+        release.set()
+    assert outcome["before"]["valid"]
+    after = outcome["after"]
+    assert after["valid"] is False and "a read has not returned" in after["reason"]
+    assert any("has not returned" in fault for fault in outcome["info"]["faults"])
+    assert outcome["info"]["sampler"]["stuck"] is not None

@@ -5,8 +5,10 @@ import time
 
 import pytest
 
+from wattbench.power import sampler as sampler_module
 from wattbench.power.base import Channel, SensorFault
-from wattbench.power.sampler import Sampler
+from wattbench.power.sampler import MIN_HZ, SECONDARY_SHARE, WALL_SHARE, Plan, Sampler, plan_rates, read_load
+from wattbench.power.simulate import busy_cpu
 
 WATTS = 50.0
 
@@ -26,7 +28,7 @@ def power_channel(name="fake:power"):
 
 
 def test_thread_is_a_daemon_and_windows_give_energy_power_and_counts():
-    with Sampler([counter_channel(), power_channel()], hz=200) as sampler:
+    with Sampler([counter_channel(), power_channel()], hz=200, cpu_budget=1.0) as sampler:
         assert any(t.daemon and t.name == "wattbench-power-sampler" for t in threading.enumerate())
         time.sleep(0.05)
         with sampler.window("outer") as outer:
@@ -125,21 +127,28 @@ def test_bad_sampler_arguments():
         Sampler([Channel("x", "fake", "instant", "test")])
 
 
-def test_a_reading_is_stamped_before_its_read_not_after_a_slow_return():
-    """A read that releases the GIL may return late (the switch interval, here a sleep):
-    the stamp must stay the time the read began."""
-    started = []
+def test_a_reading_is_stamped_with_the_midpoint_of_its_read_and_its_duration_widens_the_edges():
+    """When inside a 30 ms read the sensor was read is unknown: the stamp is the read's midpoint,
+    and the read's duration goes into the window's edge error."""
+    spans = []
 
     def slow_read():
-        started.append(time.perf_counter())
+        began = time.perf_counter()
         time.sleep(0.03)
+        spans.append((began, time.perf_counter()))
         return WATTS
-    channel = Channel("slow", "fake", "instant", "test", read=slow_read)
-    sampler = Sampler([channel])
-    for _ in range(3):
+    slow = Channel("slow", "fake", "instant", "test", read=slow_read)
+    quick = Channel("quick", "fake", "instant", "test", read=lambda: WATTS)
+    sampler = Sampler([slow, quick])
+    for _ in range(6):
         sampler.poll_once()
-    stamps = sampler.trace(channel).timestamps
-    assert all(abs(stamp - began) < 0.002 for stamp, began in zip(stamps, started))
+    trace = sampler.trace(slow)
+    assert all(abs(stamp - (began + ended) / 2) < 0.002 for stamp, (began, ended) in zip(trace.timestamps, spans))
+    assert all(0.03 <= duration < 0.05 for duration in trace.durations)
+    start, end = trace.timestamps[1], trace.timestamps[4]
+    slow_window = sampler.evaluate("w", start, end).channels
+    assert slow_window["slow"].edge_error_j >= WATTS * 0.03  # half of each edge's 30 ms read, twice
+    assert slow_window["quick"].edge_error_j < WATTS * 0.001
 
 
 def test_a_paused_sampler_reads_nothing_and_resumes_with_a_fresh_counter_update():
@@ -205,3 +214,88 @@ def test_a_window_never_integrates_a_counter_across_a_pause():
     later = sampler.evaluate("later", times[2] + 0.0005, times[3]).channels["c"]
     assert not early.valid and "no update at or before start" in early.reason
     assert later.valid
+
+
+# -- poll rates within the budget, whatever a read costs --------------------------------------
+
+def load(cpu_s, wall_s=None):
+    return read_load(cpu_s, cpu_s if wall_s is None else wall_s)
+
+
+def test_cheap_reads_are_polled_at_the_full_rate():
+    assert plan_rates(100.0, tick_load=load(5e-6), primary_load=load(20e-6), secondary_load=load(20e-6)) == \
+        Plan(100.0, 1)
+
+
+@pytest.mark.parametrize("read_s", [1e-3, 2.4e-3, 6.6e-3])
+def test_costly_reads_slow_the_secondaries_first_and_the_plan_fits_the_budget(read_s):
+    plan = plan_rates(100.0, tick_load=load(10e-6), primary_load=load(read_s), secondary_load=load(read_s))
+    cpu_per_s = plan.hz * (10e-6 + read_s) + plan.secondary_hz * read_s
+    assert cpu_per_s < 0.01  # under 1% of a core
+    assert plan.secondary_hz < plan.hz and plan.hz >= MIN_HZ
+    assert plan.secondary_hz * read_s <= SECONDARY_SHARE * cpu_per_s * 1.01 or plan.hz == MIN_HZ
+
+
+def test_reads_that_block_in_the_driver_are_bounded_by_time_not_cpu():
+    plan = plan_rates(100.0, tick_load=load(10e-6), primary_load=load(20e-6, 6.6e-3),
+                      secondary_load=load(20e-6, 6.6e-3))
+    assert plan.hz * 6.6e-3 + plan.secondary_hz * 6.6e-3 <= WALL_SHARE * 1.001
+    assert plan.hz > 10  # blocking costs no CPU: far faster than CPU-burning reads of the same length
+
+
+def test_a_cheap_secondary_is_not_slowed_for_a_costly_primary():
+    plan = plan_rates(100.0, tick_load=load(10e-6), primary_load=load(2.4e-3), secondary_load=load(20e-6))
+    assert plan.every == 1
+
+
+def test_the_thread_keeps_its_cpu_in_budget_when_reads_burn_milliseconds():
+    def costly(method):
+        def read():
+            busy_cpu(2e-3)
+            return WATTS * time.perf_counter() if method == "counter" else WATTS
+        return Channel(f"costly:{method}", "fake", method, "test", read=read)
+    with Sampler([costly("counter"), costly("instant")], hz=100, primary=["costly:counter"]) as sampler:
+        time.sleep(2.2)
+    stats = sampler.stats()
+    assert stats["cpu_pct"] < 2.0  # at the 100 Hz it was asked for: about 40% of a core
+    assert stats["plan_hz"] < 10 and stats["plan_secondary_hz"] < stats["plan_hz"]
+    counter, instant = stats["channels"]["costly:counter"], stats["channels"]["costly:instant"]
+    assert counter["role"] == "primary" and instant["role"] == "secondary"
+    assert counter["read_cpu_s"] == pytest.approx(2e-3, rel=0.5) and counter["poll_hz"] > instant["poll_hz"]
+
+
+# -- a read that never returns --------------------------------------------------------------
+
+def test_a_hung_read_does_not_hang_the_run_and_invalidates_the_window_with_the_reason(monkeypatch):
+    monkeypatch.setattr(sampler_module, "HUNG_READ_S", 0.2)
+    monkeypatch.setattr(sampler_module, "STOP_WAIT_S", 0.3)
+    release, hung = threading.Event(), threading.Event()
+    start = time.perf_counter()
+
+    def read():  # the GPU falls off the bus: the driver call never returns
+        if hung.is_set():
+            release.wait()
+        return WATTS * (time.perf_counter() - start)
+    channel = Channel("gpu:counter", "fake", "counter", "test", read=read)
+    other = power_channel()
+    finished = threading.Event()
+    results = {}
+
+    def run():
+        with Sampler([channel, other], hz=200, cpu_budget=1.0) as sampler:
+            time.sleep(0.05)
+            with sampler.window("lost") as window:
+                time.sleep(0.05)
+                hung.set()
+                time.sleep(0.3)
+            results["window"], results["faults"] = window.result, sampler.fault_reasons(channel)
+        finished.set()
+    try:
+        threading.Thread(target=run, daemon=True).start()
+        assert finished.wait(5), "the sampler hung with its read"
+    finally:
+        release.set()
+    for name in (channel.name, other.name):
+        window = results["window"].channels[name]
+        assert not window.valid and "gpu:counter: a read has not returned" in window.reason
+    assert any("has not returned" in reason for reason in results["faults"])

@@ -1,6 +1,8 @@
 """The self-checks: the deterministic accuracy targets hold, and both print their figures."""
 
+import random
 import statistics
+import time
 
 import numpy as np
 import pytest
@@ -36,16 +38,25 @@ def test_power_accuracy_prints_every_trace_and_exits_zero(capsys):
     assert all(name in out for name in selfcheck.TRACES) and "all targets met" in out
 
 
-def test_sampler_overhead_prints_the_target_figures_and_their_controls(capsys):
-    code = selfcheck.sampler_overhead(seconds=0.3, trials=3)
+@pytest.fixture
+def quick_settle(monkeypatch):
+    monkeypatch.setattr(selfcheck, "SETTLE_S", 0.1)
+
+
+def test_sampler_overhead_prints_the_target_figures_their_controls_and_the_cost_sweep(capsys, quick_settle):
+    costly = simulate.ReadCost(cpu_s=2.4e-3)
+    code = selfcheck.sampler_overhead(seconds=0.3, trials=3, sweep_costs=(costly,))
     out = capsys.readouterr().out
     assert code in (0, 1) and ("all targets met" in out) == (code == 0)
     for measure in ("sampler thread CPU, % of one core, machine idle", "workload running",
-                    "sampling on vs off", "bare loop CPU", "sampling on vs bare loop"):
+                    "sampling on vs off", "bare loop CPU", "sampling on vs bare loop", "read-cost sweep"):
         assert measure in out
+    (row,) = [line for line in out.splitlines() if line.startswith("2.4 ms CPU")]
+    plan_hz, secondary_hz = (float(cell) for cell in row.split()[3:5])
+    assert plan_hz < 10 and secondary_hz < plan_hz  # the thread slowed itself to its budget
 
 
-def test_sampler_overhead_measures_this_hosts_sensors_where_there_are_any(capsys, monkeypatch):
+def test_sampler_overhead_measures_this_hosts_sensors_where_there_are_any(capsys, monkeypatch, quick_settle):
     from wattbench.device import Device
     from wattbench.power.simulate import constant, live_probe
 
@@ -58,16 +69,39 @@ def test_sampler_overhead_measures_this_hosts_sensors_where_there_are_any(capsys
     monkeypatch.setattr(selfcheck, "probe_sources", lambda device, config: [probe])
     label, pcts = selfcheck.host_sensor_cpu_pct(cpu, 100.0, 0.2)
     assert label == "sim:counter, sim:instant" and len(pcts) == 2 and all(p > 0 for p in pcts) and closed
-    selfcheck.sampler_overhead(seconds=0.2, trials=3, device=cpu)
+    selfcheck.sampler_overhead(seconds=0.2, trials=3, device=cpu, sweep_costs=())
     out = capsys.readouterr().out
     assert "this host's sensors: sim:counter, sim:instant" in out
     assert "sampler thread CPU with them, % of one core, workload running" in out
 
 
-def test_thread_cpu_share_grows_with_the_cost_of_each_read():
-    cheap = selfcheck.thread_cpu_pct(selfcheck.nvml_like_channels(0.0), 100.0, 0.5, busy=False)
-    costly = selfcheck.thread_cpu_pct(selfcheck.nvml_like_channels(1e-3), 100.0, 0.5, busy=False)
-    assert costly > cheap + 10  # two 1 ms reads at 100 Hz: about 20% of a core
+def test_costly_reads_are_polled_slower_and_the_uncertainty_still_covers_the_error(capsys):
+    """The sweep in simulated time: the sampler's plan for each read cost, and at every cost each
+    method's reported uncertainty covers its error."""
+    rows = selfcheck.sweep_rows(seed=0, traces=("constant 300 W", "square 33 ms"))
+    assert all(selfcheck.covered(row) for row in rows), [r for r in rows if not selfcheck.covered(r)]
+    rate = {row["cost"]: row["hz"] for row in rows}
+    assert rate["1 ms CPU"] > rate["2.4 ms CPU"] > rate["6.6 ms CPU"] >= 1.0
+    assert rate["0.02 ms CPU + 6.6 ms blocked"] > 10 * rate["6.6 ms CPU"]  # blocking costs no CPU
+    assert selfcheck.power_accuracy(sweep_costs=(simulate.ReadCost(cpu_s=6.6e-3),)) == 0
+    assert "6.6 ms CPU" in capsys.readouterr().out
+
+
+def test_a_simulated_read_is_stamped_at_its_midpoint_and_reads_the_sensor_inside_it():
+    sensor = simulate.SimulatedSensor(simulate.ramp(0.0, 1000.0, 10.0), 11.0)
+    starts = np.arange(0.0, 10.0, 0.5)
+    cost = simulate.ReadCost(cpu_s=0.004, blocked_s=0.006)
+    stamps, values, durations = simulate.poll_readings(sensor.instant_w, starts, cost, random.Random(1))
+    assert np.allclose(stamps, starts + 0.005) and np.allclose(durations, 0.01)
+    within = (values >= sensor.instant_w(starts) - 1e-9) & (values <= sensor.instant_w(starts + 0.01) + 1e-9)
+    assert within.all()
+
+
+def test_a_live_simulated_read_really_takes_its_cost():
+    probe = simulate.live_probe(simulate.constant(100.0), 60.0, cost=simulate.ReadCost(blocked_s=0.02))
+    began = time.perf_counter()
+    probe.channels[1].read()
+    assert time.perf_counter() - began >= 0.02
 
 
 def test_simulated_sensor_updates_every_100_ms_and_averages_the_last_25_ms():

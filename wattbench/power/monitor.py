@@ -229,7 +229,8 @@ class PowerMonitor:
             return self
         self.chosen = chosen
         self.primary = chosen.primary
-        self.sampler = Sampler(sampled_channels(self.probes), self.config.sample_hz).start()
+        self.sampler = Sampler(sampled_channels(self.probes), self.config.sample_hz,
+                               primary=[c.name for c in self.primary]).start()
         self.sensors = nvml.condition_sensors(self.device) if self._given_conditions is None \
             else self._given_conditions
         self.sampler.wait_for_coverage(time.perf_counter())  # every counter has updated once: windows may start
@@ -359,12 +360,15 @@ class PowerMonitor:
         return record
 
     def _cross_check(self, record: dict) -> dict:
-        """Instant-power energy against the counter of the same sensor, when both exist."""
+        """Instant-power energy against the counter of the same device, when both exist.
+
+        Matched by `Channel.sensor`, not by scope: NVML labels its counter "GPU board" and its
+        instant field "GPU", and the comparison is wanted exactly there (both scopes are in
+        the record's `channels`)."""
         first = self.primary[0]
-        if first.method != "counter" or len(self.primary) != 1:
+        if first.method != "counter" or len(self.primary) != 1 or first.sensor is None:
             return {}
-        twin = next((c for c in self.sampler.channels if c.source == first.source and c.scope == first.scope
-                     and c.method == "instant"), None)
+        twin = next((c for c in self.sampler.channels if c.sensor == first.sensor and c.method == "instant"), None)
         if twin is None:
             return {}
         other = record["channels"][twin.name]["joules_per_call"]
@@ -399,10 +403,11 @@ class PowerMonitor:
                 "idle_power_w": self.idle_power_w, "idle_s": self.config.idle_s, "idle_reason": self.idle_reason,
                 "idle_power_by_channel_w": self.idle_by_channel,
                 "idle_temperature_c": self.idle_temperature_c,
-                "conditions": {"read": sorted(self.sensors.readers), "missing": self.sensors.missing},
+                "conditions": {"read": sorted(self.sensors.readers), "missing": self.sensors.missing,
+                               "hung": self.sensors.hung},
                 "channels": [c.describe() for c in self.sampler.channels],
-                "sampler": {"hz": self.sampler.hz, "cpu_s": self.sampler.cpu_s, "thread": "daemon",
-                            "clock": "time.perf_counter"},
+                "sampler": {**self.sampler.stats(), "thread": "daemon", "clock": "time.perf_counter",
+                            "stamp": "midpoint of each read"},
                 "faults": faults}
 
     def write_trace(self, path: str) -> None:

@@ -4,12 +4,18 @@ It models what NVML shows on A100/H100 (Yang, Adámek, Armour, SC24): every 100 
 instantaneous reading becomes the average of the last 25 ms, the rolling reading the
 average of the last 1 s, and the energy counter the integral so far, in whole mJ. Between
 updates every reading repeats. Time is simulated (seconds from 0), so nothing sleeps.
+
+Reads cost what a `ReadCost` says: from tens of µs to several ms, burning CPU (a driver
+spinning) or blocked in the driver (no CPU), the sensor read at an unknown point inside the
+call. `poll_readings` gives, in simulated time, what the sampler records; `live_probe` is a
+source whose reads really take that long, for the real sampler thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 import time
 from typing import Callable
 
@@ -91,14 +97,48 @@ class SimulatedSensor:
         return np.floor(self.energy_at(self.last_update(t)) / COUNTER_STEP_J) * COUNTER_STEP_J
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadCost:
+    """What one read costs: CPU burnt in the call, and time blocked in it without CPU."""
+
+    cpu_s: float = 0.0
+    blocked_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.cpu_s + self.blocked_s
+
+    def spend(self, fraction: float) -> None:
+        """Spend `fraction` of the cost now, for real."""
+        busy_cpu(fraction * self.cpu_s)
+        if self.blocked_s > 0:
+            time.sleep(fraction * self.blocked_s)
+
+    def describe(self) -> str:
+        parts = [f"{value * 1e3:g} ms {kind}" for value, kind in ((self.cpu_s, "CPU"), (self.blocked_s, "blocked"))
+                 if value > 0]
+        return " + ".join(parts) or "free"
+
+
+def poll_readings(read: Callable[[np.ndarray], np.ndarray], starts_s: np.ndarray, cost: ReadCost,
+                  rng: random.Random) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the sampler records from reads of `read` (a sensor's reading at given times) begun at
+    `starts_s`, each taking cost.duration_s: the read's midpoint, the reading the sensor gave at a
+    random point inside it, and the read's duration."""
+    duration = cost.duration_s
+    inside = np.array([rng.random() for _ in starts_s]) * duration
+    return starts_s + duration / 2, read(starts_s + inside), np.full(len(starts_s), duration)
+
+
 def simulated_channels(prefix: str = "sim") -> dict[str, Channel]:
     """Descriptions of NVML-shaped channels (same methods and settle times) for simulated readings."""
     return {
-        "counter": Channel(f"{prefix}:counter", "simulated", "counter", "simulated GPU", resolution=COUNTER_STEP_J),
+        "counter": Channel(f"{prefix}:counter", "simulated", "counter", "simulated GPU", resolution=COUNTER_STEP_J,
+                           sensor=prefix),
         "instant": Channel(f"{prefix}:instant", "simulated", "instant", "simulated GPU", settle_s=INSTANT_SETTLE_S,
-                           resolution=POWER_STEP_W),
+                           resolution=POWER_STEP_W, sensor=prefix),
         "average": Channel(f"{prefix}:average", "simulated", "average", "simulated GPU", settle_s=AVERAGE_SETTLE_S,
-                           resolution=POWER_STEP_W),
+                           resolution=POWER_STEP_W, sensor=prefix),
     }
 
 
@@ -112,22 +152,25 @@ def busy_cpu(seconds: float) -> None:
         hashlib.sha256(chunk).digest()
 
 
-def live_probe(power: PowerFn, duration_s: float, read_cost_s: float = 0.0, methods=("counter", "instant"),
-               clock: Callable[[], float] = time.perf_counter) -> Probe:
+def live_probe(power: PowerFn, duration_s: float, cost: ReadCost = ReadCost(), methods=("counter", "instant"),
+               clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> Probe:
     """A source whose polled channels read a SimulatedSensor at the real time since creation.
 
-    `read_cost_s` is CPU burnt per read (an NVML call costs tens of µs). Reading past
+    Each read really costs `cost`, the sensor read at a random point inside it. Reading past
     `duration_s` raises a SensorFault, as a device lost mid-run would.
     """
     # The sensor starts AVERAGE_WINDOW_S early, so the first readings already have a full history.
     sensor = SimulatedSensor(power, duration_s + AVERAGE_WINDOW_S, grid_s=1e-3)
     start = clock() - AVERAGE_WINDOW_S
     readers = {"counter": sensor.counter_j, "instant": sensor.instant_w, "average": sensor.average_w}
+    rng = random.Random(seed)
 
     def reader(method: str):
         def read() -> float:
-            busy_cpu(read_cost_s)
+            inside = rng.random()
+            cost.spend(inside)
             elapsed = clock() - start
+            cost.spend(1 - inside)
             if elapsed > duration_s + AVERAGE_WINDOW_S:
                 raise SensorFault("simulated sensor: trace ended (device lost)", permanent=True)
             return float(readers[method](elapsed))
