@@ -1,8 +1,10 @@
 """`wattbench run --devices`: the suites on several GPUs of one host at once, one worker per GPU.
 
 Each worker is a `wattbench run` process that sees exactly one GPU (CUDA_VISIBLE_DEVICES), so
-no two workers ever share a GPU and each measures its own GPU's power. Their run files are
-merged into one. (pytest-xdist cannot host these workers: pytest-benchmark switches itself off
+no two workers ever share a GPU and each measures its own GPU's power. The GPU is named to the
+worker by the parent's own CUDA_VISIBLE_DEVICES entry for it: under a scheduler that gave the
+job "4,5" (or UUIDs, or MIG slices), the parent's cuda:1 is "5", not the host's GPU 1. Their
+run files are merged into one. (pytest-xdist cannot host these workers: pytest-benchmark switches itself off
 whenever xdist is active, so worker processes are started here instead.)
 """
 
@@ -22,9 +24,11 @@ from wattbench.errors import UsageError
 
 @dataclass(frozen=True)
 class Worker:
-    """One worker process: the physical GPU it owns and the environment that pins it there."""
+    """One worker process: the GPU it owns, as the parent numbers it (`index`, its cuda:N), and
+    `visible`, the CUDA_VISIBLE_DEVICES entry that names that GPU to the worker."""
 
     index: int
+    visible: str
 
     @property
     def device(self) -> str:
@@ -32,15 +36,39 @@ class Worker:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"CUDA_VISIBLE_DEVICES": str(self.index)}
+        return {"CUDA_VISIBLE_DEVICES": self.visible}
 
 
-def plan_workers(devices: str, device_count: int) -> list[Worker]:
-    """Workers for "all" or a comma-separated list of GPU indices ("0,2"); never two on one GPU."""
+def visible_entries(value: str | None, device_count: int) -> list[str]:
+    """The name of each of the parent's `device_count` GPUs for a child's CUDA_VISIBLE_DEVICES.
+
+    Set, it is the parent's own list, entry for entry (indices, UUIDs, short UUID prefixes and
+    MIG identifiers pass through as CUDA reads them). Unset, the parent's cuda:i is "i": the
+    child inherits CUDA_DEVICE_ORDER, so CUDA counts the same devices in the same order.
+    """
+    if value is None:
+        return [str(i) for i in range(device_count)]
+    entries = []
+    for entry in value.split(","):
+        if not entry.strip():
+            break  # CUDA stops at the first entry it cannot read
+        entries.append(entry.strip())
+    if len(entries) < device_count:
+        raise UsageError(f"CUDA_VISIBLE_DEVICES={value!r} names {len(entries)} device(s) but torch sees "
+                         f"{device_count}: which entry is which GPU cannot be told")
+    return entries
+
+
+def plan_workers(devices: str, device_count: int, visible: str | None = None) -> list[Worker]:
+    """Workers for "all" or a comma-separated list of GPU indices ("0,2", as this process numbers
+    them); never two on one GPU. `visible` is this process's CUDA_VISIBLE_DEVICES (default: read
+    from the environment)."""
     if device_count == 0:
         raise UsageError("--devices needs CUDA GPUs, and torch sees none on this host")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
     if devices.strip().lower() == "all":
-        return [Worker(i) for i in range(device_count)]
+        names = visible_entries(visible, device_count)
+        return [Worker(i, names[i]) for i in range(device_count)]
     try:
         indices = [int(part.strip().removeprefix("cuda:")) for part in devices.split(",") if part.strip()]
     except ValueError:
@@ -53,17 +81,20 @@ def plan_workers(devices: str, device_count: int) -> list[Worker]:
     missing = [i for i in indices if not 0 <= i < device_count]
     if missing:
         raise UsageError(f"--devices {devices!r}: GPU {missing[0]} does not exist (this host has {device_count})")
-    return [Worker(i) for i in indices]
+    names = visible_entries(visible, device_count)
+    return [Worker(i, names[i]) for i in indices]
 
 
 def merge_runs(parts: list[tuple[Worker, dict]]) -> dict:
-    """One run file from the workers' run files: every record names its physical GPU."""
+    """One run file from the workers' run files: every record names its GPU as the parent
+    numbers it (cuda:N); `per_device` and `machine_info.wattbench.devices` add the
+    CUDA_VISIBLE_DEVICES entry each worker was given, and each worker's device block (its UUID)."""
     first = parts[0][1]
     merged = {key: value for key, value in first.items() if key not in ("benchmarks", "wattbench")}
     merged["machine_info"] = {**first["machine_info"], "wattbench": {
         **first["machine_info"].get("wattbench", {}),
-        "devices": [{"device": w.device, **data["machine_info"].get("wattbench", {}).get("device", {})}
-                    for w, data in parts]}}
+        "devices": [{"device": w.device, "cuda_visible_devices": w.visible,
+                     **data["machine_info"].get("wattbench", {}).get("device", {})} for w, data in parts]}}
     merged["benchmarks"] = []
     for worker, data in parts:
         for bench in data["benchmarks"]:
@@ -78,8 +109,8 @@ def merge_runs(parts: list[tuple[Worker, dict]]) -> dict:
         "complete": all(b.get("complete") for _, b in blocks),
         "failed": [{**f, "device": w.device} for w, b in blocks for f in b.get("failed", [])],
         "skipped": [{**s, "device": w.device} for w, b in blocks for s in b.get("skipped", [])],
-        "per_device": [{"device": w.device, **{k: b.get(k) for k in ("device_name", "complete", "started_utc",
-                                                                      "ended_utc", "power")}}
+        "per_device": [{"device": w.device, "cuda_visible_devices": w.visible,
+                        **{k: b.get(k) for k in ("device_name", "complete", "started_utc", "ended_utc", "power")}}
                        for w, b in blocks],
     }
     return merged
