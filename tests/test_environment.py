@@ -19,7 +19,7 @@ def test_cpu_run_records_software_cpu_and_explains_every_gpu_fact():
     info = environment.describe(CPU)
     json.dumps(info)  # the run file is JSON
     assert info["wattbench_version"] == wattbench.__version__
-    assert info["device"] == {"spec": "cpu", "type": "cpu", "name": "Test CPU"}
+    assert info["device"] == {"spec": "cpu", "type": "cpu", "name": "Test CPU", "uuid": None}
     assert isinstance(info["cpu_model"], str) and info["cpu_model"]
     assert 1 <= info["cpu_usable"] <= info["cpu_count"]
     assert isinstance(info["cpu_governor"], str) or is_unknown(info["cpu_governor"])
@@ -29,6 +29,23 @@ def test_cpu_run_records_software_cpu_and_explains_every_gpu_fact():
     for fact, value in info["gpu"].items():
         assert is_unknown(value), fact
         assert "nvml" in value["reason"].lower() or "device is cpu" in value["reason"], value["reason"]
+
+
+def test_gpu_facts_describe_the_gpu_benchmarked_not_nvmls_first(monkeypatch):
+    """CUDA's cuda:0 is NVML's second GPU (fastest first): the facts must be cuda:0's."""
+    from fake_nvml import fake_pynvml
+
+    import wattbench.cuda
+
+    ours, other = "bbbbbbbb-1111-2222-3333-444444444444", "aaaaaaaa-1111-2222-3333-444444444444"
+    monkeypatch.setattr(wattbench.cuda, "device_facts", lambda index: {"name": "NVIDIA H100 80GB HBM3"})
+    with fake_pynvml(monkeypatch) as fake:
+        handles = {"GPU-" + other: "nvml0", "GPU-" + ours: "nvml1"}
+        fake.nvmlDeviceGetHandleByUUID.side_effect = handles.__getitem__
+        fake.nvmlDeviceGetHandleByIndex.side_effect = ["nvml0", "nvml1"].__getitem__
+        fake.nvmlDeviceGetUUID.side_effect = {handle: uuid for uuid, handle in handles.items()}.__getitem__
+        info = environment.describe(Device("cuda", 0, "NVIDIA H100 80GB HBM3", ours))
+    assert info["device"]["uuid"] == ours and info["gpu"]["uuid"] == "GPU-" + ours
 
 
 def write_governors(root, governors):

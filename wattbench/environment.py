@@ -82,7 +82,8 @@ def git_commit() -> dict:
 
 
 def describe(device: Device) -> dict:
-    """The environment block of a run file; `gpu` holds NVML's facts about the run's GPU."""
+    """The environment block of a run file; `gpu` holds NVML's facts about the run's GPU, found
+    by the device's UUID (`device.uuid`, CUDA's), so that they describe the GPU benchmarked."""
     info = {
         "wattbench_version": wattbench.__version__,
         "wattbench_commit": git_commit(),
@@ -94,7 +95,7 @@ def describe(device: Device) -> dict:
         "cpu_usable": usable_cpus(),
         "cpu_governor": cpu_governor(),
         "packages": package_versions(),
-        "device": {"spec": device.spec, "type": device.type, "name": device.name},
+        "device": {"spec": device.spec, "type": device.type, "name": device.name, "uuid": device.uuid},
         "triton_interpreted": triton_interpreted(),
         "cuda_runtime": torch.version.cuda or unknown("torch was built without CUDA"),
         "nvidia_driver": nvidia_driver_version(),
