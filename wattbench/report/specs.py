@@ -12,6 +12,10 @@ same format, whose entries are tried before the shipped ones:
 `match` holds regular expressions searched (case-insensitively) in a run's device name.
 Every figure is `{"value": number, "source": text}`: a number without a source is rejected,
 so that a % of peak is never computed from a figure nobody can check.
+
+A MIG slice ("NVIDIA H100 80GB HBM3 MIG 1g.10gb") has a fraction of its GPU's SMs, memory and
+bandwidth: it matches only an entry written for MIG slices (one whose name or a pattern says
+MIG), never the whole GPU's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from wattbench.errors import UsageError
 
 SHIPPED = Path(__file__).with_name("specs") / "devices.json"
 FIGURES = schema.SPEC_FIGURES
+
+#: How CUDA and NVML name a MIG slice (or a spec entry written for one).
+MIG = re.compile(r"\bMIG\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,13 @@ class DeviceSpec:
     sources: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
+    @property
+    def for_mig_slices(self) -> bool:
+        return bool(MIG.search(self.name)) or any(MIG.search(p.pattern) for p in self.patterns)
+
     def matches(self, device_name: str) -> bool:
+        if MIG.search(device_name) and not self.for_mig_slices:
+            return False  # a slice against the whole GPU's peaks would understate its utilisation
         return device_name == self.name or any(p.search(device_name) for p in self.patterns)
 
     def peak_for(self, precision: str) -> float | None:
@@ -87,7 +100,8 @@ class SpecTable:
     devices: tuple[DeviceSpec, ...]
 
     def find(self, device_name: str) -> DeviceSpec | None:
-        """The first device (user entries first) whose name or pattern matches `device_name`."""
+        """The first device (user entries first) whose name or pattern matches `device_name`;
+        for a MIG slice, only among entries written for slices."""
         if not isinstance(device_name, str):
             return None
         return next((spec for spec in self.devices if spec.matches(device_name)), None)
