@@ -74,12 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
-    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels"])
+    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels", "gpu"])
     selfcheck.add_argument("--device", default=None,
                            help="kernels, sampler-overhead: cpu, cuda or cuda:N (default: cuda:0 if present, "
-                                "else cpu)")
+                                "else cpu); gpu: cuda or cuda:N")
     selfcheck.add_argument("--preset", default="quick", help="kernels: quick or full (adds the larger GPU shapes)")
     selfcheck.add_argument("--specs", type=Path, default=None, help="kernels: your own device spec file, matched first")
+    selfcheck.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                           help="gpu: the whole run's time budget, 480 by default (a step whose limit no longer "
+                                "fits is not run)")
+    selfcheck.add_argument("--steps", default=None, metavar="STEP,...", help="gpu: only these steps (default: all)")
+    selfcheck.add_argument("--out", type=Path, default=Path("results"),
+                           help="gpu: results folder (the evidence goes to OUT/selfcheck-gpu)")
     return parser
 
 
@@ -155,6 +161,10 @@ def _devices(args) -> int:
 
 
 def _selfcheck(args) -> int:
+    if args.check == "gpu":
+        from wattbench.gpu_selfcheck import main as gpu_selfcheck
+
+        return gpu_selfcheck(args.device, args.out, args.budget, args.steps)
     if args.check == "kernels":
         from wattbench.kernel_perf import main as kernel_perf
 
