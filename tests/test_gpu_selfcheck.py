@@ -436,8 +436,11 @@ def test_facts_the_environment_could_not_read_say_so():
                                   gpu_selfcheck.datetime.now(gpu_selfcheck.timezone.utc),
                                   gpu_selfcheck.datetime.now(gpu_selfcheck.timezone.utc), 480)
     assert data["header"]["UUID"] == "unknown" and data["header"]["torch"] == "unknown"
-    facts = gpu_selfcheck.header_facts({"nvidia_driver": {"unknown": True, "reason": "no NVIDIA kernel driver"}}, {})
+    no_proc = {"unknown": True, "reason": "no NVIDIA kernel driver"}
+    facts = gpu_selfcheck.header_facts({"nvidia_driver": no_proc}, {})
     assert gpu_selfcheck._known(facts["driver"]) == "unknown (no NVIDIA kernel driver)"
+    from_nvml = gpu_selfcheck.header_facts({"nvidia_driver": no_proc, "gpu": {"driver_version": "580.159.04"}}, {})
+    assert from_nvml["driver"] == "580.159.04"
 
 
 def assert_refused(capsys, code, pattern):

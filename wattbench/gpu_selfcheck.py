@@ -240,13 +240,18 @@ def _known(value: Any) -> str:
     return "unknown" if value is None else str(value)
 
 
+def _is_known(value: Any) -> bool:
+    return value is not None and not (isinstance(value, dict) and value.get("unknown"))
+
+
 def header_facts(environment: dict, device: dict) -> dict:
     """The facts a reader needs first: when, which GPU, which driver and versions."""
     gpu = environment.get("gpu") or {}
     packages = environment.get("packages") or {}
+    drivers = (environment.get("nvidia_driver"), gpu.get("driver_version"))  # /proc, else NVML
     return {
         "GPU": device.get("name"), "UUID": device.get("uuid"), "device": device.get("spec"),
-        "driver": environment.get("nvidia_driver", gpu.get("driver_version")),
+        "driver": next((d for d in drivers if _is_known(d)), drivers[0]),
         "CUDA driver": gpu.get("cuda_driver_version"), "CUDA runtime (torch)": environment.get("cuda_runtime"),
         "torch": packages.get("torch"), "triton": packages.get("triton"), "nvidia-ml-py": packages.get("nvidia-ml-py"),
         "host": environment.get("host"), "wattbench commit": (environment.get("wattbench_commit") or {}).get("id"),
