@@ -36,7 +36,8 @@ import numpy as np
 from wattbench.power.base import Channel, SensorFault
 from wattbench.power.integrate import counter_updates, energy_from_counter, energy_from_power
 
-#: Readings before a window that its integration may use (the counter update before the start).
+#: Readings before a window that its integration may use (the counter update before the start),
+#: beyond two of the channel's poll intervals.
 LOOKBACK_S = 2.0
 #: How long closing a window waits for a polled channel to show an update after its end, beyond
 #: two of its poll intervals.
@@ -71,7 +72,8 @@ WAKE_CHECK_S = 0.1
 
 @dataclass(frozen=True)
 class Plan:
-    """Poll the primary channels at `hz`, the secondary ones on every `every`-th poll."""
+    """Poll the primary channels at `hz`, the secondary ones on every `every`-th poll (as a whole:
+    `share_secondaries` gives each its own divisor within that)."""
 
     hz: float
     every: int = 1
@@ -82,8 +84,9 @@ class Plan:
 
 
 def read_load(cpu_s: float, wall_s: float, cpu_budget: float = CPU_BUDGET) -> float:
-    """The share of the thread's budget one read takes per second polled at 1 Hz: its CPU against
-    the CPU budget, or its time inside the call against WALL_SHARE, whichever is larger."""
+    """One read's share of the thread's budget, per poll per second (read at r Hz, it takes r
+    times this): its CPU against the CPU budget, or its time inside the call against
+    WALL_SHARE, whichever is larger."""
     return max(cpu_s / cpu_budget, wall_s / WALL_SHARE)
 
 
@@ -105,6 +108,20 @@ def plan_rates(max_hz: float, tick_load: float, primary_load: float, secondary_l
     load = per_poll + secondary_load / every
     hz = max_hz if load <= 0 else max(min(max_hz, 1 / load), min(MIN_HZ, max_hz))
     return Plan(hz, min(every, max(1, math.floor(hz / MIN_SECONDARY_HZ))))
+
+
+def share_secondaries(plan: Plan, loads: list[float]) -> list[int]:
+    """Each secondary channel's divisor (read on every k-th poll) within the plan's secondary
+    load: cheap channels (a RAPL file beside a slow NVML call) are not slowed for a costly one.
+    The cheapest are served first, each to its share of what is left."""
+    budget = sum(loads) / plan.every
+    slowest = max(1, math.floor(plan.hz / MIN_SECONDARY_HZ))
+    every = [1] * len(loads)
+    for served, position in enumerate(sorted(range(len(loads)), key=loads.__getitem__)):
+        share = budget / (len(loads) - served)
+        every[position] = 1 if loads[position] <= share else min(math.ceil(loads[position] / share), slowest)
+        budget -= loads[position] / every[position]
+    return every
 
 
 @dataclass
@@ -236,6 +253,8 @@ class _Recording:
         #: Costs since the last plan, and this channel's load per poll in it (see read_load).
         self.interval = [0, 0.0, 0.0]
         self.load = 0.0
+        #: Read on every `every`-th poll of the thread (primaries on every one).
+        self.every = 1
 
     def cost(self, cpu_s: float, wall_s: float) -> None:
         self.reads += 1
@@ -272,7 +291,6 @@ class Sampler:
         self._recordings = {c.name: _Recording(c, primary is None or c.name in primary)
                             for c in self.channels if c.read is not None}
         self._polled = sorted(self._recordings.values(), key=lambda r: not r.primary)
-        self._primary = [r for r in self._polled if r.primary]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._polling = threading.Event()
@@ -353,7 +371,7 @@ class Sampler:
                 for recording in self._polled:
                     recording.interval = [0, 0.0, 0.0]
                 continue
-            self._poll(self._polled if polls % self.plan.every == 0 else self._primary)
+            self._poll([r for r in self._polled if polls % r.every == 0])
             polls += 1
             ticks += 1
             now = clock()
@@ -386,8 +404,11 @@ class Sampler:
         tick_cpu = 0.0 if interval_cpu_s is None else max(interval_cpu_s - reads_cpu, 0.0) / max(ticks, 1)
         tick_load = tick_cpu / self.cpu_budget
         live = [r for r in self._polled if r.dead is None]
+        secondaries = [r for r in live if not r.primary]
         self.plan = plan_rates(self.hz, tick_load, sum(r.load for r in live if r.primary),
-                               sum(r.load for r in live if not r.primary))
+                               sum(r.load for r in secondaries))
+        for recording, every in zip(secondaries, share_secondaries(self.plan, [r.load for r in secondaries])):
+            recording.every = every
 
     def poll_once(self) -> None:
         """Read every live polled channel once (what one poll of the thread does; tests call it)."""
@@ -463,12 +484,11 @@ class Sampler:
             reads = recording.reads
             channels[recording.channel.name] = {
                 "role": "primary" if recording.primary else "secondary", "reads": reads,
-                "poll_hz": reads / polled_s if polled_s > 0 else None,
+                "plan_hz": self.plan.hz / recording.every, "poll_hz": reads / polled_s if polled_s > 0 else None,
                 "read_cpu_s": recording.cpu_s / reads if reads else None,
                 "read_s_mean": recording.wall_s / reads if reads else None,
                 "read_s_max": recording.longest_s if reads else None}
-        return {"hz": self.hz, "cpu_budget_pct": 100 * self.cpu_budget, "plan_hz": self.plan.hz,
-                "plan_secondary_hz": self.plan.secondary_hz, "polled_s": polled_s,
+        return {"hz": self.hz, "cpu_budget_pct": 100 * self.cpu_budget, "plan_hz": self.plan.hz, "polled_s": polled_s,
                 "cpu_s": self.cpu_s, "cpu_polled_s": self._cpu_polled_s,
                 "cpu_pct": 100 * self.cpu_s / self._cpu_polled_s if self._cpu_polled_s > 0 else None,
                 "channels": channels, "stuck": self.stuck()}
@@ -519,6 +539,10 @@ class Sampler:
             return len(later) > 0
         return any(b != a for a, b in zip(later, later[1:]))
 
+    def _poll_interval_s(self, channel: Channel) -> float:
+        """How long apart the current plan reads a polled channel."""
+        return self._recordings[channel.name].every / self.plan.hz
+
     def wait_for_coverage(self, end_s: float, channels: list[Channel] | None = None,
                           polled_wait_s: float = POLLED_WAIT_S) -> None:
         """Wait (bounded) until every channel (of `channels`, default all) has a reading that
@@ -528,8 +552,7 @@ class Sampler:
             if channel.load is not None:
                 wait = REPLAY_WAIT_S
             else:
-                primary = self._recordings[channel.name].primary
-                wait = polled_wait_s + 2 / (self.plan.hz if primary else self.plan.secondary_hz)
+                wait = polled_wait_s + 2 * self._poll_interval_s(channel)
             limit = time.perf_counter() + wait
             if channel.read is not None and self._thread is None:
                 continue  # nobody is polling: waiting would not help
@@ -543,7 +566,8 @@ class Sampler:
         results = {}
         for channel in self.channels:
             try:
-                trace = self.trace(channel, since_s=start_s - LOOKBACK_S)
+                lookback = LOOKBACK_S + (2 * self._poll_interval_s(channel) if channel.read is not None else 0.0)
+                trace = self.trace(channel, since_s=start_s - lookback)
             except (OSError, ValueError) as err:
                 results[channel.name] = invalid(channel, end_s - start_s, f"{channel.name}: {err}")
                 continue
