@@ -5,6 +5,9 @@ power source for the energy run, a small pytest suite for the kernel tests)."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -303,7 +306,7 @@ def test_on_a_mig_slice_the_power_checks_do_not_apply(nvml):
 # -- the energy run, the probes, the registry, the sampler ----------------------------------
 
 CPU = Device("cpu", None, "Test CPU")
-FAST_POWER = PowerConfig(min_window_s=0.2, repeats=2, idle_s=0.2, sample_hz=200)
+FAST_POWER = PowerConfig(min_window_s=0.1, repeats=2, idle_s=0.1, sample_hz=200)
 
 
 def test_the_energy_run_measures_each_gemm_and_cross_checks_counter_and_instant():
@@ -418,7 +421,7 @@ def test_the_command_writes_evidence_with_the_environment_and_every_step(fakes, 
     (json_path,) = (fakes / "results" / "selfcheck-gpu").glob("*_nvidia-h200_*.json")
     assert f"evidence: {json_path}" in out and "result: 2 pass, 1 fail" in out
     data = json.loads(json_path.read_text())
-    assert data["format"] == "wattbench-selfcheck-gpu/1" and data["exit_code"] == 1
+    assert data["format"] == "wattbench-selfcheck-gpu/1" and data["exit_code"] == 1 and data["complete"] is True
     assert [s["name"] for s in data["steps"]] == ["environment", "ok", "fails"]
     assert data["header"] == {"GPU": "NVIDIA H200", "UUID": UUID, "device": "cuda:0", "driver": "580.159.04",
                               "CUDA driver": "13.0", "CUDA runtime (torch)": "13.0", "torch": "2.11.0",
@@ -429,6 +432,40 @@ def test_the_command_writes_evidence_with_the_environment_and_every_step(fakes, 
     assert "- driver: 580.159.04" in markdown and "- torch: 2.11.0" in markdown
     assert "| fails | fail |" in markdown and "| wrong | fail | 2 + 2 gave 5 |" in markdown
     assert '"value": 1' in markdown
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+from wattbench import gpu_selfcheck
+from wattbench.device import Device
+
+gpu_selfcheck._gpu = lambda requested: Device("cuda", 0, "NVIDIA H200", "0000")
+gpu_selfcheck.STEPS = (gpu_selfcheck.Step("ok", "passes", 20, "fake_steps:ok"),
+                       gpu_selfcheck.Step("hangs", "hangs", 60, "fake_steps:hangs"))
+sys.exit(gpu_selfcheck.main(out=Path(sys.argv[1])))
+"""
+
+
+def test_sigterm_ends_the_running_step_and_leaves_the_evidence_of_the_finished_ones(fakes):
+    (fakes / "driver.py").write_text(DRIVER)
+    run = subprocess.Popen([sys.executable, str(fakes / "driver.py"), str(fakes / "out")], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not (fakes / "sleeper.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    output = run.communicate(timeout=30)[0]
+    assert run.returncode == 128 + signal.SIGTERM, output
+    (path,) = (fakes / "out" / "selfcheck-gpu").glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["complete"] is False and [s["name"] for s in data["steps"]] == ["ok"]
+    assert "INCOMPLETE" in path.with_suffix(".md").read_text()
+    sleeper = int((fakes / "sleeper.pid").read_text())
+    deadline = time.monotonic() + 5
+    while alive(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(sleeper)
 
 
 def test_facts_the_environment_could_not_read_say_so():

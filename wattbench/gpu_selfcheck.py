@@ -180,12 +180,8 @@ def run_step(step: Step, spec: str, workdir: Path) -> dict:
             code = child.wait(timeout=step.limit_s)
         except subprocess.TimeoutExpired:
             code = None
-        except BaseException:  # Ctrl-C: the child's session does not get the signal, so end it here
-            _kill_group(child)
-            raise
-        finally:
-            if child.poll() is None:
-                _kill_group(child)
+        finally:  # also on Ctrl-C or SIGTERM, which the child's own session does not get
+            _kill_group(child)  # and whatever it left running (pytest workers, say)
     elapsed = time.monotonic() - began
     result = _read_json(result_path)
     if code is None:
@@ -200,6 +196,7 @@ def run_step(step: Step, spec: str, workdir: Path) -> dict:
 
 
 def _kill_group(child: subprocess.Popen) -> None:
+    """End every process of the child's session (none left is fine), and reap the child."""
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -258,12 +255,16 @@ def header_facts(environment: dict, device: dict) -> dict:
     }
 
 
-def evidence(records: list[dict], device: dict, started: datetime, finished: datetime, budget_s: float) -> dict:
+def evidence(records: list[dict], device: dict, started: datetime, finished: datetime, budget_s: float,
+             complete: bool = True) -> dict:
+    """The evidence file's contents; `complete` is False while steps are still to come (the file is
+    rewritten after every step, so a run killed from outside leaves the steps it finished)."""
     environment = next((r["figures"] for r in records if r["name"] == "environment" and r["verdict"] == PASS), {})
     counts: dict[str, int] = {}
     for record in records:
         counts[record["verdict"]] = counts.get(record["verdict"], 0) + 1
-    return {"format": FORMAT, "started_utc": started.isoformat(), "finished_utc": finished.isoformat(),
+    return {"format": FORMAT, "complete": complete, "started_utc": started.isoformat(),
+            "finished_utc": finished.isoformat(),
             "budget_s": budget_s, "elapsed_s": round((finished - started).total_seconds(), 1), "device": device,
             "header": {key: _known(value) for key, value in header_facts(environment, device).items()},
             "verdicts": counts, "exit_code": exit_code(records), "steps": records}
@@ -280,7 +281,8 @@ def markdown(data: dict) -> str:
              f"{data['budget_s']:g} s budget)"]
     lines += [f"- {key}: {_cell(value)}" for key, value in data["header"].items()]
     verdicts = ", ".join(f"{count} {verdict}" for verdict, count in data["verdicts"].items())
-    lines += [f"- result: {verdicts}; exit code {data['exit_code']}", "",
+    lines += [f"- result: {verdicts}; exit code {data['exit_code']}"
+              + ("" if data["complete"] else " (INCOMPLETE: the run ended before its last step)"), "",
               "| step | verdict | time | limit | reason |", "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['verdict']} | {r['elapsed_s']:g} s | {r['limit_s']:g} s | {_cell(r.get('reason'))} |"
               for r in data["steps"]]
@@ -341,6 +343,12 @@ def _gpu(requested: str | None):
     return device
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM (a scheduler's or a timeout's) ends the run as Ctrl-C would: the running step's
+    process group is killed on the way out, and the evidence so far stays on disk."""
+    raise SystemExit(128 + signum)
+
+
 def main(device: str | None = None, out: Path = Path("results"), budget_s: float | None = None,
          steps: str | None = None) -> int:
     """Run the steps, print one line per step and the summary, write the evidence; 0 when every
@@ -356,18 +364,26 @@ def main(device: str | None = None, out: Path = Path("results"), budget_s: float
     folder = out / "selfcheck-gpu"
     check_writable(folder)
     started = datetime.now(timezone.utc)
+    stem = evidence_stem(host_name(), gpu.slug, started)
+    device_info = {"spec": gpu.spec, "name": gpu.name, "uuid": gpu.uuid}
     print(f"selfcheck gpu on {gpu.spec} ({gpu.name}, UUID {gpu.uuid}): {len(chosen)} steps, budget {budget_s:g} s")
+    done: list[dict] = []
 
     def report(record: dict) -> None:
         print(f"  {record['name']:<17} {record['verdict']:<15} {record['elapsed_s']:>6.1f} s  {_summary_line(record)}",
               flush=True)
+        done.append(record)
+        write_evidence(evidence(done, device_info, started, datetime.now(timezone.utc), budget_s, complete=False),
+                       folder, stem)
 
-    with tempfile.TemporaryDirectory(prefix="wattbench-selfcheck-gpu-") as workdir:
-        records = run_steps(chosen, gpu.spec, budget_s, Path(workdir), report)
-    finished = datetime.now(timezone.utc)
-    device_info = {"spec": gpu.spec, "name": gpu.name, "uuid": gpu.uuid}
-    data = evidence(records, device_info, started, finished, budget_s)
-    path = write_evidence(data, folder, evidence_stem(host_name(), gpu.slug, started))
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with tempfile.TemporaryDirectory(prefix="wattbench-selfcheck-gpu-") as workdir:
+            records = run_steps(chosen, gpu.spec, budget_s, Path(workdir), report)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    data = evidence(records, device_info, started, datetime.now(timezone.utc), budget_s)
+    path = write_evidence(data, folder, stem)
     rows = [[r["name"], r["verdict"], f"{r['elapsed_s']:.1f} s", f"{r['limit_s']:g} s"] for r in records]
     print("\n".join(aligned_lines(["step", "verdict", "time", "limit"], rows)))
     print(f"result: {', '.join(f'{n} {v}' for v, n in data['verdicts'].items())}")
