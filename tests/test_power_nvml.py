@@ -2,12 +2,11 @@
 
 import threading
 import time
-from unittest import mock
 
 import pynvml
 import pytest
+from fake_nvml import error, fake_pynvml, field
 
-from wattbench.conditions import BoundedCaller
 from wattbench.device import Device
 from wattbench.power import nvml
 from wattbench.power.base import SensorFault
@@ -16,33 +15,12 @@ UUID = "2f6b8a1e-0000-4c1d-9a3e-1234567890ab"
 GPU = Device("cuda", 0, "NVIDIA H100 80GB HBM3", UUID)
 
 
-def field(value_mw: int, ret: int = pynvml.NVML_SUCCESS) -> pynvml.c_nvmlFieldValue_t:
-    result = pynvml.c_nvmlFieldValue_t()
-    result.fieldId = pynvml.NVML_FI_DEV_POWER_INSTANT
-    result.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
-    result.value.uiVal = value_mw
-    result.nvmlReturn = ret
-    return result
-
-
 @pytest.fixture
 def fake(monkeypatch):
-    """One whole H100 (MIG off), found by its UUID; a fresh bounded-call worker for each test."""
+    """One whole H100 (MIG off), found by its UUID."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(nvml, "_caller", BoundedCaller("test-nvml"))
-    with mock.patch.object(nvml, "pynvml", autospec=True) as fake:
-        fake.nvmlDeviceIsMigDeviceHandle.return_value = 0
-        fake.nvmlDeviceGetMigMode.return_value = [pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_DISABLE]
-        fake.nvmlDeviceGetName.return_value = "NVIDIA H100 80GB HBM3"
-        fake.nvmlDeviceGetTotalEnergyConsumption.return_value = 123_456
-        fake.nvmlDeviceGetFieldValues.return_value = [field(250_000)]
-        fake.nvmlDeviceGetPowerUsage.return_value = 240_000
-        fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 700_000
+    with fake_pynvml(monkeypatch) as fake:
         yield fake
-
-
-def error(code: int) -> pynvml.NVMLError:
-    return pynvml.NVMLError(code)
 
 
 def test_counter_is_primary_and_instant_is_polled_beside_it(fake):
