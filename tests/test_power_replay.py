@@ -32,16 +32,52 @@ def test_iso_timestamps_are_accepted(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("time,power\n1,2\n2,3\n", "header must name"),
+    ("garbage\n", "header must name"),
+    ("", r"bad\.csv: is empty"),
+    ("timestamp,watts\n", "at least 2 readings, found 0"),
     ("timestamp,watts\n1,2\n2,abc\n", r":3: expected a timestamp"),
     ("timestamp,watts\n1,2\n1,3\n", r":3: timestamps must increase"),
-    ("timestamp,watts\n1,-5\n2,3\n", r":2: .*watts >= 0"),
+    ("timestamp,watts\n1,2\n3,4\n2,3\n", r":4: timestamps must increase \(2\.0 after 3\.0\)"),
+    ("timestamp,watts\n1,-5\n2,3\n", r":2: watts must be >= 0"),
+    ("timestamp,watts\n1,2\n2,nan\n", r":3: timestamp and watts must be finite"),
     ("timestamp,watts\n1,2\n", "at least 2 readings"),
+    ("timestamp,watts\n1,2\n2,\x003\n", r":3: expected a timestamp"),
 ])
 def test_malformed_logs_name_file_and_line(tmp_path, text, match):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(replay.ReplayError, match=match):
         replay.read_log(path)
+
+
+def test_binary_data_a_directory_and_a_missing_file_say_what_they_are(tmp_path):
+    binary = tmp_path / "meter.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(replay.ReplayError, match=r"meter\.bin: not a CSV text file \(not UTF-8\)"):
+        replay.read_log(binary)
+    with pytest.raises(replay.ReplayError, match=r": is a directory, not a CSV power log"):
+        replay.read_log(tmp_path)
+    with pytest.raises(replay.ReplayError, match=r"absent\.csv: cannot read: No such file or directory"):
+        replay.read_log(tmp_path / "absent.csv")
+
+
+@pytest.mark.parametrize("offsets, why", [
+    ((-7200, -3600), "ends more than 30 s before it"),  # a log from an hour ago
+    ((60, 120), "starts after it"),  # a meter whose clock runs a minute ahead
+])
+def test_a_log_that_cannot_cover_the_run_is_refused_in_wall_clock_time(tmp_path, offsets, why):
+    now = 1_764_000_000.0  # 2025-11-24T16:00:00Z
+    path = write_log(tmp_path / "meter.csv", [(now + offsets[0], 10), (now + offsets[1], 12)])
+    with pytest.raises(replay.ReplayError) as refused:
+        replay.check_log(path, now)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: the log covers 2025-11-24T")
+    assert "but the run starts at 2025-11-24T16:00:00Z" in message and why in message
+
+
+def test_a_live_log_covers_the_run(tmp_path):
+    now = time.time()
+    replay.check_log(write_log(tmp_path / "meter.csv", [(now - 20, 10), (now - 5, 12)]), now)
 
 
 def test_probe_reports_missing_and_bad_files(tmp_path):
