@@ -26,10 +26,11 @@ from wattbench.power.simulate import constant, live_probe
 
 FAKE_STEPS = '''
 import os, subprocess, sys, time
+import numpy
 from wattbench.gpu_selfcheck import check, step_result
 
 def ok(context):
-    return step_result([check("fine", True, "as expected")], value=1)
+    return step_result([check("fine", True, "as expected")], value=numpy.int64(1), where=object)
 
 def fails(context):
     return step_result([check("wrong", False, "2 + 2 gave 5")])
@@ -95,7 +96,7 @@ def test_a_step_that_hangs_is_killed_with_its_children_and_the_next_still_runs(f
     while alive(sleeper) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(sleeper)  # the whole process group went
-    assert after["verdict"] == PASS and after["figures"] == {"value": 1}
+    assert after["verdict"] == PASS and after["figures"] == {"value": 1, "where": "<class 'object'>"}
 
 
 def test_a_crash_or_an_exception_is_recorded_and_does_not_stop_the_others(fakes):
@@ -431,7 +432,7 @@ def test_the_command_writes_evidence_with_the_environment_and_every_step(fakes, 
     assert markdown.startswith("# wattbench selfcheck gpu: NVIDIA H200")
     assert "- driver: 580.159.04" in markdown and "- torch: 2.11.0" in markdown
     assert "| fails | fail |" in markdown and "| wrong | fail | 2 + 2 gave 5 |" in markdown
-    assert '"value": 1' in markdown
+    assert '"value": 1,' in markdown
 
 
 DRIVER = """

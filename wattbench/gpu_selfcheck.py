@@ -120,10 +120,22 @@ class StepContext:
 
     def progress(self, result: dict) -> None:
         if self.partial_path is not None:
-            write_json_atomic(self.partial_path, result)
+            write_json_atomic(self.partial_path, plain_json(result))
 
 
 # -- the child ------------------------------------------------------------------------------
+
+def plain_json(data: Any) -> Any:
+    """`data` with what json cannot write made plain: numpy scalars by their value (`item()`),
+    anything else by its text. A step's figures come from torch, numpy and NVML alike."""
+    def plain(value: Any) -> Any:
+        try:
+            return value.item()  # a numpy or one-element torch scalar
+        except (AttributeError, ValueError, RuntimeError):
+            return str(value)
+
+    return json.loads(json.dumps(data, default=plain))
+
 
 def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"
@@ -145,7 +157,7 @@ def child_main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001  a step that raises is a failed step, with the reason
         result = {"verdict": FAIL, "reason": f"raised {first_line(exc)}", "checks": [],
                   "figures": {"traceback": traceback.format_exc()}}
-    write_json_atomic(args.result, result)
+    write_json_atomic(args.result, plain_json(result))
     return 0
 
 
