@@ -98,13 +98,13 @@ def test_sigterm_keeps_a_valid_partial_run_that_resume_completes(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0, out + err
+    assert proc.returncode == 130, out + err
     (run_file,) = runs.glob("[!.]*.json")
     partial = json.loads(run_file.read_text())
     assert partial["wattbench"]["complete"] is False
     done = [b["params"]["wattbench_case"] for b in partial["benchmarks"]]
     assert 1 <= len(done) < 4
-    assert "--resume" in out
+    assert err.strip().splitlines()[-1].endswith(f"continue it with `wattbench run --resume {run_file}`"), err
 
     resumed = wattbench("run", "--resume", str(run_file), *SHORT_POWER)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -143,3 +143,77 @@ def test_a_bad_spec_file_is_refused_before_anything_runs(capsys, tmp_path):
         {"name": "X", "peak_tflops": {"fp32": {"value": 2.0}}}]}))
     assert_one_line_error(capsys, cli.main(["run", "--specs", str(specs), "--out", str(tmp_path)]), r"bad\.json")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def runs_left(tmp_path):
+    return list((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else []
+
+
+BAD_LOGS = {
+    "garbage.csv": (b"garbage\n", r"garbage\.csv: the header must name a 'timestamp' and a 'watts' column"),
+    "empty.csv": (b"", r"empty\.csv: is empty"),
+    "header.csv": (b"timestamp,watts\n", r"header\.csv: needs at least 2 readings, found 0"),
+    "nan.csv": (b"timestamp,watts\n1,2\n2,nan\n", r"nan\.csv:3: timestamp and watts must be finite"),
+    "negative.csv": (b"timestamp,watts\n1,2\n2,-3\n", r"negative\.csv:3: watts must be >= 0"),
+    "backwards.csv": (b"timestamp,watts\n5,2\n4,3\n", r"backwards\.csv:3: timestamps must increase"),
+    "binary.csv": (bytes(range(256)), r"binary\.csv: not a CSV text file"),
+    "old.csv": (b"timestamp,watts\n1700000000,2\n1700000060,3\n",
+                r"old\.csv: the log covers 2023-11-14T22:13:20Z to 2023-11-14T22:14:20Z \(wall clock\), but the run "
+                r"starts at 20"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_LOGS))
+def test_a_bad_power_replay_log_is_refused_before_the_first_benchmark(capsys, tmp_path, name):
+    content, pattern = BAD_LOGS[name]
+    log = tmp_path / name
+    log.write_bytes(content)
+    code = cli.main(["run", *ON_CPU, "--out", str(tmp_path), "--power-replay", str(log)])
+    assert_one_line_error(capsys, code, pattern)
+    assert runs_left(tmp_path) == []
+
+
+def test_a_directory_as_power_replay_says_it_is_one(capsys, tmp_path):
+    code = cli.main(["run", *ON_CPU, "--out", str(tmp_path / "out"), "--power-replay", str(tmp_path)])
+    assert_one_line_error(capsys, code, r"is a directory, not a CSV power log")
+
+
+@pytest.mark.parametrize("option, pattern", [
+    ("--wattbench-energy-window=0", r"--wattbench-energy-window must be above 0 and at most 3600 seconds, got 0\.0"),
+    ("--wattbench-energy-window=-3", r"--wattbench-energy-window must be above 0"),
+    ("--wattbench-energy-window=nan", r"--wattbench-energy-window must be above 0 .*got nan"),
+    ("--wattbench-energy-repeats=0", r"--wattbench-energy-repeats must be at least 1 and at most 100 windows"),
+    ("--wattbench-idle=-1", r"--wattbench-idle must be at least 0"),
+    ("--wattbench-idle=1e300", r"--wattbench-idle must be at least 0 and at most 3600 seconds"),
+    ("--wattbench-cooldown=-5", r"--wattbench-cooldown must be at least 0 and at most 100 degrees"),
+    ("--wattbench-min-time=inf", r"--wattbench-min-time must be above 0"),
+    ("--wattbench-cpu-threads=0", r"--wattbench-cpu-threads must be at least 1"),
+    ("--wattbench-cpu-threads=100000", r"--wattbench-cpu-threads must be at least 1 and at most \d+ threads"),
+    ("--wattbench-seed=abc", r"argument --wattbench-seed: invalid int value: 'abc'"),
+    ("--wattbench-gate=/nonexistent/base.json", r"/nonexistent/base\.json: cannot read"),
+    ("--wattbench-save-trace=/proc/x/trace.csv", r"give --save-trace to wattbench run, not --wattbench-save-trace"),
+    ("--wattbench-device=cuda:7", r"give --device to wattbench run"),
+    ("-kgemm", r"give -k to wattbench run, not -k after '--'"),
+])
+def test_bad_plugin_options_after_the_separator_are_one_line(capsys, tmp_path, option, pattern):
+    code = cli.main(["run", *ON_CPU, "--out", str(tmp_path), "--", option])
+    assert_one_line_error(capsys, code, pattern)
+    assert runs_left(tmp_path) == []
+
+
+def partial_run(path, select):
+    """A run file as an interrupted run leaves it: nothing recorded yet, `complete: false`."""
+    path.write_text(json.dumps({"benchmarks": [], "wattbench": {
+        "preset": "quick", "device": "cpu", "select": select, "seed": 0, "complete": False,
+        "planned": ["gemm.infer-torch-fp32-M1-K512-N512"], "failed": [], "skipped": []}}))
+    return path
+
+
+@pytest.mark.parametrize("select, given, pattern", [
+    ("gemm and M1-", "llm", r"was run with -k gemm and M1-, not -k llm: resume it with the same"),
+    ("", "gemm", r"was run without -k, not -k gemm"),
+])
+def test_resume_with_another_selection_is_refused(capsys, tmp_path, select, given, pattern):
+    run_file = partial_run(tmp_path / "partial.json", select)
+    assert_one_line_error(capsys, cli.main(["run", "--resume", str(run_file), "-k", given]), pattern)
+    assert json.loads(run_file.read_text())["wattbench"]["complete"] is False

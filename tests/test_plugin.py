@@ -1,6 +1,7 @@
 """What the pytest plugin writes: pytest-benchmark JSON with wattbench fields, failures recorded."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -233,3 +234,41 @@ def test_a_run_on_cuda_1_keeps_pytest_benchmark_stats_in_device_time(tmp_path):
     assert bench["stats"]["max"] == pytest.approx(40e-6, abs=1e-6)
     simulated = json.loads((tmp_path / "simulated.json").read_text())
     assert simulated == {"seen": [1], "devices": [1]}  # the step and every launch ran with cuda:1 current
+
+
+@pytest.mark.parametrize("option, pattern", [
+    ("--wattbench-energy-window=0", r"ERROR: --wattbench-energy-window must be above 0 and at most 3600 seconds"),
+    ("--wattbench-run-file=/proc/x/run.json", r"ERROR: output folder '/proc/x' is not writable"),
+    ("--wattbench-save-trace=/proc/x/trace.csv", r"ERROR: output folder '/proc/x' is not writable"),
+])
+def test_bad_option_values_are_a_usage_error_before_anything_runs(fault_run, option, pattern):
+    _, _, baseline = fault_run
+    proc = run_faults(baseline.parent, option)
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
+    assert re.search(pattern, proc.stderr), proc.stderr
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    assert "PASSED" not in proc.stdout and "passed" not in proc.stdout
+
+
+def test_a_session_stopped_early_is_not_complete_and_resume_refuses_another_selection(fault_run, tmp_path):
+    """-x stops after the first failure: the run file says `stopped`, never `complete`; a resume must select
+    the same benchmarks, then completes it."""
+    _, _, baseline = fault_run
+    folder, run_file = baseline.parent, tmp_path / "run.json"
+    stopped = run_faults(folder, "-x", f"--wattbench-run-file={run_file}")
+    assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+    block = json.loads(run_file.read_text())["wattbench"]
+    assert block["complete"] is False and len(block["planned"]) == 4
+    assert block["segments"][-1]["end"] == "stopped" and len(block["failed"]) == 1
+
+    narrower = run_faults(folder, "-k", "oom", f"--wattbench-run-file={run_file}", "--wattbench-resume")
+    assert narrower.returncode == 4 and "was made with -k '', not 'oom'" in narrower.stderr, narrower.stderr
+
+    resumed = run_faults(folder, f"--wattbench-run-file={run_file}", "--wattbench-resume")
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # the crash case fails, as recorded
+    data = json.loads(run_file.read_text())
+    block = data["wattbench"]
+    assert block["complete"] is True and [s["end"] for s in block["segments"]] == ["stopped", "finished"]
+    assert sorted(f["case"] for f in block["failed"]) == ["fault.infer-crash-fp32-N4096",
+                                                          "fault.infer-triton-fp32-N4096"]
+    assert [b["params"]["wattbench_case"] for b in data["benchmarks"]] == ["fault.infer-torch-fp32-N4096"]

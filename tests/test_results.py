@@ -87,3 +87,24 @@ def test_table_lists_failures_and_skips():
     table = results.format_table(run(record(), failed=[{"case": "c1", "error": "RuntimeError: boom"}],
                                      skipped=[{"case": "c2", "reason": "needs CUDA"}]))
     assert "FAILED c1: RuntimeError: boom" in table and "skipped c2: needs CUDA" in table
+
+
+def test_run_files_get_the_users_umask_like_the_reports(tmp_path):
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        results.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_an_output_file_is_checked_before_the_run(tmp_path):
+    with pytest.raises(UsageError, match=r"--out-file .* is a directory, not a file"):
+        results.check_output_file(tmp_path, "--out-file")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match=r"output folder .*a-file' is not writable"):
+        results.check_output_file(blocker / "run.json", "--out-file")
+    results.check_output_file(tmp_path / "new" / "run.json", "--out-file")

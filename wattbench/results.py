@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from wattbench import schema
+from wattbench.errors import UsageError
 
 NOT_MEASURED = "not measured"
 
@@ -20,12 +21,39 @@ NOT_MEASURED = "not measured"
 IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "device_name")
 
 
+def check_writable(directory: Path) -> None:
+    """Create `directory` if need be and prove a file can be written there, before anything is measured."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".wattbench-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output folder {str(directory)!r} is not writable: {exc.strerror or exc}") from None
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """A file a run will write (`option` names where it was given): refused now, not after the benchmarks."""
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory, not a file")
+    check_writable(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file.
+
+    The file gets the user's umask like any file they create (mkstemp would leave it readable by its owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             json.dump(data, handle, indent=2)
             handle.flush()
             os.fsync(handle.fileno())

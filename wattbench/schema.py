@@ -323,6 +323,11 @@ RUN_BLOCK = Obj(optional={
     "failed": ListOf(Obj(required={"case": _STRING_OR_NULL, "error": STRING}, optional={"phase": STRING})),
     "skipped": ListOf(Obj(required={"case": _STRING_OR_NULL, "reason": STRING})),
     "power": OBJECT, "summary": OBJECT, "baseline": BASELINE,
+    "planned": ListOf(STRING),
+    "segments": ListOf(Obj(required={"end": STRING},
+                           optional={"started_utc": _STRING_OR_NULL, "ended_utc": _STRING_OR_NULL,
+                                     "signal": _STRING_OR_NULL})),
+    "threads": nullable(OBJECT), "load_average": OBJECT,
 })
 
 _COMMIT = Obj(optional={"id": _STRING_OR_NULL, "dirty": nullable(BOOL)})

@@ -1,0 +1,37 @@
+"""The run file as a journal: what a resumed run keeps of its earlier sessions, and what counts as recorded."""
+
+import json
+
+import pytest
+
+from wattbench.errors import UsageError
+from wattbench.journal import RunJournal, earlier_segments, recorded_cases
+
+
+def test_a_segment_still_running_when_resumed_ended_without_saying_how():
+    block = {"segments": [{"started_utc": "a", "ended_utc": "b", "end": "interrupted", "signal": "SIGINT"},
+                          {"started_utc": "c", "ended_utc": "d", "end": "running"}]}
+    first, second = earlier_segments(block)
+    assert first == block["segments"][0]
+    assert second["end"] == "died" and "killed" in second["note"] and second["started_utc"] == "c"
+
+
+def test_a_run_file_from_before_segments_has_one_unrecorded_segment():
+    assert earlier_segments({"started_utc": "a", "ended_utc": "b"}) == [
+        {"started_utc": "a", "ended_utc": "b", "end": "unrecorded"}]
+    assert earlier_segments({}) == []
+
+
+def test_failed_and_skipped_cases_count_as_recorded():
+    benchmarks = [{"params": {"wattbench_case": "a"}}, {"params": None}, {}]
+    assert recorded_cases(benchmarks, [{"case": "b", "error": "x"}], [{"case": "c", "reason": "y"},
+                                                                       {"case": None, "reason": "z"}]) == {"a", "b", "c"}
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"benchmarks": [], "wattbench": {"preset": "quick", "select": "gemm"}}))
+    journal = RunJournal(path, resume=True)
+    journal.check_resumable({"preset": ("--wattbench-preset", "quick"), "seed": ("--wattbench-seed", 3)})
+    with pytest.raises(UsageError, match=r"run\.json: this run was made with -k 'gemm', not 'llm': resume it"):
+        journal.check_resumable({"select": ("-k", "llm")})
