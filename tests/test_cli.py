@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,29 @@ def test_resume_with_another_selection_is_refused(capsys, tmp_path, select, give
     run_file = partial_run(tmp_path / "partial.json", select)
     assert_one_line_error(capsys, cli.main(["run", "--resume", str(run_file), "-k", given]), pattern)
     assert json.loads(run_file.read_text())["wattbench"]["complete"] is False
+
+
+REPORT_DATA = Path(__file__).parent / "data" / "report"
+
+
+def test_report_and_select_refuse_a_named_file_they_cannot_read(capsys, tmp_path):
+    good, bad = REPORT_DATA / "cpu_run.json", tmp_path / "bad.json"
+    bad.write_text("{")
+    out = tmp_path / "report"
+    assert_one_line_error(capsys, cli.main(["report", str(good), str(bad), "/nonexistent.json", "--out", str(out)]),
+                          r"bad\.json: not valid JSON .*\(1 other file\(s\) too\); pass --skip-bad")
+    assert not out.exists()
+    assert_one_line_error(capsys, cli.main(["select", str(good), "/nonexistent.json", "--workload", "gemm.infer",
+                                            "--metric", "units_per_s"]), r"/nonexistent\.json: cannot read")
+    assert_one_line_error(capsys, cli.main(["report", str(good), "--trace", "/nonexistent.csv", "--out", str(out)]),
+                          r"/nonexistent\.csv: cannot read")
+    assert cli.main(["report", str(good), str(bad), "--skip-bad", "--out", str(out)]) == 0
+    assert f"wattbench: skipped {bad}" in capsys.readouterr().err
+
+
+def test_select_by_energy_without_energy_data_exits_1_unless_the_fallback_is_allowed(capsys):
+    run = str(REPORT_DATA / "cpu_run.json")
+    assert cli.main(["select", run, "--workload", "gemm.infer"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "--allow-fallback" in captured.err
+    assert cli.main(["select", run, "--workload", "gemm.infer", "--allow-fallback"]) == 0

@@ -228,8 +228,28 @@ def test_save_baseline_default_name_is_device_and_commit(root):
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden"])
 def test_save_baseline_rejects_path_like_names(root, name):
     source = write(root / "run.json", run([record()]))
-    with pytest.raises(UsageError, match="baseline name must be letters"):
+    with pytest.raises(UsageError, match="baseline name must start with a letter or digit, then letters, digits, "
+                                         r"'\.', '_' or '-'"):
         save_baseline(source, name, root)
+
+
+def test_save_baseline_replaces_an_existing_one_only_with_force(root, capsys):
+    first = write(root / "first.json", run([record(times=samples(seed=1))]))
+    second = write(root / "second.json", run([record(times=slower(1.5))]))
+    path = save_baseline(first, "main", root / "baselines")
+    with pytest.raises(UsageError, match=r"main\.json: a baseline named 'main' exists: pass --force to replace it"):
+        save_baseline(second, "main", root / "baselines")
+    assert load_run(path)["wattbench"]["baseline"]["source"] == str(first)
+    save_baseline(second, "main", root / "baselines", force=True)
+    assert load_run(path)["wattbench"]["baseline"]["source"] == str(second)
+
+
+def test_baseline_without_a_subcommand_says_what_to_give(capsys):
+    from wattbench import cli
+
+    assert cli.main(["baseline"]) == 2
+    err = capsys.readouterr().err
+    assert err == "wattbench: error: baseline: give what to do: `wattbench baseline save RUN.json [--name N] [--force]`\n"
 
 
 def test_save_baseline_of_a_missing_file_is_a_usage_error(root):

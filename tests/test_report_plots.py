@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from wattbench.report import plots
-from wattbench.report.load import load_runs
+from wattbench.report.load import load_runs, load_trace
 from wattbench.report.specs import load_specs
 
 DATA = Path(__file__).parent / "data" / "report"
@@ -101,7 +101,7 @@ def test_roofline_draws_spec_ceilings_and_notes_devices_without_a_spec(frame):
 
 def test_power_over_time_shades_each_benchmarks_windows():
     run = json.loads(H100.read_text())
-    figure = plots.power_over_time(TRACE, run)
+    figure = plots.power_over_time(load_trace(TRACE), run)
     assert_labelled(figure)
     (ax,) = visible_axes(figure)
     assert sorted(legend_texts(ax)) == ["gpu0:energy (counter, ΔJ/Δt)", "gpu0:power (instant)"]
@@ -115,7 +115,7 @@ def test_power_over_time_without_window_times_says_so(tmp_path):
     run = json.loads(H100.read_text())
     for bench in run["benchmarks"]:
         del bench["extra_info"]["energy"]["window_spans_s"]
-    figure = plots.power_over_time(TRACE, run)
+    figure = plots.power_over_time(load_trace(TRACE), run)
     (ax,) = visible_axes(figure)
     assert "windows not shaded" in notes(ax) and not ax.patches
 
@@ -123,15 +123,15 @@ def test_power_over_time_without_window_times_says_so(tmp_path):
 @pytest.mark.parametrize("content, reason", [
     (None, "no power trace given"),
     ("timestamp_s,source,channel,method,watts,joules\n", "holds no readings"),
-    ("time,watts\n0,1\n", "lacks column"),
+    ("timestamp_s,source,channel,method,watts,joules\n0,nvml,gpu0:energy,counter,,4.4\n", "no power readings"),
 ])
 def test_power_over_time_is_skipped_with_a_reason(tmp_path, content, reason):
-    path = None
+    trace = None
     if content is not None:
-        path = tmp_path / "trace.csv"
-        path.write_text(content)
+        (tmp_path / "trace.csv").write_text(content)
+        trace = load_trace(tmp_path / "trace.csv")
     with pytest.raises(plots.Skipped, match=reason):
-        plots.power_over_time(path, json.loads(H100.read_text()))
+        plots.power_over_time(trace, json.loads(H100.read_text()))
 
 
 def test_triton_vs_torch_has_a_bar_per_pair_with_its_ratios(frame):

@@ -82,12 +82,63 @@ def test_single_cpu_run_without_energy_still_reports(tmp_path, capsys):
     assert len(pd.read_csv(out / "benchmarks.csv")) == records(CPU)
 
 
-def test_bad_files_are_named_and_skipped(tmp_path, capsys):
-    broken = tmp_path / "broken.json"
+def test_a_bad_or_missing_run_file_is_an_error_unless_bad_files_are_skipped(tmp_path, capsys):
+    broken, missing = tmp_path / "broken.json", tmp_path / "missing.json"
     broken.write_text("{")
-    assert write_report([broken, CPU], tmp_path / "out") == 0
-    assert f"skipped {broken}: not valid JSON" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=rf"^{broken}: not valid JSON .*\(1 other file\(s\) too\); pass --skip-bad"):
+        write_report([CPU, broken, missing], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert write_report([broken, CPU, missing], tmp_path / "out", skip_bad=True) == 0
+    captured = capsys.readouterr()
+    assert f"wattbench: skipped {broken}: not valid JSON" in captured.err
+    assert f"wattbench: skipped {missing}: cannot read" in captured.err and "wattbench: skipped" not in captured.out
     assert f"run file skipped: {broken}" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (None, r"absent\.csv: cannot read: No such file"),
+    ("", r"trace\.csv: is empty"),
+    ("time,watts\n0,1\n", r"trace\.csv: not a power trace: no column timestamp_s, source, channel, method, joules"),
+    ("timestamp_s,source,channel,method,watts,joules\n0,nvml,g,instant,abc,\n",
+     r"trace\.csv: row 1: watts: expected a finite number, got 'abc'"),
+    ("timestamp_s,source,channel,method,watts,joules\n0,nvml,g,instant,1,\nnan,nvml,g,instant,1,\n",
+     r"trace\.csv: row 2: timestamp_s: expected a finite number"),
+])
+def test_a_trace_that_cannot_be_read_is_refused_before_anything_is_written(tmp_path, content, pattern):
+    trace = tmp_path / ("absent.csv" if content is None else "trace.csv")
+    if content is not None:
+        trace.write_text(content)
+    with pytest.raises(UsageError, match=pattern):
+        write_report([H100], tmp_path / "out", trace=trace)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_trace_skips_the_plot_with_the_reason(tmp_path, capsys):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("timestamp_s,source,channel,method,watts,joules\n")
+    assert write_report([H100], tmp_path / "out", trace=trace) == 0
+    assert "plot power_over_time skipped: the power trace holds no readings" in capsys.readouterr().out
+
+
+def test_a_report_is_named_after_its_inputs_and_never_replaces_another_unasked(tmp_path, monkeypatch, capsys):
+    from wattbench.report.render import default_report_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_report_dir([CPU]) == Path("results/reports") / CPU.stem
+    pair = default_report_dir([CPU, H100])
+    assert pair == default_report_dir([H100, CPU]) and pair.name.startswith("combined-2-runs-")
+    assert pair != default_report_dir([CPU, L4])
+    out = tmp_path / "out"
+    assert write_report([CPU], out) == 0
+    assert write_report([CPU], out) == 0  # the same inputs: brought up to date
+    with pytest.raises(UsageError, match=r"'.*out' holds the report of other run files \(1 of them\): choose another "
+                                         r"--out, or pass --force"):
+        write_report([H100], out)
+    assert write_report([H100], out, force=True) == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a report")
+    with pytest.raises(UsageError, match=r"is not empty and holds no report of wattbench's"):
+        write_report([CPU], tmp_path / "mine")
 
 
 def test_no_usable_input_is_a_usage_error(tmp_path):

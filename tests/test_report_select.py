@@ -90,7 +90,7 @@ def test_runs_with_no_energy_are_ranked_by_speed_and_say_so():
     assert ranking.metric == "units_per_s"
     assert "energy was not measured" in ranking.fallback
     assert ranking.entries[0].value == best(frame, "AMD EPYC", "gemm.infer", "units_per_s")
-    assert format_ranking(ranking).startswith("note: energy was not measured")
+    assert format_ranking(ranking).startswith("gemm.infer: 1 device(s) ranked by units_per_s")
 
 
 def test_unknown_workload_lists_close_matches():
@@ -113,10 +113,13 @@ def test_bad_options_are_usage_errors(kwargs, message):
 
 
 def test_select_prints_the_ranking_and_returns_its_exit_code(tmp_path, capsys):
-    assert select_devices([CPU, H100, L4, tmp_path / "missing.json"], "gemm.train", None, "units_per_joule") == 0
-    out = capsys.readouterr().out
-    assert "skipped" in out and "missing.json" in out
-    assert H100_NAME in out and L4_NAME in out and "margin to next" in out
+    with pytest.raises(UsageError, match=r"missing\.json: cannot read: .*; pass --skip-bad"):
+        select_devices([CPU, H100, L4, tmp_path / "missing.json"], "gemm.train", None, "units_per_joule")
+    assert select_devices([CPU, H100, L4, tmp_path / "missing.json"], "gemm.train", None, "units_per_joule",
+                          skip_bad=True) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "missing.json" in captured.err and "skipped" not in captured.out
+    assert H100_NAME in captured.out and L4_NAME in captured.out and "margin to next" in captured.out
     assert select_devices([H100], "gemm.infer", 1e-6, "units_per_joule") == 1
     assert "no device meets the bound" in capsys.readouterr().out
 
@@ -127,3 +130,15 @@ def test_select_with_no_usable_file_is_a_usage_error(tmp_path):
         select_devices([tmp_path / "empty.json"], "gemm.infer", None, "units_per_joule")
     with pytest.raises(UsageError, match="no run files"):
         select_devices([], "gemm.infer", None, "units_per_joule")
+
+
+def test_an_energy_metric_without_energy_data_is_refused_unless_the_fallback_is_allowed(capsys):
+    assert select_devices([CPU], "gemm.infer", None, "units_per_joule") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("wattbench: not ranked by units_per_joule: energy was not measured for "
+                                   "gemm.infer on any device (no power source")
+    assert captured.err.endswith("pass --allow-fallback to rank by units_per_s instead\n")
+    assert select_devices([CPU], "gemm.infer", None, "units_per_joule", allow_fallback=True) == 0
+    captured = capsys.readouterr()
+    assert "ranked by units_per_s instead" in captured.err and "by units_per_s (throughput" in captured.out

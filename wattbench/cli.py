@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="CSV, plots, summary.md and report.html over run files from any hosts")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run files (results/runs/*.json)")
-    report.add_argument("--out", type=Path, default=Path("results") / "reports" / "combined", help="report folder")
+    report.add_argument("--out", type=Path, default=None,
+                        help="report folder (default: results/reports/RUN for one run file, "
+                             "results/reports/combined-N-runs-DIGEST for several)")
+    report.add_argument("--force", action="store_true", help="write into a folder that holds another report")
+    report.add_argument("--skip-bad", action="store_true",
+                        help="leave out run files that cannot be read (else they are an error)")
     report.add_argument("--specs", type=Path, default=None,
                         help="your own device spec file (wattbench-device-specs/1 JSON), matched first")
     report.add_argument("--trace", type=Path, default=None, help="power trace CSV of the first run (--save-trace)")
@@ -51,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--max-latency-ms", type=float, default=None, help="bound on the median latency per call")
     select.add_argument("--metric", default="units_per_joule",
                         help="units_per_joule | joules_per_unit | units_per_s | median_ms | tflops")
+    select.add_argument("--allow-fallback", action="store_true",
+                        help="rank by units_per_s when the energy metric asked for was measured on no device")
+    select.add_argument("--skip-bad", action="store_true",
+                        help="leave out run files that cannot be read (else they are an error)")
 
     gate = commands.add_parser("gate", help="compare a run with a baseline on time and energy; exit 1 on a regression")
     gate.add_argument("--baseline", type=Path, required=True, metavar="JSON", help="the baseline run file")
@@ -66,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write JUnit XML here")
 
     baseline = commands.add_parser("baseline", help="store run files as named baselines for the gate")
-    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", metavar="save", parser_class=_Parser)
     save = baseline_commands.add_parser("save", help="copy a run file to results/baselines/NAME.json with provenance")
     save.add_argument("run", type=Path, metavar="RUN.json")
     save.add_argument("--name", default=None, help="default: <device>-<commit>")
+    save.add_argument("--force", action="store_true", help="replace a baseline of the same name")
 
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
@@ -118,13 +128,14 @@ def _run_devices(args, extra: list[str]) -> int:
 def _report(args) -> int:
     from wattbench.report import write_report
 
-    return write_report(args.runs, args.out, args.specs, args.trace)
+    return write_report(args.runs, args.out, args.specs, args.trace, skip_bad=args.skip_bad, force=args.force)
 
 
 def _select(args) -> int:
     from wattbench.report import select_devices
 
-    return select_devices(args.runs, args.workload, args.max_latency_ms, args.metric)
+    return select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad,
+                          allow_fallback=args.allow_fallback)
 
 
 def _gate(args) -> int:
@@ -138,7 +149,9 @@ def _gate(args) -> int:
 def _baseline(args) -> int:
     from wattbench.gate import save_baseline
 
-    save_baseline(args.run, args.name)
+    if args.baseline_command is None:
+        raise UsageError("baseline: give what to do: `wattbench baseline save RUN.json [--name N] [--force]`")
+    save_baseline(args.run, args.name, force=args.force)
     return 0
 
 

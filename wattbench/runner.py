@@ -168,5 +168,5 @@ def finish(final: Path, trace: Path | None, report: bool, specs: Path | None = N
     if report and data["benchmarks"]:
         from wattbench.report import write_report
 
-        write_report([final], report_dir_for(final), specs=specs, trace=trace)
+        write_report([final], report_dir_for(final), specs=specs, trace=trace, force=True)  # its own folder
     return data

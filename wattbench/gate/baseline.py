@@ -52,18 +52,23 @@ def default_name(run: dict) -> str:
     return f"{device}-{suffix}"
 
 
-def save_baseline(run: Path, name: str | None = None, folder: Path = BASELINES) -> Path:
-    """Copy run file `run` to FOLDER/NAME.json with its provenance; prints where, and any caveat."""
+def save_baseline(run: Path, name: str | None = None, folder: Path = BASELINES, force: bool = False) -> Path:
+    """Copy run file `run` to FOLDER/NAME.json with its provenance; prints where, and any caveat.
+    An existing baseline of that name is replaced only with `force`: the gate's reference never changes unasked."""
     data = load_run(Path(run))
     if not data["benchmarks"]:
         raise UsageError(f"{run}: no benchmarks to keep as a baseline")
     name = default_name(data) if name is None else name
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise UsageError(f"baseline name must be letters, digits, '.', '_' or '-' (no path), got {name!r}")
+        raise UsageError(f"baseline name must start with a letter or digit, then letters, digits, '.', '_' or '-' "
+                         f"(no path), got {name!r}")
     facts = provenance(data)
     data["wattbench"]["baseline"] = {"name": name, "saved_utc": datetime.now(timezone.utc).isoformat(),
                                      "source": str(run), **facts}
     path = Path(folder) / f"{name}.json"
+    if path.exists() and not force:
+        raise UsageError(f"{path}: a baseline named {name!r} exists: pass --force to replace it, or choose another "
+                         "--name")
     try:
         write_json_atomic(path, data)
     except OSError as exc:

@@ -1,11 +1,13 @@
-"""Run files from any number of hosts into one tidy DataFrame: one row per benchmark record.
+"""Run files from any number of hosts into one tidy DataFrame: one row per benchmark record; power traces.
 
-Bad files do not stop the others: each is reported by name (with why) and skipped.
+`load_runs` collects the files it cannot use, each with why; `check_problems` refuses them unless the
+user asked to skip bad files.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pandas as pd
 from wattbench.errors import UsageError
 from wattbench.report.specs import SpecTable, load_specs
 from wattbench.results import IDENTITY_FIELDS, load_run, run_environment
-from wattbench.schema import is_finite_number
+from wattbench.schema import is_finite_number, shown
 
 #: Identity of a benchmark across runs (the lead's run-file contract); a list, as pandas takes column keys.
 IDENTITY = list(IDENTITY_FIELDS)
@@ -39,11 +41,13 @@ COLUMNS = [
 
 @dataclass
 class Loaded:
-    """The tidy table, the run files it came from (path, contents), and the files skipped (path, why)."""
+    """The tidy table, the run files it came from (path, contents), the files that could not be used (path, why)
+    and the valid run files without a record (a run cut short before its first benchmark)."""
 
     frame: pd.DataFrame
     runs: list[tuple[Path, dict]] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    empty: list[Path] = field(default_factory=list)
 
 
 def _number(value) -> float:
@@ -136,7 +140,8 @@ def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
 
 
 def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
-    """Every readable record of `paths` in one DataFrame; unreadable or empty files in `problems`."""
+    """Every readable record of `paths` in one DataFrame; unusable files in `problems`, those without records
+    in `empty`."""
     if not isinstance(paths, (list, tuple)):
         raise TypeError(f"paths must be a list of run file paths, got {type(paths).__name__}")
     if not paths:
@@ -150,7 +155,7 @@ def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
             loaded.problems.append((path, str(exc).removeprefix(f"{path}: ")))
             continue
         if not run["benchmarks"]:
-            loaded.problems.append((path, "no benchmarks in this run file"))
+            loaded.empty.append(path)
             continue
         loaded.runs.append((path, run))
         rows += [record_row(path, run, bench, specs) for bench in run["benchmarks"]]
@@ -159,6 +164,55 @@ def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
         frame["run_started"] = pd.to_datetime(frame["run_started"], utc=True, errors="coerce", format="ISO8601")
         loaded.frame = frame
     return loaded
+
+
+def check_problems(loaded: Loaded, skip_bad: bool) -> None:
+    """A run file the user named and that cannot be used is an error, unless they asked to skip such files
+    (`--skip-bad`): then each is named on stderr, as is each run file without a record."""
+    if loaded.problems and not skip_bad:
+        path, why = loaded.problems[0]
+        others = f" ({len(loaded.problems) - 1} other file(s) too)" if len(loaded.problems) > 1 else ""
+        raise UsageError(f"{path}: {why}{others}; pass --skip-bad to leave such files out")
+    for path, why in loaded.problems:
+        print(f"wattbench: skipped {path}: {why}", file=sys.stderr)
+    for path in loaded.empty:
+        print(f"wattbench: note: {path} holds no benchmark record yet", file=sys.stderr)
+
+
+#: A power trace CSV (PowerMonitor.write_trace): the columns, and those that hold numbers (watts or joules
+#: may be empty: a counter channel has no watts, an instant one no joules).
+TRACE_COLUMNS = ("timestamp_s", "source", "channel", "method", "watts", "joules")
+TRACE_NUMBERS = {"timestamp_s": False, "watts": True, "joules": True}
+
+
+def load_trace(path: Path) -> pd.DataFrame:
+    """A power trace CSV, checked: a one-line UsageError naming the file (and the row) when it is not one."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a power trace CSV")
+    try:
+        trace = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path}: is empty: expected a power trace with columns {', '.join(TRACE_COLUMNS)}") \
+            from None
+    except (ValueError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"{path}: not a power trace CSV: {str(exc).splitlines()[0]}") from None
+    missing = [column for column in TRACE_COLUMNS if column not in trace.columns]
+    if missing:
+        raise UsageError(f"{path}: not a power trace: no column {', '.join(missing)} (the columns of "
+                         f"`wattbench run --save-trace` are {', '.join(TRACE_COLUMNS)})")
+    for column, may_be_empty in TRACE_NUMBERS.items():
+        text = trace[column].str.strip()
+        values = pd.to_numeric(text, errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(float)) & ~((text == "") & may_be_empty).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UsageError(f"{path}: row {row + 1}: {column}: expected a finite number, "
+                             f"got {shown(trace[column].iloc[row])}")
+        trace[column] = values
+    return trace
 
 
 def energy_reasons(frame: pd.DataFrame) -> list[str]:

@@ -269,27 +269,16 @@ def _trace_power(trace: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: part.dropna() for name, part in channels.items() if not part.dropna().empty}
 
 
-def read_trace(path: Path) -> pd.DataFrame:
-    """A trace CSV written by PowerMonitor.write_trace, checked; Skipped when unusable."""
-    try:
-        trace = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise Skipped(f"power trace {path} cannot be read: {exc}") from None
-    missing = {"timestamp_s", "channel", "method", "watts", "joules"} - set(trace.columns)
-    if missing:
-        raise Skipped(f"power trace {path} lacks column(s) {', '.join(sorted(missing))}")
-    if trace.empty:
-        raise Skipped(f"power trace {path} holds no readings (no power source was sampled)")
-    return trace
-
-
-def power_over_time(trace_path: Path | None, run: dict) -> Figure:
-    """The run's power trace with each benchmark's energy windows shaded and labelled."""
-    if trace_path is None:
+def power_over_time(trace: pd.DataFrame | None, run: dict) -> Figure:
+    """The run's power trace (wattbench.report.load.load_trace) with each benchmark's energy windows shaded
+    and labelled."""
+    if trace is None:
         raise Skipped("no power trace given (record one with `wattbench run --save-trace`)")
-    channels = _trace_power(read_trace(trace_path))
+    if trace.empty:
+        raise Skipped("the power trace holds no readings (no power source was sampled)")
+    channels = _trace_power(trace)
     if not channels:
-        raise Skipped(f"power trace {trace_path} has no power readings to plot")
+        raise Skipped("the power trace has no power readings to plot")
     figure = _figure(13, 6.5)
     ax = figure.subplots()
     device = run["wattbench"].get("device_name", "device")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pandas as pd
 
 from wattbench.errors import UsageError
 from wattbench.report import plots
-from wattbench.report.load import Loaded, energy_reasons, load_runs
+from wattbench.report.load import Loaded, check_problems, energy_reasons, load_runs, load_trace
 from wattbench.report.select import METRICS, rank_devices
 from wattbench.report.select import format_number as _num
 from wattbench.report.specs import SpecTable, load_specs
@@ -79,7 +81,7 @@ def ranking_sections(frame: pd.DataFrame) -> list[Section]:
             "lead within uncertainty": _tie(e.within_uncertainty) if i < len(ranking.entries) else "-"}
             for i, e in enumerate(ranking.entries, start=1)])
         order = "higher" if metric.higher_is_better else "lower"
-        lines = (*([f"Note: {ranking.fallback}."] if ranking.fallback else []),
+        lines = (*([f"Note: {ranking.fallback}: ranked by units_per_s instead."] if ranking.fallback else []),
                  f"Ranked by {ranking.metric} ({metric.label}, {order} is better), best configuration per device.",
                  *ranking.notes)
         sections.append(Section(f"Devices for {workload}", table if not table.empty else None, lines))
@@ -162,7 +164,7 @@ def to_html(sections: list[Section], figures: dict[str, str], plot_dir: Path) ->
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def draw_plots(loaded: Loaded, specs: SpecTable, trace: Path | None, plot_dir: Path) -> tuple[dict, dict]:
+def draw_plots(loaded: Loaded, specs: SpecTable, trace: pd.DataFrame | None, plot_dir: Path) -> tuple[dict, dict]:
     """Save each figure as PNG and SVG; (name -> title) of those drawn, (name -> reason) of those skipped."""
     frame = loaded.frame
     makers = {
@@ -189,31 +191,71 @@ def draw_plots(loaded: Loaded, specs: SpecTable, trace: Path | None, plot_dir: P
     return drawn, skipped
 
 
-def write_report(runs: list[Path], out: Path, specs: Path | None = None, trace: Path | None = None) -> int:
-    """Write benchmarks.csv (+ .parquet with pyarrow), plots/*.png|svg, summary.md and report.html to `out`.
+#: The file in a report folder that names the run files the report was made from.
+INPUTS_FILE = "report-inputs.json"
+REPORTS = Path("results") / "reports"
 
-    `trace` is the power trace CSV of the first run file (PowerMonitor.write_trace). Returns 0;
-    bad input raises UsageError.
+
+def _inputs(runs: list[Path]) -> list[str]:
+    return sorted(str(Path(run).resolve()) for run in runs)
+
+
+def default_report_dir(runs: list[Path]) -> Path:
+    """results/reports/RUN for one run file; for several, a folder named by a digest of their paths, so that
+    reports of different inputs never share a folder."""
+    if len(runs) == 1:
+        return REPORTS / Path(runs[0]).stem
+    digest = hashlib.sha1("\n".join(_inputs(runs)).encode()).hexdigest()[:10]
+    return REPORTS / f"combined-{len(runs)}-runs-{digest}"
+
+
+def check_report_dir(out: Path, runs: list[Path], force: bool) -> None:
+    """Refuse to write over a folder holding something else than a report of these same run files."""
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        previous = json.loads((out / INPUTS_FILE).read_text())["runs"]
+    except (OSError, ValueError, TypeError, KeyError):
+        previous = None
+    if not isinstance(previous, list):
+        raise UsageError(f"report folder {str(out)!r} is not empty and holds no report of wattbench's: "
+                         "choose another --out, or pass --force to write into it")
+    if previous != _inputs(runs):
+        raise UsageError(f"report folder {str(out)!r} holds the report of other run files ({len(previous)} "
+                         "of them): choose another --out, or pass --force to replace it")
+
+
+def write_report(runs: list[Path], out: Path | None = None, specs: Path | None = None, trace: Path | None = None,
+                 skip_bad: bool = False, force: bool = False) -> int:
+    """Write benchmarks.csv (+ .parquet with pyarrow), plots/*.png|svg, summary.md and report.html to `out`
+    (default: `default_report_dir(runs)`).
+
+    `trace` is the power trace CSV of the first run file (PowerMonitor.write_trace). A run file that cannot
+    be used is an error unless `skip_bad`; a folder holding another report is refused unless `force`.
+    Returns 0; bad input raises UsageError before anything is written.
     """
     if not isinstance(runs, (list, tuple)):
         raise TypeError(f"runs must be a list of run file paths, got {type(runs).__name__}")
+    runs = [Path(p) for p in runs]
     table = load_specs(Path(specs) if specs is not None else None)
-    loaded = load_runs([Path(p) for p in runs], table)
-    for path, why in loaded.problems:
-        print(f"wattbench: skipped {path}: {why}")
+    power_trace = load_trace(Path(trace)) if trace is not None else None
+    loaded = load_runs(runs, table)
+    check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
-    out = Path(out)
+    out = Path(out) if out is not None else default_report_dir(runs)
+    check_report_dir(out, runs, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"report folder {str(out)!r} cannot be created: {exc.strerror or exc}") from None
+    (out / INPUTS_FILE).write_text(json.dumps({"runs": _inputs(runs)}, indent=1) + "\n")
     written = [out / "benchmarks.csv"]
     loaded.frame.to_csv(written[0], index=False)
     if importlib.util.find_spec("pyarrow") is not None:
         written.append(out / "benchmarks.parquet")
         loaded.frame.to_parquet(written[-1], index=False)
-    drawn, skipped = draw_plots(loaded, table, Path(trace) if trace is not None else None, out / "plots")
+    drawn, skipped = draw_plots(loaded, table, power_trace, out / "plots")
     frame = loaded.frame
     sections = [Section("Runs", runs_table(loaded))]
     sections += ranking_sections(frame)

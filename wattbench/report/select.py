@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from wattbench.errors import UsageError
-from wattbench.report.load import comparable, energy_reasons, load_runs
+from wattbench.report.load import check_problems, comparable, energy_reasons, load_runs
 from wattbench.results import aligned_lines
 from wattbench.schema import is_finite_number
 
@@ -57,7 +58,7 @@ class Ranking:
     max_latency_ms: float | None
     entries: list[Entry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: Why the ranking is not by the metric asked for (energy not measured anywhere), else None.
+    #: Why the ranking is by units_per_s, not the metric asked for (energy not measured anywhere), else None.
     fallback: str | None = None
 
 
@@ -113,7 +114,7 @@ def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | Non
         reasons = energy_reasons(rows)
         if measured.empty:
             ranking.fallback = (f"energy was not measured for {workload} on any device "
-                                f"({'; '.join(reasons) or 'no reason recorded'}): ranked by units_per_s instead")
+                                f"({'; '.join(reasons) or 'no reason recorded'})")
             ranking.metric, chosen = "units_per_s", METRICS["units_per_s"]
         else:
             for device in sorted(set(rows["device_name"]) - set(measured["device_name"])):
@@ -148,13 +149,12 @@ def format_number(value, digits: str = ".4g", suffix: str = "") -> str:
 
 
 def format_ranking(ranking: Ranking) -> str:
-    """The ranking as the table `wattbench select` prints, warnings after it."""
+    """The ranking as the table `wattbench select` prints, warnings after it (a fallback is said on stderr)."""
     metric = METRICS[ranking.metric]
     bound = f", median latency per call <= {ranking.max_latency_ms:g} ms" if ranking.max_latency_ms else ""
     order = "higher" if metric.higher_is_better else "lower"
-    lines = [f"note: {ranking.fallback}"] if ranking.fallback else []
-    lines.append(f"{ranking.workload}: {len(ranking.entries)} device(s) ranked by {ranking.metric} "
-                 f"({metric.label}, {order} is better){bound}")
+    lines = [f"{ranking.workload}: {len(ranking.entries)} device(s) ranked by {ranking.metric} "
+                 f"({metric.label}, {order} is better){bound}"]
     header = ["rank", "device", "host", "impl", "precision", "size", ranking.metric, "±95%", "median ms",
               "margin to next"]
     rows = [[str(i), e.device_name, e.host, e.impl, e.precision, e.size, format_number(e.value),
@@ -178,16 +178,22 @@ def format_ranking(ranking: Ranking) -> str:
 
 
 def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None = None,
-                   metric: str = "units_per_joule") -> int:
-    """Print the ranking; 0 when a device qualifies, 1 when none does (bad input raises UsageError)."""
+                   metric: str = "units_per_joule", skip_bad: bool = False, allow_fallback: bool = False) -> int:
+    """Print the ranking; 0 when a device qualifies, 1 when none does or when the metric asked for was not
+    measured and `allow_fallback` is not given (bad input, unusable files without `skip_bad`: UsageError)."""
     check_options(metric, max_latency_ms)
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank devices for, e.g. --workload gemm.infer")
     loaded = load_runs(list(runs))
-    for path, why in loaded.problems:
-        print(f"wattbench: skipped {path}: {why}")
+    check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
     ranking = rank_devices(loaded.frame, workload, max_latency_ms, metric)
+    if ranking.fallback and not allow_fallback:
+        print(f"wattbench: not ranked by {metric}: {ranking.fallback}; pass --allow-fallback to rank by "
+              "units_per_s instead", file=sys.stderr)
+        return 1
+    if ranking.fallback:
+        print(f"wattbench: note: {ranking.fallback}: ranked by units_per_s instead", file=sys.stderr)
     print(format_ranking(ranking))
     return 0 if ranking.entries else 1
