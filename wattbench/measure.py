@@ -24,6 +24,7 @@ from wattbench import timing
 from wattbench.device import INTERPRET_ENV, Device
 from wattbench.metrics import model_flops_utilization
 from wattbench.power import PowerMonitor
+from wattbench.results import format_seconds
 from wattbench.workloads import Case
 
 #: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
@@ -111,7 +112,8 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
         warmup = plan.warmup_rounds
     for _ in range(warmup):
         target.call()
-    rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(timing.time_once(target.call, device))
+    planning_s = None if interpreted else timing.time_once(target.call, device)
+    rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(planning_s)
     if hasattr(step, "reset"):  # what the step records (e.g. request timelines) covers the timed rounds only
         step.reset()
     clock.reset()
@@ -129,8 +131,51 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
         info["energy"] = power.measure(target.call, device.synchronize, info["units_per_call"])
     if hasattr(step, "energy_metrics"):  # figures derived from energy, e.g. MLPerf's mJ per query
         info.update(step.energy_metrics(info["energy"]))
+    if planning_s is not None:
+        info["timing"]["planning_call_s"] = planning_s
+        found = disagreements(samples, planning_s, info["energy"].get("window_seconds_per_call"), device.type)
+        if found:
+            info["timing"]["disagreements"] = found
     benchmark.extra_info.update(info)
     return info
+
+
+#: How far outside the timed rounds' range another estimate of the same call may land before the case's
+#: measurements are said to disagree: twice as slow as the slowest round, or twice as fast as the fastest.
+DISAGREEMENT_FACTOR = 2.0
+#: On a GPU, host-clock estimates are compared with device-timed rounds only for calls this long or longer.
+HOST_COMPARABLE_S = 1e-3
+
+
+def disagreements(samples: list[float], planning_s: float, window_s_per_call: float | None,
+                  device_type: str) -> list[str]:
+    """Where one case's repeated measurements of the same call contradict each other (empty: they agree).
+
+    A case measures one call three ways: the planning call (one call, host clock, after the warm-up),
+    the timed rounds (one call each, device clock; on a GPU, caches flushed before each) and the energy
+    windows (calls back to back, host clock, warm caches). Their conditions differ, so they need not be
+    equal; but on a machine whose state holds still, neither host-clock estimate can land far outside the
+    range the rounds themselves spanned. The interval here is that range widened by DISAGREEMENT_FACTOR,
+    not the confidence interval of the rounds' median: that interval only says where the median of these
+    rounds lies and shrinks with every round however unsteady the host (a ±0.02% interval on a median
+    that is 16 ms in one run and 44 us in the next); a single call, or the mean of back-to-back calls,
+    is to be compared with what single calls did. Landing outside means something changed between the
+    measurements: other load, threads contending for the cores, clocks throttling.
+
+    On a CPU all three are the same host-clock measurement of the same work. On a GPU a host-clock
+    estimate includes launch and synchronisation time and runs with warm caches, which for short kernels
+    legitimately differs from the flushed device time by more than the factor, so there the check is made
+    only for calls of HOST_COMPARABLE_S or more.
+    """
+    if not samples or (device_type == "cuda" and min(samples) < HOST_COMPARABLE_S):
+        return []
+    low, high = min(samples), max(samples)
+    found = []
+    for name, value in (("planning call", planning_s), ("energy windows (per call)", window_s_per_call)):
+        if value is not None and not low / DISAGREEMENT_FACTOR <= value <= high * DISAGREEMENT_FACTOR:
+            found.append(f"{name} {format_seconds(value)} vs timed rounds {format_seconds(low)} to "
+                         f"{format_seconds(high)}")
+    return found
 
 
 def record_fields(case: Case, settings: Settings, target: timing.Target, samples: list[float], rounds: int,

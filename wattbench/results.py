@@ -108,6 +108,16 @@ def _energy_cells(energy: dict, unit: str) -> list[str]:
             f"{energy['avg_power_w']:.4g} W"]
 
 
+def disagreeing_benchmarks(run: dict) -> list[tuple[str, list[str]]]:
+    """(case, how) for each benchmark whose own measurements disagree (wattbench.measure.disagreements)."""
+    found = []
+    for bench in run["benchmarks"]:
+        how = (bench["extra_info"].get("timing") or {}).get("disagreements")
+        if how:
+            found.append(((bench.get("params") or {}).get("wattbench_case") or bench.get("name", "?"), how))
+    return found
+
+
 def format_table(run: dict) -> str:
     """The summary table `wattbench run` prints: time, throughput and energy per benchmark."""
     header = ["workload", "style", "impl", "precision", "size", "median", "throughput", "energy/unit",

@@ -164,6 +164,12 @@ def finish(final: Path, trace: Path | None, report: bool, specs: Path | None = N
     if throttled:
         print(f"\nwarning: {len(throttled)} benchmark(s) measured while the GPU was throttled (power cap, thermal, "
               f"...): {', '.join(throttled)}")
+    unsteady = results.disagreeing_benchmarks(data)
+    if unsteady:
+        print(f"\nwarning: {len(unsteady)} benchmark(s) measured the same call inconsistently (other load, threads "
+              "contending for the cores, throttling): their medians are not stable figures")
+        for case, how in unsteady:
+            print(f"  {case}: {'; '.join(how)}")
     print(f"\nrun file: {final}")
     if report and data["benchmarks"]:
         from wattbench.report import write_report

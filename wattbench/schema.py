@@ -288,7 +288,8 @@ ENERGY = Obj(
 )
 
 TIMING = Obj(optional={"method": STRING, "rounds": INTEGER, "warmup_rounds": INTEGER, "flush_l2": BOOL,
-                       "samples_s": ListOf(NUMBER), "graph_note": STRING})
+                       "samples_s": ListOf(NUMBER), "graph_note": STRING, "planning_call_s": NUMBER,
+                       "disagreements": ListOf(STRING)})
 
 #: What names a benchmark across runs (with the device); a record gives all of them or none.
 IDENTITY = ("workload", "style", "impl", "precision", "size")
