@@ -11,7 +11,6 @@ Inference only: there is no backward pass.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -21,6 +20,7 @@ import triton.language as tl
 from wattbench.kernels import INTERPRETED
 from wattbench.kernels.attention import _LOG2_E, HEAD_DIMS, check_sm_scale, resolve_sm_scale
 from wattbench.kernels.matmul import check_devices, dot_precision, interpreter_upcast
+from wattbench.kernels.targets import device_limits
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LENGTH_DTYPES = (torch.int32, torch.int64)
@@ -114,12 +114,11 @@ def _decode_merge_kernel(O_PART, LSE_PART, O, H, NUM_SPLITS, stride_ob, stride_o
     tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d * stride_od, out.to(O.dtype.element_ty))
 
 
-@functools.lru_cache(maxsize=None)
 def _target_programs(device: torch.device) -> int:
     """Enough programs to give every SM two, so short batches still fill the GPU."""
     if INTERPRETED:
         return _INTERPRETED_TARGET_PROGRAMS
-    return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 2 * device_limits(device).sm_count
 
 
 def _split_size(batch_kv_heads: int, s_max: int, device: torch.device) -> int:

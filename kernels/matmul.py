@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from wattbench.kernels import INTERPRETED
+from wattbench.kernels import targets
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -202,7 +203,7 @@ def check_devices(op: str, **tensors: torch.Tensor | None) -> None:
         found = ", ".join(f"{name} on {t.device}" for name, t in present.items())
         raise ValueError(f"{op}: all tensors must be on one device, got {found}")
     device = devices.pop()
-    if not INTERPRETED and device.type != "cuda":
+    if not INTERPRETED and device.type not in targets.LAUNCH_DEVICE_TYPES:
         raise ValueError(f"{op}: compiled Triton kernels need CUDA tensors, got {device}")
 
 

@@ -18,7 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
+from wattbench.kernels import INTERPRETED
 from wattbench.kernels.softmax import _ROW_CONFIGS
+from wattbench.kernels.targets import device_limits
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -112,9 +114,9 @@ def _layer_norm_backward_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr
 
 def _backward_programs(rows: int, device: torch.device) -> int:
     """Enough programs to fill the GPU a few times over; each adds one partial row to reduce."""
-    if device.type == "cuda":
-        return min(rows, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
-    return min(rows, 4)
+    if INTERPRETED:
+        return min(rows, 4)
+    return min(rows, 4 * device_limits(device).sm_count)
 
 
 class _RMSNormFunction(torch.autograd.Function):

@@ -84,11 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
-    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels", "gpu"])
+    selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels", "gpu",
+                                              "compile"])
     selfcheck.add_argument("--device", default=None,
                            help="kernels, sampler-overhead: cpu, cuda or cuda:N (default: cuda:0 if present, "
                                 "else cpu); gpu: cuda or cuda:N")
-    selfcheck.add_argument("--preset", default="quick", help="kernels: quick or full (adds the larger GPU shapes)")
+    selfcheck.add_argument("--preset", default=None,
+                           help="kernels: quick (the default) or full (adds the larger GPU shapes); compile: the "
+                                "registry preset whose GPU cases to compile (default full: all of them)")
+    selfcheck.add_argument("--arch", default="sm_80,sm_89,sm_90",
+                           help="compile: comma-separated targets (default sm_80,sm_89,sm_90)")
+    selfcheck.add_argument("--only", default=None, metavar="REGEX",
+                           help="compile: only the registry cases and API probes whose label matches, "
+                                "e.g. 'gemm|api matmul'")
     selfcheck.add_argument("--specs", type=Path, default=None, help="kernels: your own device spec file, matched first")
     selfcheck.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                            help="gpu: the whole run's time budget, 480 by default (a step whose limit no longer "
@@ -181,7 +189,11 @@ def _selfcheck(args) -> int:
     if args.check == "kernels":
         from wattbench.kernel_perf import main as kernel_perf
 
-        return kernel_perf(args.device, args.preset, args.specs)
+        return kernel_perf(args.device, args.preset or "quick", args.specs)
+    if args.check == "compile":
+        from wattbench.compile_check import main as compile_check
+
+        return compile_check(args.arch, args.preset or "full", args.only)
     if args.check == "gate":
         from wattbench.gate.selfcheck import gate_error_rates
 
