@@ -16,7 +16,8 @@ from wattbench.errors import UsageError
 from wattbench.gate import run_gate
 from wattbench.gate.config import GateConfig, load_config, parse_table
 from wattbench.power import replay
-from wattbench.report.load import load_runs
+from wattbench.report import plots
+from wattbench.report.load import load_runs, load_trace
 from wattbench.report.specs import SHIPPED, SpecTable, load_specs
 from wattbench.results import format_table, load_run
 
@@ -209,3 +210,148 @@ def test_random_gate_tables_are_settings_or_a_usage_error(table):
     config = load_or_usage_error(parse_table, table, "pyproject.toml [tool.wattbench.gate]")
     if config is not None:
         assert 0 <= config.threshold("gemm.infer-torch-fp32-M1", "time") < 1
+
+
+TRACE_LINES = (DATA / "fixture_h100_trace.csv").read_text().splitlines(keepends=True)[:7]
+
+
+def test_every_prefix_of_a_power_trace_is_a_trace_or_a_usage_error(tmp_path):
+    """Every prefix is loaded; the plot is drawn from those that end a line (drawing takes a while)."""
+    text = "".join(TRACE_LINES)
+    line_ends = {len("".join(TRACE_LINES[:n])) for n in range(len(TRACE_LINES) + 1)}
+    read = 0
+    for end, path in enumerate(every_prefix(tmp_path, text, "trace.csv")):
+        trace = load_or_usage_error(load_trace, path)
+        if trace is not None:
+            read += 1
+            if end in line_ends:
+                draw_or_skip(trace)
+    assert read > 0
+
+
+def draw_or_skip(trace):
+    """Whatever the trace loader accepts, the power plot draws or skips with a reason."""
+    try:
+        plots.power_over_time(trace, RUNS["fixture_h100.json"])
+    except plots.Skipped:
+        pass
+
+
+TRACE_CELLS = CELLS | st.sampled_from(["", "nvml", "counter", "instant", "gpu0:power"])
+
+
+@FUZZ
+@given(data=st.binary(max_size=200) | st.text(max_size=200).map(str.encode),
+       rows=st.lists(st.lists(TRACE_CELLS, min_size=6, max_size=6), max_size=6))
+def test_random_traces_are_traces_or_a_usage_error(tmp_path, data, rows):
+    path = tmp_path / "trace.csv"
+    path.write_bytes(data)
+    load_or_usage_error(load_trace, path)
+    text = io.StringIO()
+    text.write("timestamp_s,source,channel,method,watts,joules\n")
+    csv.writer(text).writerows(rows)
+    path.write_text(text.getvalue())
+    trace = load_or_usage_error(load_trace, path)
+    if trace is not None:
+        draw_or_skip(trace)
+
+
+@FUZZ
+@given(header=st.sampled_from(["timestamp,watts", "Watts,Timestamp,note"]),
+       rows=st.lists(st.lists(CELLS, min_size=2, max_size=3), max_size=6), now=st.floats(0, 4e9))
+def test_random_logs_are_covering_logs_or_a_replay_error(tmp_path, header, rows, now):
+    path = tmp_path / "meter.csv"
+    text = io.StringIO()
+    text.write(header + "\n")
+    csv.writer(text).writerows(rows)
+    path.write_text(text.getvalue())
+    load_or_usage_error(replay.check_log, path, now)
+
+
+class ReachedPytest(Exception):
+    """`wattbench run` got past every check: the values were accepted."""
+
+
+def refuse_or_reach_pytest(monkeypatch, capsys, argv):
+    """`wattbench run ...` in this process: either one line on stderr with exit 2, or pytest would start."""
+    from wattbench import cli, runner
+
+    def pytest_main(args):
+        raise ReachedPytest(args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.pytest, "main", pytest_main)
+        try:
+            code = cli.main(argv)
+        except ReachedPytest:
+            return True
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("wattbench: error: "), (code, err)
+    return False
+
+
+NUMERIC_TEXT = (st.floats().map(repr) | st.integers(-10**30, 10**30).map(str) | st.text(max_size=6)
+                | st.sampled_from(["0", "-0", "1e-300", "1e300", "nan", "inf", "-inf", "3", "0.5", " 7"]))
+PLUGIN_NUMBERS = ["--wattbench-min-time", "--wattbench-energy-window", "--wattbench-energy-repeats",
+                  "--wattbench-idle", "--wattbench-cooldown", "--wattbench-cpu-threads", "--wattbench-seed"]
+
+
+def check_usable(option: str, text: str) -> None:
+    """A value `wattbench run` lets through is one the run can use: what the session builds from it accepts it,
+    a duration is at most the documented hour, a thread count at most the CPUs."""
+    import os
+
+    from wattbench.power import PowerConfig
+    from wattbench.timing import TimingPlan
+
+    value = (int if option in ("--wattbench-energy-repeats", "--wattbench-cpu-threads", "--wattbench-seed")
+             else float)(text)
+    if option == "--wattbench-min-time":
+        assert 0 < value <= 3600 and TimingPlan(min_time_s=value).rounds_for(1e-3) >= 1
+    elif option == "--wattbench-cpu-threads":
+        assert 1 <= value <= os.cpu_count()
+    elif option != "--wattbench-seed":
+        field = {"--wattbench-energy-window": "min_window_s", "--wattbench-energy-repeats": "repeats",
+                 "--wattbench-idle": "idle_s", "--wattbench-cooldown": "cooldown_c"}[option]
+        PowerConfig(**{field: value})
+        assert value <= 3600
+
+
+@FUZZ
+@given(option=st.sampled_from(PLUGIN_NUMBERS), value=NUMERIC_TEXT)
+def test_random_values_of_every_numeric_run_option_are_usable_or_one_line(tmp_path, monkeypatch, capsys,
+                                                                          option, value):
+    if refuse_or_reach_pytest(monkeypatch, capsys, ["run", "--device", "cpu", "--out", str(tmp_path),
+                                                    "--no-report", "--", f"{option}={value}"]):
+        check_usable(option, value)
+
+
+@FUZZ
+@given(where=st.sampled_from(RUN_PATHS), value=JSON_VALUES | st.just(REMOVE))
+def test_a_random_run_file_to_resume_is_resumed_or_one_line(tmp_path, monkeypatch, capsys, where, value):
+    name, path = where
+    if not path and value is REMOVE:
+        return
+    changed = put(RUNS[name], path, value)
+    if isinstance(changed, dict) and isinstance(changed.get("wattbench"), dict):
+        changed["wattbench"]["complete"] = False
+    resumed = tmp_path / "runs" / "partial.json"
+    resumed.parent.mkdir(exist_ok=True)
+    resumed.write_text(json.dumps(changed))
+    refuse_or_reach_pytest(monkeypatch, capsys, ["run", "--resume", str(resumed)])
+
+
+@FUZZ
+@given(latency=NUMERIC_TEXT, threshold=NUMERIC_TEXT, metric=st.sampled_from(["time", "energy"]))
+def test_random_select_and_gate_numbers_are_a_result_or_one_line(tmp_path, capsys, latency, threshold, metric):
+    from wattbench import cli
+
+    run = str(DATA / "cpu_run.json")
+    code = cli.main(["select", run, "--workload", "gemm.infer", "--metric", "units_per_s",
+                     f"--max-latency-ms={latency}"])
+    err = capsys.readouterr().err
+    assert code in (0, 1) or (code == 2 and err.count("\n") == 1), (code, err)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'fuzz'\n")
+    code = run_gate(Path(run), Path(run), config_root=tmp_path, **{f"{metric}_threshold": threshold})
+    err = capsys.readouterr().err
+    assert code in (0, 1) or (code == 2 and err.count("\n") == 1), (code, err)
