@@ -411,7 +411,7 @@ class Sampler:
             recording.every = every
 
     def poll_once(self) -> None:
-        """Read every live polled channel once (what one poll of the thread does; tests call it)."""
+        """Read every live polled channel once, whatever the plan (tests call it)."""
         self._poll(self._polled)
 
     def _poll(self, recordings: list[_Recording]) -> None:
