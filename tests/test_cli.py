@@ -39,6 +39,7 @@ def assert_one_line_error(capsys, code, pattern):
     (["run", "--device", "tpu"], r"^wattbench: error: unknown device 'tpu'"),
     (["run", "--preset", "huge"], r"unknown preset 'huge'"),
     (["run", "--bogus"], r"unrecognized arguments: --bogus"),
+    (["run", "--device", "cpu", "-k", "gemm and"], r"-k 'gemm and' is not a valid expression"),
     (["selfcheck", "nothing"], r"invalid choice: 'nothing'"),
     ([], r"required: command"),
 ])

@@ -68,6 +68,8 @@ def run_suites(device: str | None, preset: str | None, select: str | None, out: 
     preset = preset or "quick"
     chosen = detect(device)
     check_preset(preset)
+    if select:
+        check_select(select)
     runs_dir = resume.parent if resume else out / "runs"
     check_writable(runs_dir)
     plugin.check_arguments(pytest_args)
@@ -134,6 +136,16 @@ def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None)
         print(f"wattbench: interrupted after the run completed: {final} is complete{after}", file=sys.stderr)
         return INTERRUPTED
     return 1 if block.get("failed") else 0
+
+
+def check_select(select: str) -> None:
+    """A -k expression pytest cannot parse, refused in one line before pytest starts."""
+    from _pytest.mark.expression import Expression  # pytest's own -k parser
+
+    try:
+        Expression.compile(select)
+    except Exception as exc:  # pytest raises SyntaxError (9.x) or its own ParseError (7.x, 8.x)
+        raise UsageError(f"-k {select!r} is not a valid expression: {getattr(exc, 'msg', None) or exc}") from None
 
 
 def check_specs(specs: Path | None) -> None:
