@@ -193,6 +193,16 @@ def test_cool_down_gives_up_after_its_timeout_with_a_warning(monkeypatch):
     assert any(w.startswith("cool-down gave up after 0.05 s: the GPU is at 70 C") for w in record["warnings"])
 
 
+def test_cool_down_ends_at_once_when_the_gpu_has_stopped_answering(monkeypatch):
+    monkeypatch.setattr(monitor_module, "COOLDOWN_POLL_S", 0.01)
+    sensors = gpu_conditions([40, 70])
+    monkeypatch.setattr(type(sensors), "hung", property(lambda self: "reading temperature_c did not return"))
+    began = time.perf_counter()
+    record, _ = measure_with(sensors, repeats=1, cooldown_c=5, cooldown_timeout_s=30)
+    assert time.perf_counter() - began < 10  # not the 30 s timeout
+    assert record["cooldown"]["reached"] is False and "did not return" in record["cooldown"]["hung"]
+
+
 def test_cool_down_without_a_temperature_is_skipped_with_the_reason():
     unreadable = "temperature_c: not supported on this GPU (NVML error 3)"
     record, _ = measure_with(gpu_conditions([0], missing={"temperature_c": unreadable}), repeats=1, cooldown_c=5)

@@ -319,7 +319,7 @@ class PowerMonitor:
             return {"reached": False, "reason": f"cool-down skipped: no idle baseline temperature: {why}"}
         target = self.idle_temperature_c + self.config.cooldown_c
         result = wait_until_cool(lambda: self.sensors.read("temperature_c"), target, self.config.cooldown_timeout_s,
-                                 COOLDOWN_POLL_S)
+                                 COOLDOWN_POLL_S, hung=lambda: self.sensors.hung)
         result["idle_c"] = self.idle_temperature_c
         if not result["reached"]:
             now = "unreadable" if result["end_c"] is None else f"{result['end_c']:g} C"
