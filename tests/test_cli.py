@@ -192,10 +192,12 @@ def test_a_directory_as_power_replay_says_it_is_one(capsys, tmp_path):
     ("--wattbench-cpu-threads=0", r"--wattbench-cpu-threads must be at least 1"),
     ("--wattbench-cpu-threads=100000", r"--wattbench-cpu-threads must be at least 1 and at most \d+ threads"),
     ("--wattbench-seed=abc", r"argument --wattbench-seed: invalid int value: 'abc'"),
-    ("--wattbench-gate=/nonexistent/base.json", r"/nonexistent/base\.json: cannot read"),
-    ("--wattbench-save-trace=/proc/x/trace.csv", r"give --save-trace to wattbench run, not --wattbench-save-trace"),
-    ("--wattbench-device=cuda:7", r"give --device to wattbench run"),
-    ("-kgemm", r"give -k to wattbench run, not -k after '--'"),
+    ("--wattbench-save-trace=/proc/x/trace.csv",
+     r"--wattbench-save-trace after '--' is not for wattbench run: give wattbench run --save-trace"),
+    ("--wattbench-device=cuda:7", r"--wattbench-device after '--' is not for wattbench run: give wattbench run "
+                                  r"--device"),
+    ("-kgemm", r"-k after '--' is not for wattbench run: give wattbench run -k"),
+    ("--wattbench-gate=base.json", r"gate the run file afterwards: wattbench gate --baseline B --current RUN"),
 ])
 def test_bad_plugin_options_after_the_separator_are_one_line(capsys, tmp_path, option, pattern):
     code = cli.main(["run", *ON_CPU, "--out", str(tmp_path), "--", option])

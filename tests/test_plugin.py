@@ -153,6 +153,15 @@ def test_pytest_run_can_be_gated_against_a_baseline(fault_run, tmp_path):
     assert "PASS: 0 regressions" in proc.stdout
 
 
+def test_a_gate_that_cannot_compare_is_a_usage_error_not_an_interruption(fault_run, tmp_path):
+    """The gate's bad-input code 2 would read as pytest's 2 (interrupted): the session ends with 4."""
+    _, _, baseline = fault_run
+    proc = run_faults(baseline.parent, "-k", "oom", f"--benchmark-json={tmp_path / 'current.json'}",
+                      f"--wattbench-gate={baseline}")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "wattbench: error: the pytest run produced no wattbench run data to gate" in proc.stderr
+
+
 def test_gate_option_needs_the_benchmark_json(fault_run):
     _, _, baseline = fault_run
     proc = run_faults(baseline.parent, f"--wattbench-gate={baseline}")
@@ -272,3 +281,20 @@ def test_a_session_stopped_early_is_not_complete_and_resume_refuses_another_sele
     assert sorted(f["case"] for f in block["failed"]) == ["fault.infer-crash-fp32-N4096",
                                                           "fault.infer-triton-fp32-N4096"]
     assert [b["params"]["wattbench_case"] for b in data["benchmarks"]] == ["fault.infer-torch-fp32-N4096"]
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--wattbench-gate=/nonexistent/base.json"], r"^/nonexistent/base\.json: cannot read"),
+    (["--wattbench-resume"], r"^--wattbench-resume needs --wattbench-run-file$"),
+    (["--wattbench-power-replay=/nonexistent/meter.csv"], r"^/nonexistent/meter\.csv: cannot read"),
+    (["--wattbench-specs=/nonexistent/specs.json"], r"^/nonexistent/specs\.json: cannot read"),
+    (["--wattbench-preset=huge"], r"unknown preset 'huge'"),
+])
+def test_every_input_file_and_option_is_checked_in_configure(args, pattern):
+    """pytest_configure checks the options with check_options; here called as configure calls it."""
+    from wattbench.errors import UsageError
+    from wattbench.plugin import _OptionParser, check_options
+
+    given, _ = _OptionParser().parse_known_args(args)
+    with pytest.raises(UsageError, match=pattern):
+        check_options(lambda name: getattr(given, name))

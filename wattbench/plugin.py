@@ -230,11 +230,16 @@ class _OptionParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-#: Options `wattbench run` sets itself from its own flags: given again after `--` they would contradict them.
-RUNNER_SETS = {"wattbench_device": "--device", "wattbench_preset": "--preset",
-               "wattbench_run_file": "--out or --resume", "wattbench_resume": "--resume",
-               "wattbench_save_trace": "--save-trace", "wattbench_power_replay": "--power-replay",
-               "wattbench_specs": "--specs", "keyword": "-k"}
+#: Options `wattbench run` sets itself from its own flags (given again after `--` they would contradict them),
+#: and what to do instead.
+NOT_AFTER_SEPARATOR = {
+    "wattbench_device": "give wattbench run --device", "wattbench_preset": "give wattbench run --preset",
+    "wattbench_run_file": "give wattbench run --out or --resume", "wattbench_resume": "give wattbench run --resume",
+    "wattbench_save_trace": "give wattbench run --save-trace",
+    "wattbench_power_replay": "give wattbench run --power-replay", "wattbench_specs": "give wattbench run --specs",
+    "keyword": "give wattbench run -k",
+    "wattbench_gate": "gate the run file afterwards: wattbench gate --baseline B --current RUN",
+}
 
 
 def check_arguments(args: list[str]) -> None:
@@ -242,10 +247,10 @@ def check_arguments(args: list[str]) -> None:
     them, so that a bad value is one line before pytest starts."""
     parser = _OptionParser()
     given, _ = parser.parse_known_args(args)
-    for name, instead in RUNNER_SETS.items():
+    for name, instead in NOT_AFTER_SEPARATOR.items():
         if getattr(given, name) != parser.get_default(name):
-            raise UsageError(f"give {instead} to wattbench run, not {_flag(name) if name != 'keyword' else '-k'} "
-                             f"after '--'")
+            raise UsageError(f"{_flag(name) if name != 'keyword' else '-k'} after '--' is not for wattbench run: "
+                             f"{instead}")
     check_options(lambda name: getattr(given, name))
 
 
@@ -494,7 +499,8 @@ def pytest_sessionfinish(session, exitstatus):
         except KeyboardInterrupt:
             session.exitstatus = pytest.ExitCode.INTERRUPTED
             return
-        session.exitstatus = max(int(session.exitstatus), code)
+        # The gate's 2 (bad input) would read as pytest's 2 (interrupted): it is pytest's usage error here.
+        session.exitstatus = max(int(session.exitstatus), pytest.ExitCode.USAGE_ERROR if code == 2 else code)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -118,11 +118,13 @@ def run_suites(device: str | None, preset: str | None, select: str | None, out: 
         data = finish(final, trace if trace and trace.exists() else None, report and not interrupted, specs)
     except KeyboardInterrupt:
         interrupted, data = True, results.load_run(final)
-    return outcome(final, data, interrupted, report_dir_for(final) if report else None)
+    return outcome(final, data, interrupted, report_dir_for(final) if report else None,
+                   pytest_failed=status not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED))
 
 
-def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None) -> int:
-    """The exit code of a run that wrote its run file, with what to do next when it was cut short."""
+def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None, pytest_failed: bool) -> int:
+    """The exit code of a run that wrote its run file, with what to do next when it was cut short.
+    `pytest_failed`: pytest's own exit status was not a success (e.g. an internal error after the last write)."""
     block = data["wattbench"]
     if not block.get("complete"):
         planned = set(block.get("planned") or [])
@@ -135,7 +137,7 @@ def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None)
         after = f"; write its report with `wattbench report {final} --out {report_dir}`" if report_dir else ""
         print(f"wattbench: interrupted after the run completed: {final} is complete{after}", file=sys.stderr)
         return INTERRUPTED
-    return 1 if block.get("failed") else 0
+    return 1 if block.get("failed") or pytest_failed else 0
 
 
 def check_select(select: str) -> None:
