@@ -249,7 +249,8 @@ def test_baseline_without_a_subcommand_says_what_to_give(capsys):
 
     assert cli.main(["baseline"]) == 2
     err = capsys.readouterr().err
-    assert err == "wattbench: error: baseline: give what to do: `wattbench baseline save RUN.json [--name N] [--force]`\n"
+    assert err == ("wattbench: error: baseline: give what to do: "
+                   "`wattbench baseline save RUN.json [--name N] [--force]`\n")
 
 
 def test_save_baseline_of_a_missing_file_is_a_usage_error(root):

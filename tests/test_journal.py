@@ -24,8 +24,9 @@ def test_a_run_file_from_before_segments_has_one_unrecorded_segment():
 
 def test_failed_and_skipped_cases_count_as_recorded():
     benchmarks = [{"params": {"wattbench_case": "a"}}, {"params": None}, {}]
-    assert recorded_cases(benchmarks, [{"case": "b", "error": "x"}], [{"case": "c", "reason": "y"},
-                                                                       {"case": None, "reason": "z"}]) == {"a", "b", "c"}
+    failed = [{"case": "b", "error": "x"}]
+    skipped = [{"case": "c", "reason": "y"}, {"case": None, "reason": "z"}]
+    assert recorded_cases(benchmarks, failed, skipped) == {"a", "b", "c"}
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
