@@ -100,8 +100,9 @@ class RunState:
     exit_status: int | None = None
     interrupts: Interrupts = field(default_factory=Interrupts)
     load_start: list | None = None
-    #: torch's thread settings on a CPU run (wattbench.threads), None until the session measures.
+    #: torch's thread settings (wattbench.threads), None until the session measures.
     threads: dict | None = None
+    #: --wattbench-cpu-threads; None: the default of wattbench.threads.choose_cpu_threads on a CPU run.
     cpu_threads: int | None = None
     power: PowerMonitor | None = None
     #: A resumed run's power block, kept when this session measures nothing.

@@ -36,14 +36,17 @@ def _interrupt(signum, frame):
 
 
 def run(*args, **kwargs) -> int:
-    """Run the suites (see `run_suites`), with SIGTERM (a scheduler's time limit, `kill`) ending it like Ctrl-C."""
+    """Run the suites (see `run_suites`), with SIGTERM (a scheduler's time limit, `kill`) and SIGHUP (the
+    terminal closed) ending it like Ctrl-C; a signal the process ignores (nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         return run_suites(*args, **kwargs)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         return run_suites(*args, **kwargs)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_suites(device: str | None, preset: str | None, select: str | None, out: Path, pytest_args: list[str],
