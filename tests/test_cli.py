@@ -247,3 +247,12 @@ def test_select_by_energy_without_energy_data_exits_1_unless_the_fallback_is_all
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and "--allow-fallback" in captured.err
     assert cli.main(["select", run, "--workload", "gemm.infer", "--allow-fallback"]) == 0
+
+
+def test_a_garbage_power_log_ends_the_process_with_one_line_and_exit_2(tmp_path):
+    log = tmp_path / "meter.csv"
+    log.write_text("garbage\n")
+    proc = wattbench("run", *ON_CPU, "--out", str(tmp_path), "--power-replay", str(log))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"wattbench: error: {log}: the header must name a 'timestamp' and a 'watts' column, "
+                           "got ['garbage']\n")

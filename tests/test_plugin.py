@@ -123,6 +123,10 @@ def test_run_metadata_is_recorded(fault_run):
     block = data["wattbench"]
     assert block["preset"] == "quick" and block["device"] == "cpu"
     assert block["started_utc"] <= block["ended_utc"]
+    assert block["threads"]["torch_intra_op"] >= 1 and block["threads"]["chosen_by"]
+    assert "torch_interop" in block["threads"] and "OMP_NUM_THREADS" in block["threads"]["variables"]
+    assert all(len(block["load_average"][when]) == 3 for when in ("start", "end"))
+    assert "cpu_governor" in data["machine_info"]["wattbench"]
     env = data["machine_info"]["wattbench"]
     for key in ("wattbench_version", "host", "cpu_model", "packages", "device", "cuda_runtime", "nvidia_driver"):
         assert key in env, key

@@ -108,3 +108,16 @@ def test_an_output_file_is_checked_before_the_run(tmp_path):
     with pytest.raises(UsageError, match=r"output folder .*a-file' is not writable"):
         results.check_output_file(blocker / "run.json", "--out-file")
     results.check_output_file(tmp_path / "new" / "run.json", "--out-file")
+
+
+def test_what_runs_write_leaves_git_status_clean():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["results/runs/r.json", "results/reports/r/summary.md", "results/baselines/main.json"]
+    ignored = subprocess.run(["git", "check-ignore", *paths], cwd=root, capture_output=True, text=True).stdout
+    assert ignored.split() == paths
