@@ -190,10 +190,14 @@ def test_bad_samples_give_exit_2(root, capsys):
     one_line_error(capsys, r"benchmark gemm.infer-torch-fp32-M16-K512-N512: bad timing samples")
 
 
-def test_unwritable_report_gives_exit_2(root, capsys):
+def test_unwritable_report_gives_exit_2_before_the_comparison(root, capsys):
     (root / "file").write_text("")
     assert gate_files(root, run([record()]), run([record()]), junit_out=root / "file" / "gate.xml") == 2
-    one_line_error(capsys, r"gate.xml: cannot write the gate report")
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no verdict printed that the exit code would then contradict
+    assert re.fullmatch(r"wattbench: error: output folder '.*file' is not writable: .*\n", captured.err)
+    assert gate_files(root, run([record()]), run([record()]), markdown_out=root) == 2
+    one_line_error(capsys, r"--markdown '.*' is a directory, not a file")
 
 
 def test_gate_output_json_gates_the_pytest_run(root, capsys):

@@ -11,7 +11,7 @@ from wattbench.gate.baseline import describe_run
 from wattbench.gate.compare import GateResult, compare_runs
 from wattbench.gate.config import load_config
 from wattbench.gate.output import console_table, write_reports
-from wattbench.results import load_run
+from wattbench.results import check_output_file, load_run
 
 
 def run_gate(baseline: Path, current: Path, *, time_threshold: str | float | None = None,
@@ -49,6 +49,9 @@ def gate(baseline_run: dict, current_run: dict, *, config_root: Path = Path(".")
 
 def _gated(inputs, *, markdown_out, junit_out, write, **options) -> int:
     try:
+        for path, option in ((markdown_out, "--markdown"), (junit_out, "--junit")):
+            if path is not None:
+                check_output_file(Path(path), option)  # before the comparison, whose verdict it would hide
         baseline_run, baseline_name, current_run, current_name = inputs()
         result = gate(baseline_run, current_run, baseline_name=baseline_name, current_name=current_name, **options)
         write(console_table(result))
