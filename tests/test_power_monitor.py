@@ -15,7 +15,7 @@ from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.simulate import constant, live_probe
 
 CPU = Device("cpu", None, "Test CPU")
-FAST = dict(min_window_s=0.3, repeats=2, idle_s=0.2, sample_hz=200)
+FAST = dict(min_window_s=0.3, max_window_s=0.3, repeats=2, idle_s=0.2, sample_hz=200)  # windows of 0.3 s
 
 
 def no_source_config(tmp_path, **extra):
@@ -63,7 +63,7 @@ def test_simulated_source_gives_the_full_energy_record(monkeypatch):
     assert record["cross_check_method"] == "instant" and abs(record["disagreement_pct"]) < 10
     assert set(record["channels"]) == {"sim:counter", "sim:instant"}
     assert any("sensor updates" in w for w in record["warnings"])  # 0.3 s windows are short
-    assert len(syncs) == 2 * FAST["repeats"]
+    assert len(syncs) == 3 * FAST["repeats"]  # after the run before each window, the window, the run after it
     spans = record["window_spans_s"]
     assert len(spans) == FAST["repeats"] and all(0 <= start < end for start, end in spans)
     assert all(previous[1] <= following[0] for previous, following in zip(spans, spans[1:]))

@@ -1,10 +1,14 @@
 """PowerMonitor: the energy side of one benchmark run.
 
-Entering it probes the sources once, starts the sampler and measures the idle baseline.
+Entering it probes the sources once, starts the sampler, measures the idle baseline and the
+sensor's real update period (it differs across GPUs and drivers: 20 to 100 ms on NVIDIA's).
 `measure` then runs a benchmark's step in its own steady-state windows, separate from the
-timing runs: each window repeats the step until it spans `min_window_s` (about 50 updates of
-a 100 ms counter), `repeats` times, each after a random start offset so that a sensor that
-sees only part of each update period sees different parts of the workload.
+timing runs (`run_windows`, the rules in `WindowRule`): the step runs back to back through
+all of them, so that power is steady across every edge; each window starts after a random
+offset within one update period, so that the windows see the sensor at different phases; the
+windows last at least long enough for their edges to stay under a third of the target
+uncertainty (the floor), at most `max_window_s` (the ceiling), and they stop as soon as the
+energy per call reaches the target (`target_pct`, 95%), or after `repeats` windows.
 
 Between benchmarks' energy windows the sampler is paused (unless the whole trace is to be
 saved), so that timing rounds run without its wake-ups.
@@ -35,32 +39,56 @@ from wattbench.schema import is_finite_number
 ENERGY_FIELDS = ("joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w",
                  "idle_power_w", "dynamic_joules_per_call", "window_s", "samples", "uncertainty_pct")
 
-#: Two-sided 95% Student t quantiles by degrees of freedom; beyond 10, 2.23 stays conservative.
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+#: Two-sided 95% Student t quantiles by degrees of freedom (`t95` reads it).
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
+       20: 2.09, 30: 2.04}
 
-#: Fewer sensor updates than this in a window and the sensor's granularity shows.
-MIN_UPDATES = 50
+
+def t95(dof: int) -> float:
+    """The 95% Student t quantile for `dof` degrees of freedom, from the table's nearest entry
+    at or below it (never too small)."""
+    if dof < 1:
+        raise ValueError(f"dof must be at least 1, got {dof!r}")
+    return T95[max(k for k in T95 if k <= dof)]
+
+#: Fewer sensor updates than this in a window and the sensor's granularity shows: the floor never
+#: plans a window shorter, and a window that sees fewer (under a low ceiling) is warned about.
+MIN_UPDATES = 10
+
+#: The step runs this many update periods before each window (plus its random start offset) and
+#: after it, so that the counter's update intervals at both edges hold the workload's own power,
+#: never an idle GPU starting or stopping.
+EDGE_RUN_UPDATES = 1.2
+
+#: How long entering waits for enough sensor updates to measure the update period when there is
+#: no idle baseline to measure it in.
+UPDATE_WAIT_S = 3.0
 
 #: How often the cool-down reads the temperature.
 COOLDOWN_POLL_S = 0.5
 
 #: PowerConfig fields that must be finite numbers, and those among them that must be above zero.
-NUMBERS = ("min_window_s", "sample_hz", "idle_s", "offset_period_s", "cooldown_timeout_s")
-POSITIVE = ("min_window_s", "sample_hz", "cooldown_timeout_s")
+NUMBERS = ("min_window_s", "max_window_s", "sample_hz", "idle_s", "offset_period_s", "cooldown_timeout_s")
+POSITIVE = ("min_window_s", "max_window_s", "sample_hz", "cooldown_timeout_s")
 
 
 @dataclass(frozen=True)
 class PowerConfig:
     """How energy windows are measured.
 
-    `offset_period_s` is the sensor update period that the random start offsets spread
-    over; `sysfs_root` is where RAPL and hwmon are looked for. `cooldown_c` (degrees above the
-    idle baseline temperature, None for no cool-down) and `cooldown_timeout_s` set the wait
-    before each benchmark's energy windows.
+    `target_pct` is the uncertainty (95%) each benchmark's energy per call should reach: its
+    windows stop once it does (None: `repeats` windows of `min_window_s`, no target).
+    `min_window_s` bounds every window from below, `max_window_s` from above (never below
+    `min_window_s`), and `repeats` is the most windows. `offset_period_s` is the update
+    period assumed where the sensor's own cannot be measured; `sysfs_root` is where RAPL and
+    hwmon are looked for. `cooldown_c` (degrees above the idle baseline temperature, None for
+    no cool-down) and `cooldown_timeout_s` set the wait before each benchmark's energy windows.
     """
 
-    min_window_s: float = 5.0
+    min_window_s: float = 1.0
     repeats: int = 3
+    target_pct: float | None = 2.0
+    max_window_s: float = 20.0
     idle_s: float = 10.0
     replay_path: str | None = None
     save_trace: bool = False
@@ -79,6 +107,11 @@ class PowerConfig:
                 raise ValueError(f"{name} must be {'positive' if name in POSITIVE else '>= 0'}, got {value!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        if self.target_pct is not None:
+            if not is_finite_number(self.target_pct):
+                raise TypeError(f"target_pct must be a finite number or None, got {self.target_pct!r}")
+            if not 0 < self.target_pct < 100:
+                raise ValueError(f"target_pct must be above 0 and below 100, got {self.target_pct!r}")
         if self.replay_path is not None and not isinstance(self.replay_path, str):
             raise TypeError(f"replay_path must be a path string or None, got {self.replay_path!r}")
 
@@ -126,19 +159,25 @@ def combine(windows: list[ChannelWindow], calls: list[int], idle_power_w: float 
     """Mean per call over the valid windows, with a 95% uncertainty.
 
     The uncertainty adds the spread between windows (Student t on their mean: it catches a
-    sensor that sees a different part of the workload in each window) and the worst bound
-    from a window's edges (counter granularity, sensor lag).
+    sensor that sees a different part of the workload in each window, sensor noise, drift,
+    and the edges' errors, which random start phases make differ from window to window) and
+    the bound from the windows' edges (counter granularity, update placement, sensor lag),
+    which holds even where a few windows agree by chance. `spread_pct` and `edge_pct` are the
+    two parts; `window_joules_per_call` each window's own figure (None where invalid).
     """
     valid = [(w, n) for w, n in zip(windows, calls) if w.valid]
     reasons = [w.reason for w in windows if not w.valid]
+    by_window = [w.joules / n if w.valid else None for w, n in zip(windows, calls)]
     if not valid:
         return {**{f: None for f in ENERGY_FIELDS}, "idle_power_w": idle_power_w, "updates": None,
-                "valid_windows": 0, "reasons": reasons}
+                "valid_windows": 0, "reasons": reasons, "spread_pct": None, "edge_pct": None,
+                "window_joules_per_call": by_window}
     per_call = [w.joules / n for w, n in valid]
     mean = statistics.fmean(per_call)
-    spread = T95.get(len(per_call) - 1, 2.23) * statistics.stdev(per_call) / math.sqrt(len(per_call)) \
+    spread = t95(len(per_call) - 1) * statistics.stdev(per_call) / math.sqrt(len(per_call)) \
         if len(per_call) > 1 else 0.0
-    edges = max(w.edge_error_j / w.joules for w, _ in valid) if mean > 0 else math.inf
+    # The mean per call is off by at most the mean of the windows' edge errors per call.
+    edges = statistics.fmean(w.edge_error_j / n for w, n in valid) / mean if mean > 0 else math.inf
     dynamic = None if idle_power_w is None else \
         statistics.fmean((w.joules - idle_power_w * w.duration_s) / n for w, n in valid)
     return {
@@ -151,8 +190,11 @@ def combine(windows: list[ChannelWindow], calls: list[int], idle_power_w: float 
         "samples": sum(w.samples for w, _ in valid),
         "updates": sum(w.updates for w, _ in valid),
         "uncertainty_pct": 100 * (spread / mean + edges) if mean > 0 else None,
+        "spread_pct": 100 * spread / mean if mean > 0 else None,
+        "edge_pct": 100 * edges if mean > 0 else None,
         "valid_windows": len(valid),
         "reasons": reasons,
+        "window_joules_per_call": by_window,
     }
 
 
@@ -186,6 +228,153 @@ def start_offsets(repeats: int, period_s: float, rng: random.Random) -> list[flo
     return offsets
 
 
+#: Why a benchmark's windows stopped.
+TARGET_REACHED, MOST_WINDOWS, FIXED_WINDOWS = "target reached", "most windows", "fixed windows"
+
+
+@dataclass(frozen=True)
+class WindowRule:
+    """How long each energy window of a benchmark is, and when they stop.
+
+    `target` is the uncertainty (95%, a fraction) the energy per call should reach; None for
+    `max_windows` fixed windows of `min_window_s`. `update_s`, `poll_s` and `read_s` (the
+    sensor's update period, the poll interval, the longest read) predict the first window's
+    floor; each window's measured edge error then sets the floor of the next ones.
+    """
+
+    target: float | None
+    min_window_s: float
+    max_window_s: float
+    max_windows: int
+    update_s: float
+    poll_s: float = 0.0
+    read_s: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: PowerConfig, update_s: float, poll_s: float, read_s: float) -> "WindowRule":
+        return cls(None if config.target_pct is None else config.target_pct / 100, config.min_window_s,
+                   config.max_window_s, config.repeats, update_s, poll_s, read_s)
+
+    def clamp(self, seconds: float) -> float:
+        """Within the ceiling and the given minimum (which wins where they cross)."""
+        return max(min(seconds, self.max_window_s), self.min_window_s)
+
+    def predicted_floor_s(self, call_s: float) -> float:
+        """The shortest window whose edge error stays under a third of the target for steady power
+        (peak = mean): at each edge up to one call's energy or a quarter of an update interval's
+        (`measure_channel`), half a poll interval and half a read; never under MIN_UPDATES updates."""
+        edge_s = 2 * min(call_s, self.update_s / 4) + self.poll_s + self.read_s
+        return max(3 * edge_s / self.target, MIN_UPDATES * self.update_s)
+
+    def measured_floor_s(self, windows: list[ChannelWindow]) -> float | None:
+        """The floor the valid windows' own edge errors call for (an edge error is a fixed amount of
+        energy, so its share falls with the window's length); None without a valid window."""
+        floors = [w.duration_s * 3 * w.edge_error_j / (w.joules * self.target)
+                  for w in windows if w.valid and w.joules > 0]
+        return max(floors) if floors else None
+
+    def first_length(self, call_s: float) -> float:
+        return self.min_window_s if self.target is None else self.clamp(self.predicted_floor_s(call_s))
+
+    def decide(self, windows: list[ChannelWindow], calls: list[int]) -> tuple[str | None, float]:
+        """Why the windows stop now (None: go on), and how long the next one is.
+
+        Stop once two valid windows or more put the uncertainty within the target, or after
+        `max_windows`. Otherwise the next window is at least as long as the last and as the
+        floor its predecessors' edges call for; from the third window on, when the spread
+        between windows (not the edges) is what misses the target, it is twice the last."""
+        last = windows[-1].duration_s
+        if self.target is None:
+            return (FIXED_WINDOWS if len(windows) >= self.max_windows else None), self.min_window_s
+        summary = combine(windows, calls)
+        if summary["valid_windows"] >= 2 and (summary["uncertainty_pct"] or math.inf) <= 100 * self.target:
+            return TARGET_REACHED, last
+        if len(windows) >= self.max_windows:
+            return MOST_WINDOWS, last
+        length = max(last, self.measured_floor_s(windows) or 0.0)
+        if summary["valid_windows"] >= 3 and (summary["spread_pct"] or 0.0) > 100 * self.target * 2 / 3:
+            length = max(length, 2 * last)
+        return None, self.clamp(length)
+
+
+def run_windows(runner, rule: WindowRule, rng: random.Random) -> tuple[list[ChannelWindow], list[int], str]:
+    """A benchmark's energy windows: the primary energy of each, its calls, and why they stopped.
+
+    `runner` runs the benchmark and reads the sensor: on the real clock in `PowerMonitor.measure`,
+    in simulated time in the self-checks, so that both follow these same rules. It offers
+    `clock()`, `run(seconds)` (the step back to back for at least that long, synchronised at the
+    end; the calls made), `window(seconds)` (the same as a window: its start, end and calls) and
+    `evaluate(start_s, end_s, call_s)` (the window's primary energy, once the sensor has updated
+    after its end).
+
+    The step never stops between the windows: before each it runs EDGE_RUN_UPDATES update
+    periods plus the window's random start offset, after each EDGE_RUN_UPDATES update periods
+    more, so the update intervals at every edge hold steady power.
+    """
+    offsets = start_offsets(rule.max_windows, rule.update_s, rng)
+    windows, calls = [], []
+    length = None
+    while True:
+        began = runner.clock()
+        made = runner.run(EDGE_RUN_UPDATES * rule.update_s + offsets[len(windows)])
+        if length is None:
+            length = rule.first_length((runner.clock() - began) / made)
+        start, end, made = runner.window(length)
+        runner.run(EDGE_RUN_UPDATES * rule.update_s)
+        windows.append(runner.evaluate(start, end, (end - start) / made))
+        calls.append(made)
+        stopped, length = rule.decide(windows, calls)
+        if stopped is not None:
+            return windows, calls, stopped
+
+
+def adaptive_block(rule: WindowRule, stopped: str, windows: list[ChannelWindow], summary: dict,
+                   update_measured: bool) -> dict:
+    """A record's `adaptive` block: what its windows aimed at, what they reached, why they stopped,
+    and what set their lengths."""
+    return {"target_pct": None if rule.target is None else 100 * rule.target,
+            "reached_pct": summary["uncertainty_pct"], "stopped": stopped,
+            "spread_pct": summary["spread_pct"], "edge_pct": summary["edge_pct"],
+            "lengths_s": [w.duration_s for w in windows],
+            "floor_s": None if rule.target is None else rule.measured_floor_s(windows),
+            "min_window_s": rule.min_window_s, "max_window_s": rule.max_window_s, "max_windows": rule.max_windows,
+            "update_period_s": rule.update_s, "update_period_measured": update_measured, "poll_s": rule.poll_s}
+
+
+class _LiveRun:
+    """`run_windows`' runner on the real clock: the benchmark's step, the sampler and the GPU's
+    condition sensors (read just outside each window, so that their reads do not stall it)."""
+
+    def __init__(self, monitor: "PowerMonitor", step: Callable[[], Any], sync: Callable[[], None], name: str):
+        self.monitor, self.step, self.sync, self.name = monitor, step, sync, name
+        self.results = []
+        self.conditions = []
+
+    @staticmethod
+    def clock() -> float:
+        return time.perf_counter()
+
+    def run(self, seconds: float) -> int:
+        calls = run_for(self.step, seconds)
+        self.sync()
+        return calls
+
+    def window(self, seconds: float) -> tuple[float, float, int]:
+        with WindowWatch(self.monitor.sensors) as watch:
+            start = time.perf_counter()
+            calls = self.run(seconds)
+            end = time.perf_counter()
+        self.conditions.append(watch.result())
+        return start, end, calls
+
+    def evaluate(self, start_s: float, end_s: float, call_s: float) -> ChannelWindow:
+        sampler = self.monitor.sampler
+        sampler.wait_for_coverage(end_s)
+        result = sampler.evaluate(f"{self.name}:window{len(self.results) + 1}", start_s, end_s, call_s)
+        self.results.append(result)
+        return sum_channels([result.channels[c.name] for c in self.monitor.primary])
+
+
 class PowerMonitor:
     """Owns the power sampler for one run (a context manager).
 
@@ -213,6 +402,8 @@ class PowerMonitor:
         self._given_conditions = conditions
         self.sensors: ConditionSensors | None = None
         self.idle_temperature_c: float | None = None
+        self.update_s: float | None = None
+        self.update_reason: str | None = None
         self._entered = False
         self._measured = 0
         self._rng = random.Random()
@@ -235,6 +426,7 @@ class PowerMonitor:
             else self._given_conditions
         self.sampler.wait_for_coverage(time.perf_counter())  # every counter has updated once: windows may start
         self._measure_idle()
+        self._measure_update_period()
         self.idle_temperature_c = self.sensors.read("temperature_c")
         self._pause()
         return self
@@ -262,6 +454,23 @@ class PowerMonitor:
         self.idle_reason = None if idle.valid else f"idle baseline invalid: {idle.reason}"
         self.idle_by_channel = {name: r.avg_power_w for name, r in window.result.channels.items()}
 
+    def _measure_update_period(self) -> None:
+        """The primary channels' update period, from every reading since the sampler started (the
+        idle baseline's, or, without one, a wait of at most UPDATE_WAIT_S for enough updates);
+        the slowest where several channels make the energy."""
+        deadline = time.perf_counter() + UPDATE_WAIT_S
+        while True:
+            periods = [self.sampler.update_period_s(c, self.sampler.started_s) for c in self.primary]
+            if None not in periods or time.perf_counter() >= deadline:
+                break
+            time.sleep(0.05)
+        if None in periods:
+            missing = self.primary[periods.index(None)].name
+            self.update_reason = (f"{missing}: too few updates to measure its update period; "
+                                  f"{self.config.offset_period_s:g} s assumed")
+            return
+        self.update_s = max(periods)
+
     # -- measurement --------------------------------------------------------------------
 
     def not_measured(self, reason: str) -> dict:
@@ -282,23 +491,27 @@ class PowerMonitor:
             return self.not_measured(self.reason)
         self._measured += 1
         cooldown = self._cool_down() if self.config.cooldown_c is not None else None
-        windows, calls, conditions = [], [], []
+        rule = self.window_rule()
+        live = _LiveRun(self, step, sync, f"benchmark{self._measured}")
         self.sampler.resume()
         try:
-            for i, offset in enumerate(start_offsets(self.config.repeats, self.config.offset_period_s, self._rng)):
-                time.sleep(offset)
-                sync()
-                with self.sampler.window(f"benchmark{self._measured}:window{i + 1}") as window:
-                    with WindowWatch(self.sensors) as watch:
-                        calls.append(run_for(step, self.config.min_window_s))
-                        sync()
-                windows.append(window.result)
-                conditions.append(watch.result())
+            _, calls, stopped = run_windows(live, rule, self._rng)
         finally:
             self._pause()
-        record = self.record(windows, calls, units_per_call)
-        self._add_conditions(record, conditions, cooldown)
+        record = self.record(live.results, calls, units_per_call, rule, stopped)
+        self._add_conditions(record, live.conditions, cooldown)
         return record
+
+    def window_rule(self) -> WindowRule:
+        """The stopping rules for the next benchmark, from the config, the measured update period
+        and the sampler's current poll rate and read times of the primary channels."""
+        config = self.config
+        update_s = self.update_s or config.offset_period_s
+        polled = self.sampler.stats()["channels"]
+        polls = [polled[c.name] for c in self.primary if c.name in polled]
+        poll_s = max((1 / p["plan_hz"] for p in polls), default=update_s)
+        read_s = max((p["read_s_max"] or 0.0 for p in polls), default=0.0)
+        return WindowRule.from_config(config, update_s, poll_s, read_s)
 
     def _add_conditions(self, record: dict, conditions: list[dict], cooldown: dict | None) -> None:
         """The windows' conditions and the cool-down into the record, with a warning for each problem."""
@@ -328,7 +541,10 @@ class PowerMonitor:
                                 f"{self.config.cooldown_c:g})")
         return result
 
-    def record(self, windows, calls: list[int], units_per_call: float) -> dict:
+    def record(self, windows, calls: list[int], units_per_call: float, rule: WindowRule | None = None,
+               stopped: str | None = None) -> dict:
+        """The energy record of `windows` (WindowResults); with the `rule` they followed and why
+        they `stopped`, its `adaptive` block says what was aimed at and what was reached."""
         primary = [sum_channels([w.channels[c.name] for c in self.primary]) for w in windows]
         summary = combine(primary, calls, self.idle_power_w)
         first = self.primary[0]
@@ -339,7 +555,7 @@ class PowerMonitor:
                   **{f: summary[f] for f in ENERGY_FIELDS if f in summary},
                   "joules_per_unit": None, "units_per_joule": None,
                   "updates": summary["updates"], "windows": len(windows), "valid_windows": summary["valid_windows"],
-                  "calls_per_window": calls,
+                  "calls_per_window": calls, "window_joules_per_call": summary["window_joules_per_call"],
                   **window_throughput(windows, calls, units_per_call),
                   # On the trace's clock (seconds since the monitor started), so plots can shade the windows.
                   "window_spans_s": [[w.start_s - self.sampler.started_s, w.end_s - self.sampler.started_s]
@@ -356,8 +572,28 @@ class PowerMonitor:
                 "avg_power_w": each["avg_power_w"], "uncertainty_pct": each["uncertainty_pct"],
                 "valid_windows": each["valid_windows"], **({"reasons": each["reasons"]} if each["reasons"] else {})}
         record.update(self._cross_check(record))
-        record["warnings"] = self._warnings(windows, primary, summary)
+        if rule is not None:
+            record["adaptive"] = adaptive_block(rule, stopped, primary, summary, self.update_s is not None)
+        record["warnings"] = self._warnings(windows, primary, summary) + self._target_warnings(record)
         return record
+
+    def _target_warnings(self, record: dict) -> list[str]:
+        adaptive = record.get("adaptive")
+        if not adaptive or adaptive["target_pct"] is None or not record["valid"]:
+            return []
+        warnings = []
+        if adaptive["stopped"] != TARGET_REACHED:
+            reached = "no uncertainty" if adaptive["reached_pct"] is None else f"±{adaptive['reached_pct']:.2g}%"
+            warnings.append(f"energy target ±{adaptive['target_pct']:g}% not reached: {reached} after "
+                            f"{record['windows']} window(s) of up to {max(adaptive['lengths_s']):.3g} s "
+                            f"(spread ±{adaptive['spread_pct']:.2g}%, edges ±{adaptive['edge_pct']:.2g}%)")
+        floor = adaptive["floor_s"]
+        if floor is not None and floor > max(adaptive["max_window_s"], adaptive["min_window_s"]):
+            warnings.append(f"the edges alone need windows of {floor:.3g} s for ±{adaptive['target_pct']:g}%, "
+                            f"above the {adaptive['max_window_s']:g} s ceiling (max_window_s)")
+        if self.update_reason:
+            warnings.append(self.update_reason)
+        return warnings
 
     def _cross_check(self, record: dict) -> dict:
         """Instant-power energy against the counter of the same device, when both exist.
@@ -379,7 +615,8 @@ class PowerMonitor:
     def _warnings(self, windows, primary: list[ChannelWindow], summary: dict) -> list[str]:
         warnings = [f"window {i + 1}/{len(windows)} invalid: {w.reason}" for i, w in enumerate(primary) if not w.valid]
         warnings += [f"window {i + 1}/{len(windows)} saw only {w.updates} sensor updates (< {MIN_UPDATES}): "
-                     "raise min_window_s" for i, w in enumerate(primary) if w.valid and w.updates < MIN_UPDATES]
+                     "its edges are much of its energy" for i, w in enumerate(primary)
+                     if w.valid and w.updates < MIN_UPDATES]
         if self.primary[0].method == "average":
             warnings.append(f"{self.primary[0].name}: {self.primary[0].note}")
         if summary["valid_windows"] == 1:
@@ -403,6 +640,7 @@ class PowerMonitor:
                 "idle_power_w": self.idle_power_w, "idle_s": self.config.idle_s, "idle_reason": self.idle_reason,
                 "idle_power_by_channel_w": self.idle_by_channel,
                 "idle_temperature_c": self.idle_temperature_c,
+                "update_period_s": self.update_s, "update_period_reason": self.update_reason,
                 "conditions": {"read": sorted(self.sensors.readers), "missing": self.sensors.missing,
                                "hung": self.sensors.hung},
                 "channels": [c.describe() for c in self.sampler.channels],

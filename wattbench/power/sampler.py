@@ -166,6 +166,26 @@ class WindowResult:
         return self.end_s - self.start_s
 
 
+#: Fewest updates from which an update period is taken.
+MIN_PERIOD_UPDATES = 5
+
+
+def update_period_s(trace: Trace, is_counter: bool) -> float | None:
+    """The median interval between the updates the readings show, or None with fewer than
+    MIN_PERIOD_UPDATES: a counter's update points, a polled power reading's changes of value (it
+    repeats between updates), a logged reading's rows. Polled more slowly than the sensor
+    updates, this is the poll interval: as finely as the readings can place an update."""
+    times, values = trace.timestamps, trace.values
+    if is_counter:
+        times = counter_updates(times, values)[0]
+    elif trace.durations is not None and len(values) > 1:
+        changed = np.flatnonzero(values[1:] != values[:-1]) + 1
+        times = (times[changed - 1] + times[changed]) / 2
+    if len(times) < MIN_PERIOD_UPDATES:
+        return None
+    return float(np.median(np.diff(times)))
+
+
 def invalid(channel: Channel, duration_s: float, reason: str) -> ChannelWindow:
     return ChannelWindow(channel.name, channel.method, duration_s, valid=False, reason=reason)
 
@@ -188,11 +208,19 @@ def interpolation_error(times: np.ndarray, values: np.ndarray, edge_s: float) ->
     return abs(float(values[at] - values[at - 1])) * float(times[at] - times[at - 1])
 
 
-def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float) -> ChannelWindow:
+def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float,
+                    call_s: float | None = None) -> ChannelWindow:
     """Energy, average and peak power of one channel over [start_s, end_s]; never raises.
 
     The edge error includes the reads at the edges: a stamp (a read's midpoint) may be off by
-    half its read, so the energy at each edge by the peak power times that."""
+    half its read, so the energy at each edge by the peak power times that.
+
+    `call_s` says that the power at both edges is a workload repeating every `call_s` seconds
+    (calls run back to back before, through and after the window). Interpolating a counter
+    across an edge then misplaces at most one call's energy, plus a quarter of an update
+    interval at the swing the counter shows between its update intervals (power that varies
+    more slowly than the calls repeat), where power that may step anywhere between 0 and its
+    peak (an idle GPU starting) can misplace up to a quarter of an update interval at peak."""
     duration = end_s - start_s
     if trace.dead is not None and trace.dead[0] <= end_s:
         return invalid(channel, duration, trace.dead[1])
@@ -211,10 +239,15 @@ def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float
             peak = float(slopes.max()) if len(slopes) else joules / duration
             updates = int(((update_times >= start_s) & (update_times <= end_s)).sum())
             # Between updates the counter is interpolated linearly: at each edge that is off by at
-            # most peak x update interval / 4, plus half a poll interval in placing the update.
+            # most peak x update interval / 4 (or one call's energy, see the docstring), plus half a
+            # poll interval in placing the update.
             update_s = float(np.median(gaps)) if len(gaps) else 0.0
             poll_s = float(np.median(np.diff(times)))
-            edge_error = peak * (update_s / 2 + poll_s) + 2 * channel.resolution
+            interpolation = peak * update_s / 4
+            if call_s is not None:
+                swing = float(slopes.max() - slopes.min()) if len(slopes) else peak
+                interpolation = min(interpolation, joules * call_s / duration + swing * update_s / 4)
+            edge_error = 2 * interpolation + peak * poll_s + 2 * channel.resolution
             avg = joules / duration
         else:
             # Sensor readings lag the power: skip the first `settle_s` (still showing the power
@@ -506,6 +539,14 @@ class Sampler:
             return Trace(np.array(recording.timestamps[first:]), np.array(recording.values[first:]),
                          list(recording.faults), recording.dead, np.array(recording.durations[first:]))
 
+    def update_period_s(self, channel: Channel, since_s: float = -math.inf) -> float | None:
+        """The channel's update period as its readings since `since_s` show it (`update_period_s`);
+        None where they are too few or cannot be read."""
+        try:
+            return update_period_s(self.trace(channel, since_s), channel.is_counter)
+        except (OSError, ValueError):
+            return None
+
     def fault_reasons(self, channel: Channel) -> list[str]:
         """Why readings of a polled channel failed so far, its death (or hung read) last (none for
         a loaded channel). Unlike `trace`, copies no readings: the run file asks after every benchmark."""
@@ -559,7 +600,9 @@ class Sampler:
             while not self._covered(channel, end_s) and time.perf_counter() < limit:
                 time.sleep(0.01)
 
-    def evaluate(self, name: str, start_s: float, end_s: float) -> WindowResult:
+    def evaluate(self, name: str, start_s: float, end_s: float, call_s: float | None = None) -> WindowResult:
+        """Every channel's energy over [start_s, end_s] from the readings so far (`call_s`: see
+        `measure_channel`)."""
         # Polled readings from before the last pause must not enter the integral: interpolating a
         # counter across a pause would spread the unseen gap's energy over the window's edge.
         resumed = max((r for r in self._resumed if r <= start_s), default=-math.inf)
@@ -578,7 +621,7 @@ class Sampler:
             keep = (trace.timestamps >= since) & (trace.timestamps <= min(begun, default=math.inf))
             trace = Trace(trace.timestamps[keep], trace.values[keep], trace.faults, trace.dead,
                           None if trace.durations is None else trace.durations[keep])
-            result = measure_channel(channel, trace, start_s, end_s)
+            result = measure_channel(channel, trace, start_s, end_s, call_s)
             stuck = self.stuck() if channel.read is not None and trace.dead is None else None
             results[channel.name] = result if result.valid or stuck is None else \
                 invalid(channel, end_s - start_s, stuck)
