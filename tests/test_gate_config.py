@@ -15,9 +15,9 @@ def project(tmp_path, text):
     return tmp_path / "sub"
 
 
-def test_defaults_are_5_percent_time_8_percent_energy():
+def test_defaults_are_5_percent_time_5_percent_energy():
     config = GateConfig()
-    assert (config.threshold(GEMM, "time"), config.threshold(GEMM, "energy")) == (0.05, 0.08)
+    assert (config.threshold(GEMM, "time"), config.threshold(GEMM, "energy")) == (0.05, 0.05)
     assert (config.drift, config.confidence, config.resamples, config.seed) == (0.0, 0.95, 2000, 0)
 
 
@@ -54,7 +54,7 @@ def test_command_line_threshold_has_the_last_word(tmp_path):
     folder = project(tmp_path, '[tool.wattbench.gate.patterns."attention.*"]\ntime = "10%"\n')
     config = load_config(folder).with_overrides(time="2%", energy=None)
     assert config.threshold(ATTENTION, "time") == config.threshold(GEMM, "time") == pytest.approx(0.02)
-    assert config.threshold(GEMM, "energy") == 0.08
+    assert config.threshold(GEMM, "energy") == 0.05
 
 
 @pytest.mark.parametrize("value, expected", [("5%", 0.05), (" 12.5% ", 0.125), (0.05, 0.05), ("0.05", 0.05), (0, 0.0)])

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from wattbench.gate import selfcheck
+from wattbench.power import PowerConfig
 
 
 def busy_step(seconds=3e-4):
@@ -39,15 +40,25 @@ def test_time_figures_flag_the_injected_slowdown_only():
     assert figures["10% slower"]["rate"] == 1.0
 
 
-def test_simulated_energy_tells_ten_percent_from_sensor_noise():
+def test_simulated_energy_is_the_monitors_default_record_and_tells_ten_percent_from_noise():
     rng = random.Random(0)
     base = selfcheck.simulated_energy(0.0, rng)
     same, more = selfcheck.simulated_energy(0.0, rng), selfcheck.simulated_energy(0.10, rng)
-    assert more["joules_per_unit"] / base["joules_per_unit"] == pytest.approx(1.10, rel=0.01)
-    assert 0 < base["uncertainty_pct"] < 1.5
+    assert more["joules_per_unit"] / base["joules_per_unit"] == pytest.approx(1.10, rel=0.02)
+    for record in (base, same, more):
+        assert record["adaptive"]["target_pct"] == PowerConfig().target_pct  # the harness's defaults
+        assert 0 < record["uncertainty_pct"] <= 2.5 and record["windows"] <= PowerConfig().repeats
     samples = [selfcheck.CALL_S] * 5
     assert not selfcheck.flagged(selfcheck.run_file(samples, base), selfcheck.run_file(samples, same), "energy")
     assert selfcheck.flagged(selfcheck.run_file(samples, base), selfcheck.run_file(samples, more), "energy")
+
+
+def test_energy_figures_flag_a_regression_and_not_an_unchanged_pair():
+    figures = selfcheck.energy_figures(4, 0, {"energy A/A (same code)": 0.0, "energy +10%": 0.10})
+    assert figures["energy A/A (same code)"]["rate"] == 0.0 and figures["energy +10%"]["rate"] == 1.0
+    for figure in figures.values():
+        assert 1 <= figure["windows"] <= PowerConfig().repeats and figure["window_s"] > 0
+        assert 0 <= figure["reached"] <= 1
 
 
 def test_self_check_needs_at_least_20_pairs():

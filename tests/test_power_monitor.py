@@ -1,6 +1,8 @@
 """PowerMonitor end to end: no source on this machine, a simulated NVML-like source, faults."""
 
 import csv
+import math
+import random
 import threading
 import time
 
@@ -10,6 +12,7 @@ from fake_nvml import fake_pynvml, field
 from wattbench.conditions import ConditionSensors
 from wattbench.device import Device
 from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor, describe_sources, monitor as monitor_module
+from wattbench.power.monitor import EDGE_RUN_UPDATES
 from wattbench.power import nvml, sampler as sampler_module
 from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.simulate import constant, live_probe
@@ -112,6 +115,10 @@ def test_trace_is_written_only_when_asked(tmp_path):
     ({"cooldown_c": "hot"}, TypeError, "cooldown_c"),
     ({"cooldown_c": -1}, ValueError, "cooldown_c"),
     ({"cooldown_timeout_s": 0}, ValueError, "cooldown_timeout_s"),
+    ({"target_pct": 0}, ValueError, "target_pct"),
+    ({"target_pct": 100}, ValueError, "target_pct"),
+    ({"target_pct": "2%"}, TypeError, "target_pct"),
+    ({"max_window_s": 0}, ValueError, "max_window_s"),
 ])
 def test_bad_config_names_the_field(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -283,3 +290,173 @@ def test_a_gpu_that_hangs_mid_run_ends_its_windows_invalid_and_the_run_completes
     assert after["valid"] is False and "a read has not returned" in after["reason"]
     assert any("has not returned" in fault for fault in outcome["info"]["faults"])
     assert outcome["info"]["sampler"]["stuck"] is not None
+
+
+# -- the window rules ------------------------------------------------------------------------
+
+from wattbench.power.monitor import (FIXED_WINDOWS, MIN_UPDATES, MOST_WINDOWS, TARGET_REACHED, WindowRule, combine,
+                                     run_windows)
+from wattbench.power.sampler import ChannelWindow
+from wattbench.power.simulate import SimulatedRun, square_wave
+
+RULE = WindowRule(target=0.02, min_window_s=1.0, max_window_s=20.0, max_windows=3, update_s=0.1, poll_s=0.01)
+
+
+def window(seconds, joules, edge_j=0.0, valid=True):
+    return ChannelWindow("c", "counter", seconds, valid, joules=joules if valid else None,
+                         avg_power_w=joules / seconds if valid else None, peak_power_w=joules / seconds if valid else None,
+                         updates=int(seconds / 0.1), edge_error_j=edge_j)
+
+
+def test_windows_stop_once_two_agree_within_the_target():
+    windows = [window(2.0, 600.0, edge_j=2.0), window(2.0, 600.6, edge_j=2.0)]
+    assert combine(windows, [1000, 1000])["uncertainty_pct"] < 2
+    assert RULE.decide(windows, [1000, 1000]) == (TARGET_REACHED, 2.0)
+    assert RULE.decide(windows[:1], [1000])[0] is None  # one window has no spread to judge
+
+
+def test_windows_that_disagree_go_on_and_stop_after_the_most_windows():
+    windows = [window(2.0, 600.0, edge_j=2.0), window(2.0, 630.0, edge_j=2.0)]
+    stopped, length = RULE.decide(windows, [1000, 1000])
+    assert stopped is None and length == 2.0
+    windows.append(window(2.0, 570.0, edge_j=2.0))
+    assert RULE.decide(windows, [1000] * 3)[0] == MOST_WINDOWS
+
+
+def test_edges_above_a_third_of_the_target_lengthen_the_next_windows_up_to_the_ceiling():
+    # 6 J of edges in 600 J is 1%: the floor for edges under 2%/3 is 1.5 x as long.
+    stopped, length = RULE.decide([window(2.0, 600.0, edge_j=6.0)], [1000])
+    assert stopped is None and length == pytest.approx(3.0)
+    assert RULE.measured_floor_s([window(2.0, 600.0, edge_j=6.0)]) == pytest.approx(3.0)
+    _, capped = RULE.decide([window(2.0, 600.0, edge_j=600.0)], [1000])
+    assert capped == RULE.max_window_s
+
+
+def test_a_given_minimum_bounds_every_window_even_above_the_ceiling():
+    rule = WindowRule(target=0.02, min_window_s=30.0, max_window_s=20.0, max_windows=3, update_s=0.1)
+    assert rule.first_length(call_s=1e-3) == 30.0
+    assert rule.decide([window(30.0, 9000.0, edge_j=9000.0)], [1000])[1] == 30.0
+
+
+def test_the_first_window_is_the_floor_predicted_from_the_update_period_poll_and_read():
+    # At each edge: one call (1 ms) or a quarter update, half a poll; in all 12 ms of power, x 3 / 2%.
+    rule = WindowRule(target=0.02, min_window_s=0.1, max_window_s=20.0, max_windows=3, update_s=0.1, poll_s=0.01)
+    assert rule.first_length(call_s=1e-3) == pytest.approx(1.8)
+    assert rule.first_length(call_s=1.0) == pytest.approx(3 * 0.06 / 0.02)  # long calls: a quarter update each
+    coarse = WindowRule(target=0.5, min_window_s=0.1, max_window_s=20.0, max_windows=3, update_s=0.1)
+    assert coarse.first_length(call_s=1e-3) == pytest.approx(MIN_UPDATES * 0.1)  # never fewer updates than that
+
+
+def test_a_spread_that_misses_the_target_doubles_the_windows_from_the_third_on():
+    rule = WindowRule(target=0.02, min_window_s=1.0, max_window_s=20.0, max_windows=5, update_s=0.1)
+    windows = [window(2.0, 600.0), window(2.0, 640.0), window(2.0, 570.0)]
+    assert rule.decide(windows, [1000] * 3) == (None, 4.0)
+    assert rule.decide(windows[:2], [1000] * 2) == (None, 2.0)  # the third window cuts Student's t most
+
+
+def test_without_a_target_the_windows_are_fixed():
+    rule = WindowRule(target=None, min_window_s=0.5, max_window_s=20.0, max_windows=2, update_s=0.1)
+    assert rule.first_length(call_s=1.0) == 0.5
+    windows = [window(0.5, 150.0), window(0.5, 200.0)]
+    assert rule.decide(windows[:1], [10]) == (None, 0.5)
+    assert rule.decide(windows, [10, 10]) == (FIXED_WINDOWS, 0.5)
+
+
+def test_invalid_windows_do_not_count_toward_the_target():
+    windows = [window(2.0, 600.0, edge_j=2.0), window(2.0, 0.0, valid=False), window(2.0, 600.3, edge_j=2.0)]
+    assert RULE.decide(windows[:2], [1000] * 2)[0] is None
+    assert RULE.decide(windows, [1000] * 3)[0] == TARGET_REACHED
+
+
+def test_windows_of_unequal_length_are_pooled_by_their_calls():
+    summary = combine([window(1.0, 100.0, edge_j=1.0), window(3.0, 330.0, edge_j=1.0)], [100, 300])
+    assert summary["joules_per_call"] == pytest.approx(430.0 / 400)
+    assert summary["edge_pct"] == pytest.approx(100 * 2.0 / 430.0)
+    assert summary["window_joules_per_call"] == [1.0, 1.1]
+
+
+class ScriptedRunner:
+    """A runner whose step takes 1 ms and whose windows each measure the energies given."""
+
+    def __init__(self, joules):
+        self.now, self.joules, self.log = 0.0, list(joules), []
+
+    def clock(self):
+        return self.now
+
+    def run(self, seconds):
+        self.log.append(("run", seconds))
+        calls = max(1, math.ceil(round(seconds / 1e-3, 9)))
+        self.now += calls * 1e-3
+        return calls
+
+    def window(self, seconds):
+        start = self.now
+        calls = self.run(seconds)
+        self.log[-1] = ("window", seconds)
+        return start, self.now, calls
+
+    def evaluate(self, start_s, end_s, call_s):
+        self.log.append(("evaluate", round(call_s, 9)))
+        return window(end_s - start_s, self.joules.pop(0), edge_j=0.5)
+
+
+def test_the_step_runs_through_each_edge_and_each_window_starts_at_a_random_phase():
+    runner = ScriptedRunner([540.0, 540.3])
+    rule = WindowRule(target=0.02, min_window_s=0.1, max_window_s=20.0, max_windows=3, update_s=0.1, poll_s=0.01)
+    windows, calls, stopped = run_windows(runner, rule, random.Random(0))
+    assert stopped == TARGET_REACHED and len(windows) == 2 and calls == [1800, 1800]
+    kinds = [kind for kind, _ in runner.log]
+    assert kinds == ["run", "window", "run", "evaluate"] * 2  # evaluated only after the run past its end
+    leads = [seconds for kind, seconds in runner.log[0::4]]
+    assert all(EDGE_RUN_UPDATES * 0.1 <= lead < (EDGE_RUN_UPDATES + 1) * 0.1 for lead in leads)
+    assert len(set(leads)) == 2  # the random start offsets differ
+    assert all(seconds == EDGE_RUN_UPDATES * 0.1 for kind, seconds in runner.log[2::4])
+    assert runner.log[3] == ("evaluate", 1e-3)  # the window's own time per call
+
+
+def test_simulated_benchmarks_reach_the_target_and_report_why_they_stopped():
+    rng = random.Random(3)
+    for power, call_s in ((constant(300.0), 1e-3), (square_wave(150.0, 350.0, 0.097), 0.01)):
+        run = SimulatedRun(power, call_s, 70.0, rng, noise=0.01)
+        record = run.measure(PowerConfig(), rng)
+        adaptive = record["adaptive"]
+        assert adaptive["stopped"] == TARGET_REACHED and adaptive["target_pct"] == 2.0
+        assert record["uncertainty_pct"] == adaptive["reached_pct"] <= 2.0
+        assert adaptive["update_period_measured"] and adaptive["update_period_s"] == pytest.approx(0.1, rel=0.1)
+        assert 2 <= record["windows"] <= 3 and all(1.0 <= s <= 20.0 for s in adaptive["lengths_s"])
+        truth = run.true_joules_per_call(record["calls_per_window"])
+        assert abs(record["joules_per_call"] - truth) / truth * 100 <= record["uncertainty_pct"]
+
+
+def test_a_live_benchmark_record_says_what_its_windows_aimed_at_and_reached(monkeypatch):
+    monkeypatch.setattr(sampler_module, "CPU_BUDGET", 1.0)
+    probe = live_probe(constant(200.0), duration_s=60.0)
+    config = PowerConfig(**{**FAST, "max_window_s": 0.5, "target_pct": 50.0})
+    with PowerMonitor(CPU, config, probes=[probe]) as monitor:
+        record = monitor.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
+        info = monitor.run_info()
+    assert info["update_period_s"] == pytest.approx(0.1, rel=0.2) and info["update_period_reason"] is None
+    adaptive = record["adaptive"]
+    assert adaptive["target_pct"] == 50.0 and adaptive["stopped"] == TARGET_REACHED
+    assert adaptive["reached_pct"] == record["uncertainty_pct"] <= 50.0
+    assert adaptive["update_period_s"] == info["update_period_s"] and adaptive["update_period_measured"]
+    assert all(0.3 <= s < 0.6 for s in adaptive["lengths_s"])  # between the minimum and the ceiling
+    assert len(record["window_joules_per_call"]) == record["windows"] == 2
+    assert not any("not reached" in w for w in record["warnings"])
+
+
+def test_a_target_out_of_reach_is_warned_about(monkeypatch):
+    monkeypatch.setattr(sampler_module, "CPU_BUDGET", 1.0)
+    probe = live_probe(constant(200.0), duration_s=60.0)
+    with PowerMonitor(CPU, PowerConfig(**{**FAST, "target_pct": 0.01}), probes=[probe]) as monitor:
+        record = monitor.measure(lambda: time.sleep(0.001), lambda: None, units_per_call=1.0)
+    assert record["adaptive"]["stopped"] == MOST_WINDOWS and record["windows"] == FAST["repeats"]
+    assert any(w.startswith("energy target ±0.01% not reached") for w in record["warnings"])
+    assert any("above the 0.3 s ceiling" in w for w in record["warnings"])
+
+
+def test_without_an_idle_baseline_the_update_period_is_still_measured():
+    probe = live_probe(constant(200.0), duration_s=60.0)
+    with PowerMonitor(CPU, PowerConfig(**{**FAST, "idle_s": 0}), probes=[probe]) as monitor:
+        assert monitor.update_s == pytest.approx(0.1, rel=0.2)

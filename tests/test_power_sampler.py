@@ -308,3 +308,54 @@ def test_a_hung_read_does_not_hang_the_run_and_invalidates_the_window_with_the_r
         window = results["window"].channels[name]
         assert not window.valid and "gpu:counter: a read has not returned" in window.reason
     assert any("has not returned" in reason for reason in results["faults"])
+
+
+# -- update periods and steady edges, in simulated time ---------------------------------------
+
+import random
+
+import numpy as np
+
+from wattbench.power.sampler import Trace, measure_channel, update_period_s
+from wattbench.power.simulate import ReadCost, SimulatedSensor, constant, polled_trace, simulated_channels, square_wave
+
+NOMINAL_COST = ReadCost(cpu_s=20e-6)
+
+
+@pytest.mark.parametrize("update_s", [0.1, 0.02])
+def test_the_update_period_is_what_the_polls_show(update_s):
+    sensor = SimulatedSensor(constant(200.0), 3.0, update_s=update_s)
+    counter = polled_trace(sensor.counter_j, 500.0, 2.5, NOMINAL_COST, random.Random(0))
+    assert update_period_s(counter, is_counter=True) == pytest.approx(update_s, rel=0.05)
+    slow = polled_trace(sensor.counter_j, 2.0, 2.5, NOMINAL_COST, random.Random(0))
+    assert update_period_s(slow, is_counter=True) is None  # too few updates seen
+    stepped = SimulatedSensor(square_wave(100.0, 300.0, 0.2), 3.0, update_s=update_s)
+    power = polled_trace(stepped.instant_w, 500.0, 2.5, NOMINAL_COST, random.Random(0))
+    assert update_period_s(power, is_counter=False) >= update_s * 0.95  # a reading changes at most once an update
+    assert update_period_s(Trace(np.arange(0.0, 3.0, 0.5), np.full(6, 100.0)), is_counter=False) == 0.5  # log rows
+    assert update_period_s(Trace(np.arange(0.0, 2.0, 0.5), np.full(4, 100.0)), is_counter=False) is None
+
+
+def test_steady_power_across_the_edges_bounds_them_by_a_call_not_a_quarter_update():
+    """Calls of 1 ms run through both edges: the edge bound drops from a quarter update at peak
+    per edge to about one call's energy, and stays above the error actually made."""
+    channel = simulated_channels()["counter"]
+    rng = random.Random(1)
+    sensor = SimulatedSensor(constant(300.0), 6.0, phase_s=0.037)
+    trace = polled_trace(sensor.counter_j, 100.0, 6.0, NOMINAL_COST, rng)
+    start, end = 1.2345, 4.5678
+    idle_edges = measure_channel(channel, trace, start, end)
+    steady = measure_channel(channel, trace, start, end, call_s=1e-3)
+    assert idle_edges.joules == steady.joules
+    assert idle_edges.edge_error_j == pytest.approx(300.0 * (0.1 / 2 + 0.01), rel=0.1)
+    assert steady.edge_error_j == pytest.approx(300.0 * (2 * 1e-3 + 0.01), rel=0.1)
+    assert abs(steady.joules - sensor.true_energy(start, end)) <= steady.edge_error_j
+
+
+def test_power_varying_more_slowly_than_the_calls_widens_the_steady_edge_bound():
+    channel = simulated_channels()["counter"]
+    sensor = SimulatedSensor(square_wave(150.0, 350.0, 0.097), 6.0)
+    trace = polled_trace(sensor.counter_j, 100.0, 6.0, NOMINAL_COST, random.Random(2))
+    steady = measure_channel(channel, trace, 1.2345, 4.5678, call_s=1e-3)
+    one_call_each = 2 * steady.joules * 1e-3 / (4.5678 - 1.2345)
+    assert steady.edge_error_j > one_call_each + 0.5 * 200.0 * 0.1 / 2  # the swing between updates counts

@@ -36,6 +36,27 @@ def test_power_accuracy_prints_every_trace_and_exits_zero(capsys):
     assert selfcheck.power_accuracy() == 0
     out = capsys.readouterr().out
     assert all(name in out for name in selfcheck.TRACES) and "all targets met" in out
+    assert all(name in out for name in selfcheck.BENCHMARKS)
+    assert "error against the window length" in out and "adaptive windows at the defaults" in out
+
+
+def test_the_error_and_the_reported_uncertainty_fall_with_the_window_length():
+    rows = selfcheck.length_rows(trials=3)
+    for update_s in selfcheck.UPDATE_PERIODS_S:
+        for name in list(selfcheck.BENCHMARKS)[:2]:
+            row = [r for r in rows if r["update_s"] == update_s and r["benchmark"] == name]
+            assert [r["length_s"] for r in row] == list(selfcheck.WINDOW_LENGTHS_S)
+            assert row[0]["unc_pct"] > row[-1]["unc_pct"] and row[0]["worst_pct"] > row[-1]["worst_pct"]
+            assert all(r["covered"] == 1.0 for r in row), row
+
+
+def test_adaptive_windows_cover_their_error_and_stable_power_stops_early():
+    rows = selfcheck.adaptive_rows(trials=3, costs=(selfcheck.NOMINAL_COST,))
+    assert all(all(row["covered"]) for row in rows), rows
+    stable = [r for r in rows if r["benchmark"].startswith("constant")]
+    assert all(r["seconds"] < 10 and r["reached"] == 1.0 for r in stable)  # not the 3 x 5 s of fixed windows
+    bursts = [r for r in rows if "370 ms calls" in r["benchmark"]]
+    assert all(r["seconds"] > max(s["seconds"] for s in stable) for r in bursts)  # long calls need long windows
 
 
 @pytest.fixture
@@ -83,7 +104,8 @@ def test_costly_reads_are_polled_slower_and_the_uncertainty_still_covers_the_err
     rate = {row["cost"]: row["hz"] for row in rows}
     assert rate["1 ms CPU"] > rate["2.4 ms CPU"] > rate["6.6 ms CPU"] >= 1.0
     assert rate["0.02 ms CPU + 6.6 ms blocked"] > 10 * rate["6.6 ms CPU"]  # blocking costs no CPU
-    assert selfcheck.power_accuracy(sweep_costs=(simulate.ReadCost(cpu_s=6.6e-3),)) == 0
+    assert selfcheck.power_accuracy(sweep_costs=(simulate.ReadCost(cpu_s=6.6e-3),), trials=2,
+                                    window_costs=(selfcheck.NOMINAL_COST,)) == 0
     assert "6.6 ms CPU" in capsys.readouterr().out
 
 

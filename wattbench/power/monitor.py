@@ -156,7 +156,8 @@ def sum_channels(results: list[ChannelWindow]) -> ChannelWindow:
 
 
 def combine(windows: list[ChannelWindow], calls: list[int], idle_power_w: float | None = None) -> dict:
-    """Mean per call over the valid windows, with a 95% uncertainty.
+    """Energy per call over the valid windows (their joules over their calls: windows of any
+    lengths, each weighted by its calls), with a 95% uncertainty.
 
     The uncertainty adds the spread between windows (Student t on their mean: it catches a
     sensor that sees a different part of the workload in each window, sensor noise, drift,
@@ -173,16 +174,18 @@ def combine(windows: list[ChannelWindow], calls: list[int], idle_power_w: float 
                 "valid_windows": 0, "reasons": reasons, "spread_pct": None, "edge_pct": None,
                 "window_joules_per_call": by_window}
     per_call = [w.joules / n for w, n in valid]
-    mean = statistics.fmean(per_call)
+    joules, made, seconds = (sum(w.joules for w, _ in valid), sum(n for _, n in valid),
+                             sum(w.duration_s for w, _ in valid))
+    mean = joules / made
+    # Unweighted, the spread gives short windows (the noisier ones) as much say as long ones.
     spread = t95(len(per_call) - 1) * statistics.stdev(per_call) / math.sqrt(len(per_call)) \
         if len(per_call) > 1 else 0.0
-    # The mean per call is off by at most the mean of the windows' edge errors per call.
-    edges = statistics.fmean(w.edge_error_j / n for w, n in valid) / mean if mean > 0 else math.inf
-    dynamic = None if idle_power_w is None else \
-        statistics.fmean((w.joules - idle_power_w * w.duration_s) / n for w, n in valid)
+    # The joules are off by at most the sum of the windows' edge errors.
+    edges = sum(w.edge_error_j for w, _ in valid) / joules if mean > 0 else math.inf
+    dynamic = None if idle_power_w is None else (joules - idle_power_w * seconds) / made
     return {
         "joules_per_call": mean,
-        "avg_power_w": statistics.fmean(w.avg_power_w for w, _ in valid),
+        "avg_power_w": joules / seconds,
         "peak_power_w": max(w.peak_power_w for w, _ in valid),
         "idle_power_w": idle_power_w,
         "dynamic_joules_per_call": dynamic,

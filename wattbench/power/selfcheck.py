@@ -3,7 +3,10 @@
 power_accuracy runs known power traces through the simulated NVML-like sensor and the same
 window code the sampler uses, in simulated time, with reads that cost 20 µs (the main table)
 and, in a sweep, up to several ms: at the poll rates the sampler would plan for that cost,
-each reading stamped at its read's midpoint. sampler_overhead runs the real sampler thread
+each reading stamped at its read's midpoint. Then whole benchmarks, measured by the monitor's
+own window rules (`run_windows` through `simulate.SimulatedRun`) on sensors that update every
+100 or 20 ms with noise: the error against the window length, and the adaptive windows' error
+against the uncertainty they report. sampler_overhead runs the real sampler thread
 against sources whose reads cost that much (burning CPU, or blocked in the driver), and
 against this host's own sensors where it has any.
 """
@@ -20,8 +23,8 @@ from wattbench.device import Device
 from wattbench.gate.stats import median_ratio_interval
 from wattbench.power import simulate
 from wattbench.power.base import Channel
-from wattbench.power.monitor import (PowerConfig, close_probes, combine, probe_sources, sampled_channels,
-                                     start_offsets, statuses)
+from wattbench.power.monitor import (EDGE_RUN_UPDATES, PowerConfig, close_probes, combine, probe_sources,
+                                     sampled_channels, start_offsets, statuses)
 from wattbench.power.sampler import (CPU_BUDGET, REPLAN_S, ChannelWindow, Plan, Sampler, Trace, measure_channel,
                                      plan_rates, read_load)
 from wattbench.power.simulate import ReadCost
@@ -67,6 +70,23 @@ COUNTER_WINDOW_S, COUNTER_REPEATS, COUNTER_TARGET_PCT = 10.0, 3, 1.0
 INSTANT_WINDOW_S, INSTANT_REPEATS, INSTANT_TARGET_PCT = 5.0, 5, 5.0
 OVERHEAD_TARGET_PCT = 1.0
 
+#: Whole benchmarks in simulated time: a step of `call_s` run back to back with this power.
+BENCHMARKS = {
+    "constant 300 W, 1 ms calls": (simulate.constant(300.0), 1e-3),
+    "150/350 W every 97 ms, 10 ms calls": (simulate.square_wave(150.0, 350.0, 0.097), 0.01),
+    "300 W warming by 3%, 1 ms calls": (simulate.warming(simulate.constant(300.0), 0.03, 30.0), 1e-3),
+    "80/500 W bursts, 370 ms calls": (simulate.bursts(80.0, 500.0, 0.37, 0.02), 0.37),
+}
+#: Counter update periods seen on NVIDIA GPUs (100 ms on A100/H100; 20 ms on some newer GPUs and
+#: drivers), and the noise on what each update adds: an assumption, not a measurement.
+UPDATE_PERIODS_S = (0.1, 0.02)
+SENSOR_NOISE = 0.01
+#: Fixed window lengths the error is shown against (no target: 3 windows of each).
+WINDOW_LENGTHS_S = (1.0, 2.0, 5.0, 10.0, 20.0)
+ADAPTIVE_COSTS = (NOMINAL_COST, ReadCost(cpu_s=20e-6, blocked_s=2.4e-3), ReadCost(cpu_s=1e-3))
+#: Share of adaptive records whose reported uncertainty must cover their error.
+COVERAGE_TARGET = 0.95
+
 
 def planned(cost: ReadCost, hz: float = 100.0) -> Plan:
     """The plan the sampler makes for an NVML-like source (counter primary, instant secondary)
@@ -85,18 +105,6 @@ def simulated_windows(trace, window_s: float, repeats: int, rng: random.Random, 
         yield sensor, start, end
 
 
-def poll_starts(hz: float, until_s: float, rng: random.Random) -> np.ndarray:
-    """When reads begin at `hz`, from a random phase, each up to 1 ms late (the thread's wake-up)."""
-    period = 1.0 / hz
-    starts = np.arange(rng.uniform(0, period), until_s, period)
-    return starts + np.array([rng.uniform(0, min(0.001, period / 2)) for _ in starts])
-
-
-def polled_trace(read, hz: float, until_s: float, cost: ReadCost, rng: random.Random) -> Trace:
-    stamps, values, durations = simulate.poll_readings(read, poll_starts(hz, until_s, rng), cost, rng)
-    return Trace(stamps, values, durations=durations)
-
-
 def accuracy_row(name: str, trace, rng: random.Random, aliased: bool = False,
                  cost: ReadCost = NOMINAL_COST) -> dict:
     """Errors (%) and reported uncertainties (%) of each method on one trace, polled as the
@@ -106,7 +114,7 @@ def accuracy_row(name: str, trace, rng: random.Random, aliased: bool = False,
     counter, naive = [], []
     tail = 0.5 + 2 / plan.hz
     for sensor, start, end in simulated_windows(trace, COUNTER_WINDOW_S, COUNTER_REPEATS, rng, tail):
-        polled = polled_trace(sensor.counter_j, plan.hz, end + tail, cost, rng)
+        polled = simulate.polled_trace(sensor.counter_j, plan.hz, end + tail, cost, rng)
         truth = sensor.true_energy(start, end)
         counter.append((measure_channel(channels["counter"], polled, start, end), truth))
         stale = np.interp([start, end], polled.timestamps, polled.values)
@@ -123,7 +131,7 @@ def accuracy_row(name: str, trace, rng: random.Random, aliased: bool = False,
     for sensor, start, end in simulated_windows(trace, INSTANT_WINDOW_S, INSTANT_REPEATS, rng, tail):
         truths.append(sensor.true_energy(start, end))
         for method, read in (("instant", sensor.instant_w), ("average", sensor.average_w)):
-            polled = polled_trace(read, plan.secondary_hz, end + tail, cost, rng)
+            polled = simulate.polled_trace(read, plan.secondary_hz, end + tail, cost, rng)
             sampled[method].append(measure_channel(channels[method], polled, start, end))
     truth = statistics.fmean(truths)
     for method, windows in sampled.items():
@@ -166,9 +174,9 @@ def _pct(value: float | None, width: int, signed: bool = False, digits: int = 2)
     return f"{value:>+{width}.{digits}f}" if signed else f"{value:>{width}.{digits}f}"
 
 
-def power_accuracy(seed: int = 0, sweep_costs=READ_COSTS[1:]) -> int:
+def power_accuracy(seed: int = 0, sweep_costs=READ_COSTS[1:], trials: int = 20, window_costs=ADAPTIVE_COSTS) -> int:
     """Print the error and reported uncertainty per trace and method, with cheap reads and then
-    with costly ones; 0 when every target is met."""
+    with costly ones, then whole benchmarks' windows (`trials` per row); 0 when every target is met."""
     rows = accuracy_rows(seed)
     print("power-accuracy: simulated NVML-like sensor (instant = 25 ms average every 100 ms, average = 1 s "
           "rolling, counter = mJ every 100 ms), reads of 20 µs polled at 100 Hz, idle 60 W around each window")
@@ -204,8 +212,102 @@ def power_accuracy(seed: int = 0, sweep_costs=READ_COSTS[1:]) -> int:
               f"  {'yes' if covered(row) else 'NO'}")
     failed = [row["trace"] for row in rows if not meets_targets(row)]
     failed += [f"{row['trace']} at {row['cost']}" for row in swept if not covered(row)]
+    if not print_window_checks(trials, seed, window_costs):
+        failed.append("the adaptive windows' coverage")
     print("result: all targets met" if not failed else f"result: targets missed on {', '.join(failed)}")
     return 0 if not failed else 1
+
+
+def benchmark_records(name: str, config: PowerConfig, trials: int, rng: random.Random, update_s: float,
+                      cost: ReadCost = NOMINAL_COST) -> list[tuple[dict, float]]:
+    """`trials` energy records of one of BENCHMARKS as the monitor would write them under `config`,
+    each with its error against the truth (%)."""
+    power, call_s = BENCHMARKS[name]
+    longest = config.repeats * (max(config.max_window_s, config.min_window_s) + 3.5 * update_s + call_s) + 1.0
+    records = []
+    for _ in range(trials):
+        run = simulate.SimulatedRun(power, call_s, longest, rng, idle_w=IDLE_W, update_s=update_s,
+                                    noise=SENSOR_NOISE, hz=planned(cost).hz, cost=cost)
+        record = run.measure(config, rng)
+        truth = run.true_joules_per_call(record["calls_per_window"])
+        records.append((record, 100 * abs(record["joules_per_call"] - truth) / truth))
+    return records
+
+
+def length_rows(trials: int, seed: int = 0) -> list[dict]:
+    """The error against the window length: per update period, benchmark and length, fixed windows."""
+    rng = random.Random(seed)
+    rows = []
+    for update_s in UPDATE_PERIODS_S:
+        for name in list(BENCHMARKS)[:2]:
+            for length in WINDOW_LENGTHS_S:
+                config = PowerConfig(target_pct=None, min_window_s=length, max_window_s=length)
+                found = benchmark_records(name, config, trials, rng, update_s)
+                rows.append({"update_s": update_s, "benchmark": name, "length_s": length,
+                             "worst_pct": max(e for _, e in found),
+                             "unc_pct": statistics.median(r["uncertainty_pct"] for r, _ in found),
+                             "covered": sum(e <= r["uncertainty_pct"] for r, e in found) / trials})
+    return rows
+
+
+def adaptive_rows(trials: int, seed: int = 0, costs=ADAPTIVE_COSTS) -> list[dict]:
+    """The default adaptive windows per update period, read cost and benchmark: how long they ran,
+    what they reached, and how often the reported uncertainty covers the error."""
+    rng = random.Random(seed)
+    rows = []
+    for update_s in UPDATE_PERIODS_S:
+        for cost in costs:
+            for name in BENCHMARKS:
+                found = benchmark_records(name, PowerConfig(), trials, rng, update_s, cost)
+                rows.append({"update_s": update_s, "cost": cost.describe(), "hz": planned(cost).hz, "benchmark": name,
+                             "seconds": statistics.fmean(sum(r["adaptive"]["lengths_s"]) for r, _ in found),
+                             "windows": statistics.fmean(r["windows"] for r, _ in found),
+                             "reached": sum(r["adaptive"]["stopped"] == "target reached" for r, _ in found) / trials,
+                             "unc_low": min(r["uncertainty_pct"] for r, _ in found),
+                             "unc_high": max(r["uncertainty_pct"] for r, _ in found),
+                             "worst_pct": max(e for _, e in found), "covered": [e <= r["uncertainty_pct"]
+                                                                               for r, e in found]})
+    return rows
+
+
+def print_window_checks(trials: int, seed: int = 0, costs=ADAPTIVE_COSTS) -> bool:
+    """Print the error against the window length and the adaptive windows' figures; whether the
+    reported uncertainty covers the error in COVERAGE_TARGET of the adaptive records."""
+    config = PowerConfig()
+    print(f"\nwhole benchmarks, measured by the monitor's window rules in simulated time: the step runs back to back "
+          f"through its windows; counter updates every 100 or 20 ms at a random phase, {SENSOR_NOISE:.0%} noise on "
+          f"each update, polled as the sampler plans for the read cost; {trials} benchmarks per row")
+    print("error against the window length (no target: 3 windows of the given length, reads of 20 µs):")
+    header = f"{'update':>7}  {'benchmark':<36}" + "".join(f"{f'{length:g} s':>16}" for length in WINDOW_LENGTHS_S)
+    print(header)
+    print(f"{'':>7}  {'':<36}" + f"{'worst% (unc%)':>16}" * len(WINDOW_LENGTHS_S))
+    print("-" * len(header))
+    rows = length_rows(trials, seed)
+    for update_s in UPDATE_PERIODS_S:
+        for name in list(BENCHMARKS)[:2]:
+            cells = [r for r in rows if r["update_s"] == update_s and r["benchmark"] == name]
+            print(f"{update_s * 1000:>5g}ms  {name:<36}"
+                  + "".join(f"{r['worst_pct']:.2f} ({r['unc_pct']:.2f})".rjust(16) for r in cells))
+    print(f"adaptive windows at the defaults (target ±{config.target_pct:g}%, floor: edges under a third of it, "
+          f"ceiling {config.max_window_s:g} s, at most {config.repeats} windows); target: the reported uncertainty "
+          f"covers the error in at least {COVERAGE_TARGET:.0%} of records")
+    header = (f"{'update':>7}  {'read cost':<28}{'poll Hz':>8}  {'benchmark':<36}{'seconds':>8}{'windows':>8}"
+              f"{'reached':>8}{'unc%':>12}{'worst err%':>11}{'covered':>8}")
+    print(header)
+    print("-" * len(header))
+    adaptive = adaptive_rows(trials, seed, costs)
+    for row in adaptive:
+        uncertainties = f"{row['unc_low']:.2f}-{row['unc_high']:.2f}"
+        print(f"{row['update_s'] * 1000:>5g}ms  {row['cost']:<28}{row['hz']:>8.1f}  {row['benchmark']:<36}"
+              f"{row['seconds']:>8.1f}{row['windows']:>8.1f}{row['reached']:>8.0%}{uncertainties:>12}"
+              f"{row['worst_pct']:>11.3f}{sum(row['covered']) / len(row['covered']):>8.0%}")
+    covered = [c for row in adaptive for c in row["covered"]]
+    share = sum(covered) / len(covered)
+    print(f"seconds: the windows' total per benchmark (each also runs {2 * EDGE_RUN_UPDATES:g} update periods and a "
+          f"random offset around it); reached: the share that stopped at the target (the others stopped after "
+          f"{config.repeats} windows and say so); the reported uncertainty covers the error in {share:.1%} of "
+          f"{len(covered)} records")
+    return share >= COVERAGE_TARGET
 
 
 def python_workload_s(iterations: int = 1_000_000) -> float:

@@ -234,8 +234,8 @@ class SimulatedRun:
     A GPU idles at `idle_w` for IDLE_LEAD_S, then runs a step of `call_s` back to back (the
     energy windows never stop it) with power `power` (timed from the first call); its energy
     counter (update period `update_s`, a random phase, `noise` per update) is polled at `hz`
-    with reads costing `cost`, as the sampler would poll it. `truth` holds each window's true
-    energy per call.
+    with reads costing `cost`, as the sampler would poll it. `true_joules` holds each window's
+    true energy.
     """
 
     def __init__(self, power: PowerFn, call_s: float, seconds: float, rng: random.Random, *, idle_w: float = 60.0,
@@ -248,7 +248,7 @@ class SimulatedRun:
         self.trace = polled_trace(self.sensor.counter_j, hz, end + 1.0, cost, rng)
         self.channel = simulated_channels()["counter"]
         self.now = IDLE_LEAD_S
-        self.truth: list[float] = []
+        self.true_joules: list[float] = []
 
     def measured_update_s(self) -> float | None:
         """The update period as the monitor measures it: from the readings before the first call."""
@@ -271,11 +271,15 @@ class SimulatedRun:
     def evaluate(self, start_s: float, end_s: float, call_s: float) -> ChannelWindow:
         """The window's counter energy from the readings the sampler would hold once the counter has
         updated after `end_s`."""
-        self.truth.append(self.sensor.true_energy(start_s, end_s) * call_s / (end_s - start_s))
+        self.true_joules.append(self.sensor.true_energy(start_s, end_s))
         times = self.trace.timestamps
         keep = (times >= start_s - LOOKBACK_S) & (times <= end_s + 1.0)
         trace = Trace(times[keep], self.trace.values[keep], durations=self.trace.durations[keep])
         return measure_channel(self.channel, trace, start_s, end_s, call_s)
+
+    def true_joules_per_call(self, calls: list[int]) -> float:
+        """What a record of these windows should say: their true joules over their calls."""
+        return sum(self.true_joules) / sum(calls)
 
     def measure(self, config: "monitor.PowerConfig", rng: random.Random, units_per_call: float = 1.0) -> dict:
         """The energy record the monitor would write for this benchmark under `config`: its windows
