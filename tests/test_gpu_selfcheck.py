@@ -305,7 +305,7 @@ def test_on_a_mig_slice_the_power_checks_do_not_apply(nvml):
 # -- the energy run, the probes, the registry, the sampler ----------------------------------
 
 CPU = Device("cpu", None, "Test CPU")
-FAST_POWER = PowerConfig(min_window_s=0.1, repeats=2, idle_s=0.1, sample_hz=200)
+FAST_POWER = PowerConfig(min_window_s=0.1, max_window_s=0.1, repeats=2, idle_s=0.1, sample_hz=200)
 
 
 def test_the_energy_run_measures_each_gemm_and_cross_checks_counter_and_instant():

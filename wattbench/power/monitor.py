@@ -352,6 +352,8 @@ class _LiveRun:
         self.monitor, self.step, self.sync, self.name = monitor, step, sync, name
         self.results = []
         self.conditions = []
+        #: Calls made outside the windows, to hold the power steady across their edges.
+        self.edge_calls = 0
 
     @staticmethod
     def clock() -> float:
@@ -360,12 +362,14 @@ class _LiveRun:
     def run(self, seconds: float) -> int:
         calls = run_for(self.step, seconds)
         self.sync()
+        self.edge_calls += calls
         return calls
 
     def window(self, seconds: float) -> tuple[float, float, int]:
         with WindowWatch(self.monitor.sensors) as watch:
             start = time.perf_counter()
-            calls = self.run(seconds)
+            calls = run_for(self.step, seconds)
+            self.sync()
             end = time.perf_counter()
         self.conditions.append(watch.result())
         return start, end, calls
@@ -502,6 +506,7 @@ class PowerMonitor:
         finally:
             self._pause()
         record = self.record(live.results, calls, units_per_call, rule, stopped)
+        record["edge_calls"] = live.edge_calls
         self._add_conditions(record, live.conditions, cooldown)
         return record
 
