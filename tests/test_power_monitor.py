@@ -9,6 +9,7 @@ import time
 import pytest
 from fake_nvml import fake_pynvml, field
 
+from wattbench import schema
 from wattbench.conditions import ConditionSensors
 from wattbench.device import Device
 from wattbench.power import ENERGY_FIELDS, PowerConfig, PowerMonitor, describe_sources, monitor as monitor_module
@@ -442,8 +443,9 @@ def test_a_live_benchmark_record_says_what_its_windows_aimed_at_and_reached(monk
     assert adaptive["reached_pct"] == record["uncertainty_pct"] <= 50.0
     assert adaptive["update_period_s"] == info["update_period_s"] and adaptive["update_period_measured"]
     assert all(0.3 <= s < 0.6 for s in adaptive["lengths_s"])  # between the minimum and the ceiling
-    assert len(record["window_joules_per_call"]) == record["windows"] == 2
+    assert len(record["window_joules_per_call"]) == record["windows"] == 2 and record["edge_calls"] > 0
     assert not any("not reached" in w for w in record["warnings"])
+    schema.validate(record, schema.ENERGY, "energy")  # the documented run-file fields
 
 
 def test_a_target_out_of_reach_is_warned_about(monkeypatch):

@@ -283,6 +283,12 @@ ENERGY = Obj(
             "dynamic_joules_per_call", "window_s", "uncertainty_pct", "samples", "windows", "valid_windows",
             "window_units_per_s", "window_seconds_per_call")},
         "window_spans_s": ListOf(ListOf(NUMBER)),
+        "window_joules_per_call": ListOf(_NUMBER_OR_NULL), "edge_calls": INTEGER,
+        "adaptive": Obj(optional={
+            "stopped": STRING, "lengths_s": ListOf(NUMBER), "update_period_measured": BOOL, "max_windows": INTEGER,
+            **{name: _NUMBER_OR_NULL for name in (
+                "target_pct", "reached_pct", "spread_pct", "edge_pct", "floor_s", "min_window_s", "max_window_s",
+                "update_period_s", "poll_s")}}),
     },
     together={"joules_per_unit": ("method", "units_per_joule", "avg_power_w")},
 )
