@@ -462,3 +462,27 @@ def test_without_an_idle_baseline_the_update_period_is_still_measured():
     probe = live_probe(constant(200.0), duration_s=60.0)
     with PowerMonitor(CPU, PowerConfig(**{**FAST, "idle_s": 0}), probes=[probe]) as monitor:
         assert monitor.update_s == pytest.approx(0.1, rel=0.2)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({}, {}),
+    ({"wattbench_energy_target": "1%"}, {"target_pct": 1.0}),
+    ({"wattbench_energy_target": "0.005"}, {"target_pct": 0.5}),
+    ({"wattbench_energy_target": "off", "wattbench_energy_window": 5.0}, {"target_pct": None, "min_window_s": 5.0}),
+    ({"wattbench_energy_max_window": 8.0}, {"max_window_s": 8.0}),
+])
+def test_the_energy_window_options_become_the_power_config(given, expected):
+    from wattbench.plugin import energy_windows
+
+    settings = energy_windows(lambda name: given.get(name))
+    assert settings == pytest.approx(expected)
+    PowerConfig(**settings)  # a config the monitor accepts
+
+
+@pytest.mark.parametrize("target, message", [("0%", "above 0%"), ("2", r"in \[0%, 100%\)"), ("two", "percentage")])
+def test_a_bad_energy_target_is_one_line_naming_the_option(target, message):
+    from wattbench.errors import UsageError
+    from wattbench.plugin import energy_windows
+
+    with pytest.raises(UsageError, match=f"--wattbench-energy-target.*{message}"):
+        energy_windows(lambda name: target if name == "wattbench_energy_target" else None)

@@ -140,9 +140,17 @@ def pytest_addoption(parser):
     group.addoption("--wattbench-cuda-graph", action="store_true",
                     help="replay a captured CUDA graph, for small kernels dominated by launch overhead")
     group.addoption("--wattbench-no-flush", action="store_true", help="do not flush the L2 cache between rounds")
-    group.addoption("--wattbench-energy-window", type=float, default=5.0,
-                    help="minimum seconds of each energy measurement window")
-    group.addoption("--wattbench-energy-repeats", type=int, default=3, help="energy windows per benchmark")
+    group.addoption("--wattbench-energy-window", type=float, default=None,
+                    help="the shortest an energy window may be, in seconds (default 1; the target's floor usually "
+                         "makes them longer)")
+    group.addoption("--wattbench-energy-max-window", type=float, default=None,
+                    help="the longest an energy window may be, in seconds (default 20; never below "
+                         "--wattbench-energy-window)")
+    group.addoption("--wattbench-energy-target", default=None, metavar="PCT",
+                    help="stop a benchmark's energy windows once its energy per call is known to this, at 95%%: "
+                         "e.g. 2%% (the default) or 0.02; 'off' runs --wattbench-energy-repeats windows of "
+                         "--wattbench-energy-window")
+    group.addoption("--wattbench-energy-repeats", type=int, default=3, help="the most energy windows per benchmark")
     group.addoption("--wattbench-idle", type=float, default=10.0, help="seconds of idle-power baseline before the run")
     group.addoption("--wattbench-cooldown", type=float, default=None, metavar="DEGREES",
                     help="before each energy window, wait until the GPU is within DEGREES °C of its idle temperature")
@@ -168,6 +176,7 @@ def pytest_addoption(parser):
 NUMBER_OPTIONS = (
     ("wattbench_min_time", 0.0, True, MAX_SECONDS, "seconds"),
     ("wattbench_energy_window", 0.0, True, MAX_SECONDS, "seconds"),
+    ("wattbench_energy_max_window", 0.0, True, MAX_SECONDS, "seconds"),
     ("wattbench_idle", 0.0, False, MAX_SECONDS, "seconds"),
     ("wattbench_cooldown", 0.0, False, MAX_DEGREES, "degrees"),
     ("wattbench_energy_repeats", 1, False, MAX_REPEATS, "windows"),
@@ -196,6 +205,7 @@ def check_options(option: Callable[[str], Any]) -> None:
         if not math.isfinite(value) or value < low or (above and value == low) or value > high:
             bound = f"above {low:g}" if above else f"at least {low:g}"
             raise UsageError(f"{_flag(name)} must be {bound} and at most {high:g} {unit}, got {value!r}")
+    energy_windows(option)
     if option("wattbench_power_replay"):
         from wattbench.power.replay import check_log
 
@@ -211,6 +221,25 @@ def check_options(option: Callable[[str], Any]) -> None:
         from wattbench.results import load_run
 
         load_run(Path(option("wattbench_gate")))
+
+
+def energy_windows(option: Callable[[str], Any]) -> dict:
+    """The energy windows' settings given (as PowerConfig fields; the rest keep its defaults); a bad
+    --wattbench-energy-target as a UsageError."""
+    from wattbench.gate.config import parse_fraction
+
+    given = {key: option(name) for key, name in (("min_window_s", "wattbench_energy_window"),
+                                                 ("max_window_s", "wattbench_energy_max_window"))
+             if option(name) is not None}
+    target = option("wattbench_energy_target")
+    if target is not None and target.strip().lower() == "off":
+        given["target_pct"] = None
+    elif target is not None:
+        fraction = parse_fraction(target, "--wattbench-energy-target")
+        if fraction == 0:
+            raise UsageError(f"--wattbench-energy-target must be above 0%, got {target!r} ('off' for fixed windows)")
+        given["target_pct"] = 100 * fraction
+    return given
 
 
 class _OptionParser(argparse.ArgumentParser):
@@ -283,7 +312,7 @@ def pytest_configure(config):
         preset=preset,
         plan=_plan(config, preset),
         power_config=PowerConfig(
-            min_window_s=config.getoption("wattbench_energy_window"),
+            **energy_windows(config.getoption),
             repeats=config.getoption("wattbench_energy_repeats"),
             idle_s=config.getoption("wattbench_idle"),
             replay_path=config.getoption("wattbench_power_replay"),
