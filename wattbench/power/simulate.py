@@ -235,7 +235,8 @@ class SimulatedRun:
     energy windows never stop it) with power `power` (timed from the first call); its energy
     counter (update period `update_s`, a random phase, `noise` per update) is polled at `hz`
     with reads costing `cost`, as the sampler would poll it. `true_joules` holds each window's
-    true energy.
+    true energy. The simulated GPU never idles between calls: the synchronisations and the
+    monitor's own work between windows take no time here.
     """
 
     def __init__(self, power: PowerFn, call_s: float, seconds: float, rng: random.Random, *, idle_w: float = 60.0,
@@ -281,7 +282,7 @@ class SimulatedRun:
         """What a record of these windows should say: their true joules over their calls."""
         return sum(self.true_joules) / sum(calls)
 
-    def measure(self, config: "monitor.PowerConfig", rng: random.Random, units_per_call: float = 1.0) -> dict:
+    def measure(self, config: monitor.PowerConfig, rng: random.Random, units_per_call: float = 1.0) -> dict:
         """The energy record the monitor would write for this benchmark under `config`: its windows
         follow `run_windows` with the rule the monitor would make (the update period measured
         from the idle readings, the poll interval and read time of this polling)."""
