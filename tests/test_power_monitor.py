@@ -304,9 +304,9 @@ RULE = WindowRule(target=0.02, min_window_s=1.0, max_window_s=20.0, max_windows=
 
 
 def window(seconds, joules, edge_j=0.0, valid=True):
-    return ChannelWindow("c", "counter", seconds, valid, joules=joules if valid else None,
-                         avg_power_w=joules / seconds if valid else None, peak_power_w=joules / seconds if valid else None,
-                         updates=int(seconds / 0.1), edge_error_j=edge_j)
+    power = joules / seconds if valid else None
+    return ChannelWindow("c", "counter", seconds, valid, joules=joules if valid else None, avg_power_w=power,
+                         peak_power_w=power, updates=int(seconds / 0.1), edge_error_j=edge_j)
 
 
 def test_windows_stop_once_two_agree_within_the_target():

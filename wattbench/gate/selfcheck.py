@@ -25,7 +25,6 @@ import statistics
 import time
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from wattbench.device import detect

@@ -25,8 +25,8 @@ from wattbench.power import simulate
 from wattbench.power.base import Channel
 from wattbench.power.monitor import (EDGE_RUN_UPDATES, PowerConfig, close_probes, combine, probe_sources,
                                      sampled_channels, start_offsets, statuses)
-from wattbench.power.sampler import (CPU_BUDGET, REPLAN_S, ChannelWindow, Plan, Sampler, Trace, measure_channel,
-                                     plan_rates, read_load)
+from wattbench.power.sampler import (CPU_BUDGET, REPLAN_S, ChannelWindow, Plan, Sampler, measure_channel, plan_rates,
+                                     read_load)
 from wattbench.power.simulate import ReadCost
 
 IDLE_W = 60.0
