@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
+    sweep = commands.add_parser("sweep", help="power limit and clock sweeps: --restore puts back the settings a "
+                                              "sweep that died (SIGKILL, power loss) left changed")
+    sweep.add_argument("--restore", action="store_true", required=True,
+                       help="restore the originals recorded in this host's state file "
+                            "($XDG_STATE_HOME/wattbench, else ~/.local/state/wattbench), then remove it")
+
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
     selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels", "gpu",
                                               "compile"])
@@ -181,6 +187,12 @@ def _devices(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from wattbench.power.knobs import restore_leftover
+
+    return restore_leftover()
+
+
 def _selfcheck(args) -> int:
     if args.check == "gpu":
         from wattbench.gpu_selfcheck import main as gpu_selfcheck
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"run": _run, "report": _report, "select": _select, "gate": _gate, "baseline": _baseline,
-                   "devices": _devices, "selfcheck": _selfcheck}[args.command]
+                   "devices": _devices, "sweep": _sweep, "selfcheck": _selfcheck}[args.command]
         return handler(args)
     except UsageError as exc:
         print(f"wattbench: error: {exc}", file=sys.stderr)

@@ -8,8 +8,9 @@ Channels per GPU, best first:
 - `average`: nvmlDeviceGetPowerUsage, only when neither of the above exists; on Ampere and
   newer boards (except GA100) it is a 1 s rolling average, so it is labelled as such.
 
-Besides power: `gpu_facts` (the static facts of a run file's environment block) and
-`condition_sensors` (temperature, clocks and clock-event reasons during energy windows).
+Besides power: `gpu_facts` (the static facts of a run file's environment block),
+`condition_sensors` (temperature, clocks and clock-event reasons during energy windows) and
+`GpuSettings` (the power limit and locked clocks a sweep changes, for wattbench.power.knobs).
 
 A torch device is found in NVML by its UUID (`find_gpu`): CUDA and NVML number GPUs
 differently. On a MIG slice NVML measures no energy or power, and the whole GPU's readings
@@ -31,7 +32,7 @@ from pynvml import (NVML_CLOCK_MEM, NVML_CLOCK_SM, NVML_DEVICE_MIG_ENABLE, NVML_
                     NVML_FEATURE_ENABLED, NVML_FI_DEV_POWER_INSTANT, NVML_POWER_SCOPE_GPU, NVML_POWER_SCOPE_MODULE,
                     NVML_SUCCESS, NVML_TEMPERATURE_GPU, NVMLError)
 
-from wattbench.conditions import BoundedCaller, CallTimeout, ConditionSensors, unknown
+from wattbench.conditions import BoundedCaller, CallTimeout, ConditionSensors, decode_clock_events, unknown
 from wattbench.device import Device
 from wattbench.power.base import Channel, Probe, SensorFault, SourceStatus
 
@@ -460,3 +461,111 @@ def condition_sensors(device: Device) -> ConditionSensors:
         else:
             readers[quantity] = _reading_or_none(read, board)
     return ConditionSensors(readers, missing, close=_shutdown, caller=_caller, timeout_s=CALL_TIMEOUT_S)
+
+
+# -- power limits and locked clocks (wattbench.power.knobs) -----------------------------------
+
+#: NVML's clock type of each clock a sweep may lock.
+LOCKABLE_CLOCKS = {"sm": NVML_CLOCK_SM, "mem": NVML_CLOCK_MEM}
+_LOCK = {"sm": "nvmlDeviceSetGpuLockedClocks", "mem": "nvmlDeviceSetMemoryLockedClocks"}
+_UNLOCK = {"sm": "nvmlDeviceResetGpuLockedClocks", "mem": "nvmlDeviceResetMemoryLockedClocks"}
+
+#: What fixes a setter's error, where the general explanation would not say.
+SETTING_FIXES = {
+    NVML_ERROR_NO_PERMISSION: "permission denied: changing it needs root or admin rights (run as root, e.g. sudo)",
+    NVML_ERROR_NOT_SUPPORTED: "not supported on this GPU or driver",
+    NVML_ERROR_INVALID_ARGUMENT: "the driver refused the value",
+}
+
+
+def setting_problem(err: NVMLError, what: str) -> str:
+    """Why reading or changing a setting failed, naming the fix (root for NO_PERMISSION), with NVML's code."""
+    if isinstance(err, Unanswered) or err.value not in SETTING_FIXES:
+        return explain(err, what)
+    return f"{what}: {SETTING_FIXES[err.value]} (NVML error {err.value})"
+
+
+class GpuSettings:
+    """The power limit and clocks of one whole GPU: read, set, reset.
+
+    NVML stays initialised from `open` (or `by_uuid`) until `close`; every call is bounded in time like every
+    other NVML call outside the sampler. Errors are NVMLError; the caller says what they mean for a sweep.
+    `mig` says whether CUDA runs on MIG slices of this GPU (whose settings then change every tenant's).
+    """
+
+    def __init__(self, handle, uuid: str, name: str, mig: bool = False):
+        self.handle, self.uuid, self.name, self.mig = handle, uuid, name, mig
+
+    @classmethod
+    def open(cls, device: Device) -> "GpuSettings":
+        """The physical GPU of `device`, found by UUID (see find_gpu): NVMLError, or LookupError where which GPU
+        it is cannot be known."""
+        _init()
+        try:
+            gpu = find_gpu(device)
+            return cls(gpu.board, _text(_nvml("nvmlDeviceGetUUID", gpu.board)),
+                       _text(_nvml("nvmlDeviceGetName", gpu.board)), gpu.mig)
+        except BaseException:
+            _shutdown()
+            raise
+
+    @classmethod
+    def by_uuid(cls, uuid: str) -> "GpuSettings":
+        """The GPU of NVML's UUID ("GPU-..."), as a state file records it."""
+        _init()
+        try:
+            handle = _nvml("nvmlDeviceGetHandleByUUID", uuid)
+            return cls(handle, uuid, _text(_nvml("nvmlDeviceGetName", handle)))
+        except BaseException:
+            _shutdown()
+            raise
+
+    def close(self) -> None:
+        _shutdown()
+
+    def power_limit_range_w(self) -> tuple[float, float]:
+        low_mw, high_mw = _nvml("nvmlDeviceGetPowerManagementLimitConstraints", self.handle)
+        return low_mw / 1000.0, high_mw / 1000.0
+
+    def power_limit_w(self) -> float:
+        return _nvml("nvmlDeviceGetPowerManagementLimit", self.handle) / 1000.0
+
+    def enforced_power_limit_w(self) -> float:
+        """The limit the GPU obeys: the lowest of every limiter's (this one's, the board's, a host manager's)."""
+        return _nvml("nvmlDeviceGetEnforcedPowerLimit", self.handle) / 1000.0
+
+    def set_power_limit_w(self, watts: float) -> None:
+        _nvml("nvmlDeviceSetPowerManagementLimit", self.handle, round(watts * 1000))
+
+    def supported_clocks_mhz(self, clock: str) -> list[int]:
+        """The clocks NVML lists for `clock` ("sm" or "mem"), ascending; SM clocks at the highest memory clock
+        (the one the GPU runs at unless its memory clock is locked)."""
+        memory = sorted(set(_nvml("nvmlDeviceGetSupportedMemoryClocks", self.handle)))
+        if clock == "mem" or not memory:
+            return memory
+        return sorted(set(_nvml("nvmlDeviceGetSupportedGraphicsClocks", self.handle, memory[-1])))
+
+    def lock_clock(self, clock: str, mhz: int) -> None:
+        """Lock `clock` at `mhz` (minimum = maximum)."""
+        _nvml(_LOCK[clock], self.handle, mhz, mhz)
+
+    def reset_clock(self, clock: str) -> None:
+        """Unlock `clock` (a no-op where it is not locked)."""
+        _nvml(_UNLOCK[clock], self.handle)
+
+    def clock_mhz(self, clock: str) -> int:
+        return _nvml("nvmlDeviceGetClockInfo", self.handle, LOCKABLE_CLOCKS[clock])
+
+    def clock_events(self) -> list[str]:
+        """The clock-event reasons active now (throttles among them: wattbench.conditions.is_throttle)."""
+        return decode_clock_events(int(_call("clock events", clock_events, self.handle)))
+
+    def power_w(self) -> float | None:
+        """The board's power now (instant field, else the 1 s average), None where neither can be read."""
+        for read in (field_reader(self.handle, NVML_FI_DEV_POWER_INSTANT, NVML_POWER_SCOPE_GPU),
+                     usage_reader(self.handle)):
+            try:
+                return _call("power", read)
+            except (SensorFault, NVMLError):
+                continue
+        return None

@@ -1,4 +1,4 @@
-"""Reading integers from sysfs, in one place so tests can fake a file that denies permission."""
+"""Reading and writing integers in sysfs, in one place so tests can fake a file that denies permission."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from wattbench.power.base import SensorFault
 
 def read_int(path: Path) -> int:
     return int(path.read_text().strip())
+
+
+def write_int(path: Path, value: int) -> None:
+    """Write `value` to a sysfs attribute (a knob such as a RAPL limit); OSError as the kernel gives it."""
+    with open(path, "w") as attribute:
+        attribute.write(f"{int(value)}\n")
 
 
 def read_sensor(path: Path, denied_hint: str = "") -> int:
