@@ -13,20 +13,30 @@ synchronisation. It models what the timing code depends on:
   capturing, replays on the graph's device only, and torch's once-per-process default
   capture stream made on whichever device is current at first use;
 - `cuGraphGetNodes` for a kept graph, through `wattbench.cuda._driver`;
-- the L2 flush, as work of known duration (`FLUSH_S`) on the current device.
+- the L2 flush, as work of known duration (`FLUSH_S`) on the current device;
+- with `replay_ops=True`, what a graph does to memory: torch operations and (interpreted) Triton
+  launches made while capturing become nodes that each replay runs again, writing the tensors they
+  produced at capture, as a graph's kernels rewrite their captured buffers; Python values are
+  frozen at capture as in a real graph, and reading a tensor on the host while capturing fails.
 
 `SimulatedCuda.install(monkeypatch)` patches torch.cuda (and `torch.Generator`, so that inputs
-"on cuda:N" are drawn on the CPU); simulated kernels call `sim.launch(name, seconds)`.
+"on cuda:N" are drawn on the CPU); simulated kernels call `sim.launch(name, seconds)`, or
+`sim.launch(name, seconds, effect)` for work whose effect (a Python callable) runs when the device
+runs it: at the launch, or at each replay of a graph that captured it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import types
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 import wattbench.cuda
 
@@ -61,8 +71,9 @@ class SimulatedCuda:
     """The device timelines and host clock behind the fake `torch.cuda`."""
 
     def __init__(self, devices: int = 2, launch_s: float = 8e-6, event_s: float = 2e-6, sync_s: float = 5e-6,
-                 host_start_s: float = 0.0):
+                 host_start_s: float = 0.0, replay_ops: bool = False):
         self.devices = devices
+        self.replay_ops = replay_ops
         self.launch_s, self.event_s, self.sync_s = launch_s, event_s, sync_s
         self.host_s = host_start_s
         self.free_s = [host_start_s] * devices
@@ -77,24 +88,26 @@ class SimulatedCuda:
 
     # -- what simulated kernels and steps do ------------------------------------------------
 
-    def launch(self, name: str, seconds: float) -> None:
-        """Launch work of known duration on the current device's current stream."""
+    def launch(self, name: str, seconds: float, effect: Callable[[], None] | None = None) -> None:
+        """Launch work of known duration on the current device's current stream; `effect` runs when it runs."""
         device = self.current
         stream = self.streams[device]
         self.host_s += self.launch_s
         if self.capturing is not None and stream is self.capturing.stream:
-            self.capturing.nodes.append((name, seconds))
+            self.capturing.nodes.append((name, seconds, effect))
             return
-        self._run(name, device, seconds)
+        self._run(name, device, seconds, effect)
 
     def host_work(self, seconds: float) -> None:
         """Host time spent in Python between launches."""
         self.host_s += seconds
 
-    def _run(self, name: str, device: int, seconds: float) -> None:
+    def _run(self, name: str, device: int, seconds: float, effect: Callable[[], None] | None = None) -> None:
         start = max(self.free_s[device], self.host_s)
         self.free_s[device] = start + seconds
         self.launches.append(Launch(name, device, start, start + seconds))
+        if effect is not None:
+            effect()
 
     def launched(self, name: str) -> list[Launch]:
         return [launch for launch in self.launches if launch.name == name]
@@ -186,6 +199,10 @@ class SimulatedCuda:
         monkeypatch.setattr(wattbench.cuda, "_driver", lambda: Driver(sim))
         # The real flush reads a CUDA tensor; here it is work of known duration on the current device.
         monkeypatch.setattr(wattbench.cuda.L2Flush, "for_gpu", classmethod(lambda cls, index: sim.flush))
+        if self.replay_ops:
+            from triton.runtime.interpreter import InterpretedFunction
+
+            monkeypatch.setattr(InterpretedFunction, "run", _captured_triton_launch(sim, InterpretedFunction.run))
         return self
 
     def flush(self) -> None:
@@ -222,14 +239,22 @@ class Graph:
     nodes: list = field(default_factory=list)
     stream: Stream | None = None
     id: int = 0
+    #: With `replay_ops`, what turns the torch operations of a capture into nodes.
+    recorder: "OperationRecorder | None" = None
 
     def capture_begin(self) -> None:
         self.stream = self.sim.current_stream()
         self.id = next(self.sim._ids)
         self.sim.graphs[self.id] = self
         self.sim.capturing = self
+        if self.sim.replay_ops:
+            self.recorder = OperationRecorder(self)
+            self.recorder.__enter__()
 
     def capture_end(self) -> None:
+        if self.recorder is not None:
+            self.recorder.__exit__(None, None, None)
+            self.recorder = None
         self.sim.capturing = None
 
     def raw_cuda_graph(self) -> int:
@@ -244,8 +269,54 @@ class Graph:
             raise RuntimeError(f"CUDA error: graph of cuda:{self.stream.device} replayed with cuda:{sim.current} "
                                f"current")
         sim.host_s += sim.launch_s
-        for name, seconds in self.nodes:
-            sim._run(f"replay:{name}", self.stream.device, seconds)
+        for name, seconds, effect in self.nodes:
+            sim._run(f"replay:{name}", self.stream.device, seconds, effect)
+
+
+#: Tensor methods that read a tensor's values on the host (a device synchronisation) or copy host
+#: data to the device from pageable memory: CUDA refuses both while a stream captures.
+HOST_READS = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__complex__", "cpu",
+                        "numpy", "tensor"})
+
+
+class OperationRecorder(TorchFunctionMode):
+    """Makes each torch operation run while `graph` captures a node of it (of no device time), re-run at
+    each replay into the tensors it produced at capture; refuses host reads as CUDA capture does."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.graph = graph
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", repr(func))
+        if name in HOST_READS:
+            raise RuntimeError(f"CUDA error: operation not permitted when stream is capturing ({name})")
+        out = func(*args, **kwargs)
+        if out is None or any(isinstance(leaf, torch.Tensor) for leaf in tree_leaves(out)):
+            self.graph.nodes.append((f"torch.{name}", 0.0, functools.partial(_rerun, func, args, kwargs, out)))
+        return out
+
+
+def _rerun(func, args, kwargs, captured) -> None:
+    """Run a captured operation again and leave its result where the capture's result was (a view of
+    memory the operation has just written already holds it)."""
+    fresh = func(*args, **kwargs)
+    for old, new in zip(tree_leaves(captured), tree_leaves(fresh)):
+        if isinstance(old, torch.Tensor) and old.untyped_storage().data_ptr() != new.untyped_storage().data_ptr():
+            old.copy_(new)
+
+
+def _captured_triton_launch(sim: SimulatedCuda, run):
+    """Triton's interpreted launch, made a node of the graph capturing it; the interpreter reads the
+    tensors on the host, as a GPU's kernel would not, so host reads are not refused inside it."""
+    def launch(fn, *args, **kwargs):
+        with torch._C.DisableTorchFunction():
+            out = run(fn, *args, **kwargs)
+        if sim.capturing is not None and sim.capturing.recorder is not None:
+            sim.capturing.nodes.append((f"triton.{fn.__name__}", 0.0, lambda: run(fn, *args, **kwargs)))
+        return out
+    return launch
 
 
 class GraphCapture:
