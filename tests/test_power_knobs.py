@@ -136,7 +136,8 @@ def test_a_knob_the_gpu_does_not_support_is_explained_with_nvmls_code(tmp_path, 
     with fake_gpu_nvml(tmp_path / "gpu.json", unsupported=[unsupported]):
         with pytest.raises(UsageError) as err:
             knobs.plan_sweep(GPU, **{option: "1200" if option == "sm_clocks" else "300"})
-    assert f"{what}: not supported on this GPU or driver (NVML error {pynvml.NVML_ERROR_NOT_SUPPORTED})" in one_line(err)
+    code = pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert f"{what}: not supported on this GPU or driver (NVML error {code})" in one_line(err)
 
 
 def test_gpu_knobs_need_a_whole_cuda_gpu(gpu):

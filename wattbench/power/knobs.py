@@ -313,7 +313,8 @@ class GpuClock(GpuControl):
         return {"knob": self.knob.name, "gpu": self.gpu.uuid, "original": "unlocked"}
 
     def apply(self, value: int) -> None:
-        _nvml_step(f"locking the {self.clock.upper()} clock at {value} MHz", lambda: self.gpu.lock_clock(self.clock, value))
+        _nvml_step(f"locking the {self.clock.upper()} clock at {value} MHz",
+                   lambda: self.gpu.lock_clock(self.clock, value))
 
     def read(self) -> dict:
         return _nvml_step(f"reading the {self.clock.upper()} clock", lambda: {
