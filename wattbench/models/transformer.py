@@ -122,8 +122,8 @@ PRESETS = {
     "qwen3-8b": TransformerConfig(vocab=151936, dim=4096, layers=36, heads=32, kv_heads=8, ffn=12288,
                                   max_seq=2048, rope_theta=1000000.0, norm_eps=1e-6, head_dim=128,
                                   tied_embeddings=False, qk_norm=True, max_positions=40960),
-    # meta-llama/Llama-3.1-70B config.json; 70.6B parameters. Fits one GPU only with int8 weights
-    # (see wattbench.models.memory).
+    # meta-llama/Llama-3.1-70B config.json; 70.6B parameters, 141 GB in bf16: on one GPU mostly with int8
+    # weights (wattbench.models.memory says whether a case fits).
     "llama3.1-70b": TransformerConfig(vocab=128256, dim=8192, layers=80, heads=64, kv_heads=8, ffn=28672,
                                       max_seq=2048, rope_theta=500000.0, norm_eps=1e-5, head_dim=128,
                                       tied_embeddings=False, max_positions=131072),
