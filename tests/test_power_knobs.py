@@ -67,6 +67,7 @@ def test_values_are_lists_or_ranges_with_optional_units(text, knob, expected):
     ("abc", "'abc' is not a whole number of W"), ("200MHz", "'200MHz' is in MHz, not W"),
     ("400:200:50", "min is above max"), ("200:300:0", "'0' is not positive"), ("1:2", "neither a value nor"),
     ("", "no values"), ("212.5", "not a whole number"), ("1:1000:1", "more than 64 values"),
+    ("1:10000000000:1", "more than 64 values"), (",".join(map(str, range(1, 66))), "more than 64 values"),
 ])
 def test_a_bad_value_is_one_line_naming_the_option_and_an_example(text, why):
     with pytest.raises(UsageError) as err:

@@ -140,6 +140,8 @@ def parse_values(text: str, knob: str) -> list[int]:
             low, high, step = (number(part) for part in parts)
             if low > high:
                 fail(f"{item.strip()!r}: min is above max")
+            if len(values) + (high - low) // step + 1 > MAX_VALUES:
+                fail(f"more than {MAX_VALUES} values (each is a whole run of the benchmarks)")
             values.update(range(low, high + 1, step))
         else:
             fail(f"{item.strip()!r} is neither a value nor min:max:step")
