@@ -74,7 +74,8 @@ class BoundedCaller:
         self.hung: str | None = None
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        # Re-entrant: a signal handler (a sweep's restore) may call in while this thread holds it.
+        self._start_lock = threading.RLock()
 
     def call(self, fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
         """fn() on the worker; its result, or its exception; CallTimeout after `timeout_s`."""
