@@ -1,6 +1,7 @@
 """Replay of an external meter's CSV log: parsing, wall-clock alignment, bad files."""
 
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -97,7 +98,9 @@ def test_window_energy_from_the_log_and_invalid_when_not_covered(tmp_path):
     inside = sampler.evaluate("inside", t - 3.0, t - 1.0).channels["replay"]
     assert inside.valid and inside.method == "replay" and inside.joules == pytest.approx(400.0, rel=1e-6)
     after = sampler.evaluate("after", t + 5.0, t + 6.0).channels["replay"]
-    assert not after.valid and "do not cover" in after.reason
+    assert not after.valid and "does not cover the window" in after.reason
+    stamp = datetime.fromtimestamp(now + 5 + 0.9, timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    assert "(wall clock)" in after.reason and stamp in after.reason and "e+0" not in after.reason
     path.write_text("garbage")
     broken = sampler.evaluate("broken", t - 3.0, t - 1.0).channels["replay"]
     assert not broken.valid and "header" in broken.reason

@@ -86,10 +86,10 @@ def _parse(rows, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(times), np.array(watts)
 
 
-def wall_clock(stamp: float) -> str:
+def wall_clock(stamp: float, timespec: str = "seconds") -> str:
     """A Unix time as an ISO 8601 UTC date-time, or as seconds when no date can show it."""
     try:
-        return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return f"{stamp:.6g} s (Unix time)"
 

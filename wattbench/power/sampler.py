@@ -35,6 +35,7 @@ import numpy as np
 
 from wattbench.power.base import Channel, SensorFault
 from wattbench.power.integrate import counter_updates, energy_from_counter, energy_from_power
+from wattbench.power.replay import clock_offset, wall_clock
 
 #: Readings before a window that its integration may use (the counter update before the start),
 #: beyond two of the channel's poll intervals.
@@ -208,6 +209,18 @@ def interpolation_error(times: np.ndarray, values: np.ndarray, edge_s: float) ->
     return abs(float(values[at] - values[at - 1])) * float(times[at] - times[at - 1])
 
 
+def uncovered(times: np.ndarray, start_s: float, end_s: float) -> str:
+    """Why a log on the perf_counter clock misses a window, in wall-clock time: a person compares it
+    with the meter's own timestamps, never with this process's monotonic seconds."""
+    offset = clock_offset()
+
+    def wall(stamp: float) -> str:
+        return wall_clock(stamp + offset, "milliseconds")
+
+    return (f"the log covers {wall(times[0])} to {wall(times[-1])} (wall clock) and does not cover "
+            f"the window {wall(start_s)} to {wall(end_s)}")
+
+
 def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float,
                     call_s: float | None = None) -> ChannelWindow:
     """Energy, average and peak power of one channel over [start_s, end_s]; never raises.
@@ -228,6 +241,8 @@ def measure_channel(channel: Channel, trace: Trace, start_s: float, end_s: float
         if fault_start <= end_s and fault_end >= start_s:
             return invalid(channel, duration, reason)
     times, values = trace.timestamps, trace.values
+    if channel.load is not None and len(times) and (times[0] > start_s or times[-1] < end_s):
+        return invalid(channel, duration, f"{channel.name}: {uncovered(times, start_s, end_s)}")
     inside = (times >= start_s) & (times <= end_s)
     try:
         if channel.is_counter:
