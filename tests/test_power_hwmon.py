@@ -52,3 +52,28 @@ def test_no_sensors_and_missing_tree_say_why(tmp_path):
     chip(tmp_path, 0, "k10temp", temp1_input="40000")
     status = hwmon.probe(CPU, str(tmp_path)).status
     assert not status.available and "no power or energy sensors" in status.detail
+
+
+def gpu_board(root: Path, number: int, address: str, watts: int) -> None:
+    """An amdgpu chip whose `device` link points at the board's PCI device, as on a real host."""
+    board = root / "devices" / "pci0000:00" / address
+    board.mkdir(parents=True)
+    path = chip(root, number, "amdgpu", power1_average=str(watts * 1_000_000), power1_label="PPT")
+    (path / "device").symlink_to(board)
+
+
+def test_a_gpu_reads_the_board_at_its_pci_address_not_the_nth_chip(tmp_path, monkeypatch):
+    gpu_board(tmp_path, 0, "0000:03:00.0", 100)
+    gpu_board(tmp_path, 1, "0000:83:00.0", 200)
+    monkeypatch.setattr(hwmon, "pci_address", lambda device: "0000:83:00")  # torch's cuda:0 is the second board
+    assert hwmon.probe(GPU, str(tmp_path)).primary[0].read() == pytest.approx(200.0)
+    monkeypatch.setattr(hwmon, "pci_address", lambda device: "0000:c1:00")
+    status = hwmon.probe(GPU, str(tmp_path)).status
+    assert not status.available and "none at cuda:0's PCI address 0000:c1:00" in status.detail
+
+
+def test_without_a_pci_address_the_index_picks_the_chip(tmp_path, monkeypatch):
+    gpu_board(tmp_path, 0, "0000:03:00.0", 100)
+    gpu_board(tmp_path, 1, "0000:83:00.0", 200)
+    monkeypatch.setattr(hwmon, "pci_address", lambda device: None)
+    assert hwmon.probe(Device("cuda", 1, "Test GPU"), str(tmp_path)).primary[0].read() == pytest.approx(200.0)

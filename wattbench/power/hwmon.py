@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
+
 from wattbench.device import Device
 from wattbench.power import sysfs
 from wattbench.power.base import Channel, Probe, SensorFault, SourceStatus
@@ -59,6 +61,33 @@ def chip_channels(chip: Path, chip_name: str) -> tuple[list[Channel], list[str]]
     return [], problems
 
 
+def pci_address(device: Device) -> str | None:
+    """The GPU's PCI address as sysfs names it (`0000:03:00`), from torch's device properties; None when
+    torch does not say (a CPU build, an old torch)."""
+    try:
+        props = torch.cuda.get_device_properties(device.index)
+        return f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}"
+    except (AssertionError, AttributeError, RuntimeError, ValueError):
+        return None
+
+
+def gpu_chip(chips: list[tuple[Path, list[Channel]]], device: Device) -> list[tuple[Path, list[Channel]]]:
+    """The one GPU chip that measures `device`: the chip whose PCI device is the GPU's. torch's device
+    index follows HIP/CUDA_VISIBLE_DEVICES and its own ordering, not sysfs's, so an index picks the wrong
+    board on a multi-GPU host; the index is used only for chips without a PCI device (Jetson's INA rails)."""
+    address = pci_address(device)
+    if address is not None:
+        matching = [(chip, channels) for chip, channels in chips
+                    if (chip / "device").resolve().name.startswith(address + ".")]
+        if matching or any(_on_pci(chip) for chip, _ in chips):
+            return matching[:1]
+    return [chips[device.index]] if device.index is not None and device.index < len(chips) else []
+
+
+def _on_pci(chip: Path) -> bool:
+    return re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", (chip / "device").resolve().name) is not None
+
+
 def probe(device: Device, sysfs_root: str = "/sys") -> Probe:
     hwmon = Path(sysfs_root) / "class" / "hwmon"
     if not hwmon.is_dir():
@@ -73,14 +102,18 @@ def probe(device: Device, sysfs_root: str = "/sys") -> Probe:
         if not channels:
             continue
         if is_gpu_chip(name) == wanted_gpu:
-            ours.append(channels)
+            ours.append((chip, channels))
         else:
             other_names.append(name)
+    gpu_chips = len(ours)
     if wanted_gpu and ours:
-        ours = [ours[device.index]] if device.index is not None and device.index < len(ours) else []
-    channels = [c for chip in ours for c in chip]
+        ours = gpu_chip(ours, device)
+    channels = [c for _, found in ours for c in found]
     if not channels:
-        if problems:
+        if gpu_chips:
+            detail = (f"{gpu_chips} GPU sensor chip(s), none at {device.spec}'s PCI address {pci_address(device)} "
+                      f"(its power is not read from another board)")
+        elif problems:
             detail = problems[0]
         elif other_names:
             detail = f"power/energy sensors only on {', '.join(other_names)}, none for {device.spec}"
