@@ -25,6 +25,7 @@ import torch
 from wattbench import kernels, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
+from wattbench.precision import Precision
 from wattbench.report.specs import DeviceSpec, load_specs
 from wattbench.results import aligned_lines, format_seconds
 from wattbench.workloads import Case, Step, check_preset, workloads
@@ -83,7 +84,7 @@ def _torch_baseline(case: Case, device: Device, seed: int) -> Step:
 
 def _dense_torch_baseline(case: Case, device: Device, seed: int) -> Step:
     """The unquantised PyTorch GEMM at the activations' precision (int8w-bf16 -> bf16)."""
-    return replace(case, impl="torch", precision=case.precision.split("-")[-1]).build(device, seed)
+    return replace(case, impl="torch", precision=str(Precision.parse(case.precision).dense())).build(device, seed)
 
 
 def _sdpa_flash_baseline(case: Case, device: Device, seed: int) -> Step:
@@ -262,11 +263,11 @@ def measure(check: Check, case: Case, device: Device, timed: bool, plan: timing.
 def roofline_tflops(spec: DeviceSpec | None, precision: str, flops: float, bytes_moved: float) -> float | None:
     """The bound on TFLOP/s: min(peak TFLOP/s, FLOP/byte x peak bandwidth); None without the spec figures.
 
-    The peak is the activations' precision's (int8w-bf16 dequantises and multiplies in bf16).
+    The peak is the precision's compute dtype's (`Precision.peak_dtype`: int8w-bf16 multiplies in bf16).
     """
     if spec is None or bytes_moved <= 0:
         return None
-    peak = spec.peak_for(precision.split("-")[-1])
+    peak = spec.peak_for(precision)
     bandwidth = spec.memory_bandwidth_gbps
     if peak is None or bandwidth is None:
         return None

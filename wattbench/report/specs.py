@@ -27,6 +27,7 @@ from pathlib import Path
 
 from wattbench import schema
 from wattbench.errors import UsageError
+from wattbench.precision import Precision
 
 SHIPPED = Path(__file__).with_name("specs") / "devices.json"
 FIGURES = schema.SPEC_FIGURES
@@ -58,9 +59,13 @@ class DeviceSpec:
             return False  # a slice against the whole GPU's peaks would understate its utilisation
         return device_name == self.name or any(p.search(device_name) for p in self.patterns)
 
-    def peak_for(self, precision: str) -> float | None:
-        """Peak dense TFLOP/s for a record's precision (fp32 records use the non-tensor FP32 peak)."""
-        return self.peak_tflops.get(precision)
+    def peak_for(self, precision: str | Precision) -> float | None:
+        """Peak dense TFLOP/s at the precision's compute dtype (`Precision.peak_dtype`: int8w-bf16 on the bf16
+        peak, fp32 on the non-tensor FP32 peak); None without that figure or for a precision wattbench does not know."""
+        try:
+            return self.peak_tflops.get(Precision.parse(precision).peak_dtype)
+        except ValueError:
+            return None
 
 
 def _figure(figure: dict | None) -> tuple[float | None, str | None]:

@@ -18,20 +18,20 @@ import torch
 
 from wattbench.device import Device
 from wattbench.errors import UsageError
+from wattbench.precision import Precision
 
 STYLES = ("train", "infer")
 PRESETS = ("quick", "full")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def activation_dtype(precision: str) -> torch.dtype:
     """The dtype of activations (and unquantised weights) for a precision such as "bf16" or "int8w-bf16"."""
-    return DTYPES[precision.split("-")[-1]]
+    return Precision.parse(precision).dtype
 
 
 def element_size(precision: str) -> int:
     """Bytes per activation element of a precision, for byte counts."""
-    return torch.empty((), dtype=activation_dtype(precision)).element_size()
+    return Precision.parse(precision).element_size
 
 #: Why model-level steps are not captured into CUDA graphs (Workload.not_capturable).
 MODEL_STEP = "model-level steps run eagerly in graph mode until their graph safety is shown on a GPU"
@@ -93,7 +93,7 @@ class Workload:
             raise ValueError(f"workload {self.name}: needs a 'torch' reference implementation")
         for precisions in self.precisions.values():
             for precision in precisions:
-                activation_dtype(precision)  # KeyError for an unknown precision
+                activation_dtype(precision)  # UnknownPrecision (a KeyError) for an unknown one
 
 
 @dataclass(frozen=True)

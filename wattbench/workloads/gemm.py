@@ -17,6 +17,7 @@ import torch
 from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
 from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
+from wattbench.precision import Precision
 from wattbench.workloads import (Inputs, Size, Step, Workload, activation_dtype, element_size, m_rows, randn,
                                  register)
 
@@ -30,9 +31,9 @@ def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.devic
     draw = partial(randn, generator, device, activation_dtype(precision))
     inputs = {"x": draw(M, K), "w": draw(K, N, scale=K ** -0.5), "bias": draw(N, scale=0.1),
               "format": weight_format(precision)}
-    if precision.startswith("int8w"):
+    if inputs["format"] == "int8w":
         inputs["w"] = quantize_int8(inputs["w"])
-    elif precision.startswith("sp24"):
+    elif inputs["format"] == "sp24":
         inputs["w"] = torch.sparse.to_sparse_semi_structured(prune_2_4(inputs["w"]).t().contiguous())
     if train:
         for name in ("x", "w", "bias"):  # training is dense only
@@ -78,7 +79,8 @@ INFER_LINEARS = {
 
 
 def weight_format(precision: str) -> str:
-    return precision.split("-")[0] if "-" in precision else "dense"
+    """'dense', 'int8w' or 'sp24': which linear of INFER_LINEARS runs the precision."""
+    return Precision.parse(precision).weight_format
 
 
 def _infer_step(impl):

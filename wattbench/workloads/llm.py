@@ -19,6 +19,7 @@ import torch
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import ops_for
 from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.precision import Precision
 from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Inputs, Step, Workload, activation_dtype, device_sizes,
                                  element_size, register)
 
@@ -30,7 +31,7 @@ ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0
 
 def build_model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
     model = Transformer(PRESETS[params["model"]], activation_dtype(precision), device, generator)
-    if precision.startswith("int8w"):
+    if Precision.parse(precision).weights == "int8":
         model.quantize_int8()
     return model
 
@@ -85,7 +86,7 @@ def weight_bytes(p: Params, precision: str) -> int:
     """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
     config = PRESETS[p["model"]]
     element = element_size(precision)
-    if not precision.startswith("int8w"):
+    if Precision.parse(precision).weights != "int8":
         return config.parameter_count() * element
     embedding_and_norms = config.vocab * config.dim + (2 * config.layers + 1) * config.dim
     linear = config.parameter_count() - embedding_and_norms

@@ -1,0 +1,103 @@
+"""A benchmark's precision as a value: the activations' dtype, how the weights are stored, sparsity.
+
+Records, the registry and the CLI name a precision by a short string, parsed here and nowhere else:
+
+    "fp32", "bf16", "fp16", "fp8"   dense weights and activations of that dtype
+    "int8w-bf16"                    weight-only int8 (int8 weights dequantised to bf16 in the kernel)
+    "sp24-bf16"                     2:4 semi-structured sparse bf16 weights
+
+`str(Precision.parse(text)) == text` for every accepted string, so records keep their strings. The
+arithmetic runs in the activations' dtype, so that is the spec-table peak a record is held to
+(`peak_dtype`): int8w-bf16 and sp24-bf16 run on the bf16 tensor-core peak (the table's peaks are dense).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Activation dtype name -> (torch dtype attribute, bytes per element).
+ACTIVATIONS = {"fp32": ("float32", 4), "bf16": ("bfloat16", 2), "fp16": ("float16", 2), "fp8": ("float8_e4m3fn", 1)}
+#: Quantised weight storage, as written before the activations: "int8w-bf16" has int8 weights.
+WEIGHTS = ("int8", "int4")
+#: Sparsity pattern -> its prefix in a precision string ("sp24-bf16": 2:4 sparse weights).
+SPARSITY = {"2:4": "sp24"}
+
+
+class UnknownPrecision(ValueError, KeyError):
+    """A precision string wattbench does not know: a bad value, and a failed lookup of a name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError would quote the message
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a benchmark computes in: `activations` (a key of ACTIVATIONS), `weights` when the weights are
+    stored quantised (a WEIGHTS entry; None: the activations' dtype) and `sparsity` ("2:4" or None)."""
+
+    activations: str
+    weights: str | None = None
+    sparsity: str | None = None
+
+    def __post_init__(self):
+        if self.activations not in ACTIVATIONS:
+            raise UnknownPrecision(f"unknown activation dtype {self.activations!r}: expected one of {', '.join(ACTIVATIONS)}")
+        if self.weights is not None and self.weights not in WEIGHTS:
+            raise UnknownPrecision(f"unknown weight format {self.weights!r}: expected one of {', '.join(WEIGHTS)}")
+        if self.sparsity is not None and self.sparsity not in SPARSITY:
+            raise UnknownPrecision(f"unknown sparsity {self.sparsity!r}: expected one of {', '.join(SPARSITY)}")
+
+    @classmethod
+    def parse(cls, text: str | Precision) -> Precision:
+        """'int8w-bf16' -> Precision('bf16', weights='int8'); UnknownPrecision naming the text when it is not one."""
+        if isinstance(text, Precision):
+            return text
+        if not isinstance(text, str):
+            raise UnknownPrecision(f"a precision is a string such as 'bf16' or 'int8w-bf16', got {text!r}")
+        *prefixes, activations = text.split("-")
+        sparsity = weights = None
+        if prefixes and prefixes[0] in SPARSITY.values():
+            sparsity = next(pattern for pattern, prefix in SPARSITY.items() if prefix == prefixes.pop(0))
+        if prefixes and prefixes[0].endswith("w"):
+            weights = prefixes.pop(0)[:-1]
+        if prefixes:
+            raise UnknownPrecision(f"unknown precision {text!r}: expected [sp24-][int8w-]DTYPE, e.g. 'bf16' or 'int8w-bf16'")
+        try:
+            return cls(activations, weights, sparsity)
+        except UnknownPrecision as exc:
+            raise UnknownPrecision(f"unknown precision {text!r}: {exc}") from None
+
+    def __str__(self) -> str:
+        parts = [SPARSITY[self.sparsity]] if self.sparsity else []
+        if self.weights:
+            parts.append(f"{self.weights}w")
+        return "-".join([*parts, self.activations])
+
+    @property
+    def dtype(self):
+        """The torch dtype of the activations (and of weights that are stored unquantised)."""
+        import torch  # only the run needs torch; records and reports parse precisions without it
+
+        return getattr(torch, ACTIVATIONS[self.activations][0])
+
+    @property
+    def element_size(self) -> int:
+        """Bytes per activation element, for byte counts."""
+        return ACTIVATIONS[self.activations][1]
+
+    @property
+    def peak_dtype(self) -> str:
+        """The spec table's peak_tflops key this precision computes at: the activations' dtype (dequantised
+        or sparse weights multiply on that dtype's tensor cores; fp32 on the non-tensor FP32 peak)."""
+        return self.activations
+
+    @property
+    def weight_format(self) -> str:
+        """How the weights are stored: 'dense', 'int8w' (weight-only int8), 'sp24' (2:4 sparse)."""
+        if self.sparsity:
+            return SPARSITY[self.sparsity]
+        return f"{self.weights}w" if self.weights else "dense"
+
+    def dense(self) -> Precision:
+        """The same activations with plain dense weights: the unquantised baseline of int8w-bf16 is bf16."""
+        return Precision(self.activations)
