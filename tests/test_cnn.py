@@ -6,14 +6,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from wattbench.device import detect
-from wattbench.models.cnn import PRESETS, CNNConfig, ResNet
+from wattbench.models.cnn import MODEL_CONFIGS, CNNConfig, ResNet
 from wattbench.workloads import case_by_id, cases
 
 CPU = torch.device("cpu")
 
 
 def make_model(name="tiny", seed=0):
-    return ResNet(PRESETS[name], torch.float32, CPU, torch.Generator().manual_seed(seed))
+    return ResNet(MODEL_CONFIGS[name], torch.float32, CPU, torch.Generator().manual_seed(seed))
 
 
 def images(config, batch, seed=1):
@@ -28,13 +28,13 @@ def test_logits_have_one_row_per_image_and_one_column_per_class():
 
 @pytest.mark.parametrize("name", ["tiny", "resnet18"])
 def test_parameter_count_matches_the_model(name):
-    config = PRESETS[name]
+    config = MODEL_CONFIGS[name]
     assert config.parameter_count() == sum(p.numel() for p in make_model(name).parameters())
 
 
 def test_resnet18_preset_is_resnet18():
-    assert PRESETS["resnet18"].parameter_count() == 11_689_512  # torchvision's resnet18
-    assert PRESETS["resnet18"].forward_flops_per_image() == pytest.approx(3.63e9, rel=0.01)  # 1.81 GMAC
+    assert MODEL_CONFIGS["resnet18"].parameter_count() == 11_689_512  # torchvision's resnet18
+    assert MODEL_CONFIGS["resnet18"].forward_flops_per_image() == pytest.approx(3.63e9, rel=0.01)  # 1.81 GMAC
 
 
 def test_flop_formulas_match_pytorchs_flop_counter():
@@ -75,6 +75,6 @@ def test_cnn_cases_are_torch_only_and_count_images():
     assert {c.impl for c in selected} == {"torch"}
     train = case_by_id("cnn.train-torch-fp32-tiny-B16").accounting()
     assert train["unit"] == "samples" and train["units_per_call"] == 16
-    assert train["flops"] == 16 * PRESETS["tiny"].train_flops_per_image()
+    assert train["flops"] == 16 * MODEL_CONFIGS["tiny"].train_flops_per_image()
     logits = case_by_id("cnn.infer-torch-fp32-tiny-B16").build(detect("cpu"), base_seed=0)()
     assert logits.shape == (16, 10) and torch.isfinite(logits).all()

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from wattbench.models.memory import RESERVE_BYTES, memory_needed
 from wattbench.models.ops import TORCH
-from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
 from test_models import FEATURES
 
 GB = 1e9
@@ -22,34 +22,35 @@ H200_BYTES = 141 * GB
 # meta-llama/Llama-3.1-70B 70.6B, Qwen/Qwen3-8B 8.19B; the Qwen3-8B card says 8.2B, 6.95B non-embedding).
 @pytest.mark.parametrize("name, published", [("llama3.1-8b", 8.03e9), ("qwen3-8b", 8.19e9), ("llama3.1-70b", 70.6e9)])
 def test_parameter_counts_are_the_published_ones(name, published):
-    assert PRESETS[name].parameter_count() == pytest.approx(published, rel=0.01)
+    assert MODEL_CONFIGS[name].parameter_count() == pytest.approx(published, rel=0.01)
 
 
 def test_qwen3_8b_outside_its_embedding_and_head_is_the_cards_6_95b():
-    c = PRESETS["qwen3-8b"]
+    c = MODEL_CONFIGS["qwen3-8b"]
     assert c.parameter_count() - 2 * c.vocab * c.dim == pytest.approx(6.95e9, rel=0.005)
 
 
 def test_published_shapes():
-    llama, qwen = PRESETS["llama3.1-8b"], PRESETS["qwen3-8b"]
+    llama, qwen = MODEL_CONFIGS["llama3.1-8b"], MODEL_CONFIGS["qwen3-8b"]
     assert (llama.q_dim, llama.kv_dim, llama.heads // llama.kv_heads) == (4096, 1024, 4)
     assert (qwen.head_dim, qwen.qk_norm, qwen.tied_embeddings, qwen.rope_theta) == (128, True, False, 1e6)
     assert (llama.rope_theta, llama.norm_eps, llama.max_positions) == (500000.0, 1e-5, 131072)
-    assert PRESETS["llama3.1-70b"].q_dim == 8192
+    assert MODEL_CONFIGS["llama3.1-70b"].q_dim == 8192
 
 
 def test_a_cache_longer_than_the_models_positions_is_refused():
     with pytest.raises(ValueError, match="exceeds the model's 40960 positions"):
-        dataclasses.replace(PRESETS["qwen3-8b"], max_seq=65536)
+        dataclasses.replace(MODEL_CONFIGS["qwen3-8b"], max_seq=65536)
 
 
 def test_the_8b_models_fit_an_80_gb_gpu_at_batch_64():
     for name in ("llama3.1-8b", "qwen3-8b"):
-        assert memory_needed(PRESETS[name], batch=64, cache_length=576, element_size=2).shortfall(H100_BYTES) is None
+        need = memory_needed(MODEL_CONFIGS[name], batch=64, cache_length=576, element_size=2)
+        assert need.shortfall(H100_BYTES) is None
 
 
 def test_llama_70b_needs_int8_weights_on_one_141_gb_gpu_and_says_why_otherwise():
-    config = PRESETS["llama3.1-70b"]
+    config = MODEL_CONFIGS["llama3.1-70b"]
     dense = memory_needed(config, batch=16, cache_length=576, element_size=2)
     reason = dense.shortfall(H200_BYTES)
     assert reason.startswith("needs 149.7 GB: weights 141.1 GB") and reason.endswith("the device has 141.0 GB")
@@ -60,8 +61,8 @@ def test_llama_70b_needs_int8_weights_on_one_141_gb_gpu_and_says_why_otherwise()
 
 
 def test_the_estimate_adds_what_holds_memory_at_the_peak():
-    need = memory_needed(PRESETS["llama3.1-8b"], batch=4, cache_length=1024, element_size=2)
-    assert need.weights == PRESETS["llama3.1-8b"].weight_bytes(2)
+    need = memory_needed(MODEL_CONFIGS["llama3.1-8b"], batch=4, cache_length=1024, element_size=2)
+    assert need.weights == MODEL_CONFIGS["llama3.1-8b"].weight_bytes(2)
     assert need.total == need.weights + max(need.drawing, need.kv_cache + need.activations) + RESERVE_BYTES
     assert need.drawing == 4 * 128256 * 4096  # the embedding (or head) drawn in fp32
 

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from wattbench.models.ops import TORCH, TRITON, ops_for
-from wattbench.models.transformer import PRESETS, KVCache, Transformer, TransformerConfig
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer, TransformerConfig
 from wattbench.workloads import case_by_id
 from wattbench.device import detect
 
-CONFIG = PRESETS["tiny"]
+CONFIG = MODEL_CONFIGS["tiny"]
 #: Qwen3's features at a CPU's scale: 4 heads × 16 = 64 wide on a 48-wide residual stream.
 FEATURES = TransformerConfig(vocab=384, dim=48, layers=2, heads=4, kv_heads=2, ffn=128, max_seq=64, head_dim=16,
                              rope_theta=1e6, norm_eps=1e-6, tied_embeddings=False, qk_norm=True, max_positions=4096)
@@ -144,7 +144,7 @@ def test_parameter_count_and_stored_bytes_match_the_model(config):
 
 def test_preset_sizes_are_unchanged():
     """The presets' parameter counts before the published architectures' features were added."""
-    assert [PRESETS[name].parameter_count() for name in ("tiny", "125m", "1.3b")] == [125_248, 123_587_328,
+    assert [MODEL_CONFIGS[name].parameter_count() for name in ("tiny", "125m", "1.3b")] == [125_248, 123_587_328,
                                                                                       1_235_585_024]
 
 

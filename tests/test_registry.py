@@ -5,7 +5,7 @@ import torch
 
 from wattbench.device import Device
 from wattbench.errors import UsageError
-from wattbench.workloads import PRESETS, Size, Workload, case_by_id, cases, workloads
+from wattbench.workloads import RUN_PRESETS, Size, Workload, case_by_id, cases, workloads
 
 CPU = Device("cpu", None, "test cpu")
 GPU = Device("cuda", 0, "test gpu")
@@ -24,7 +24,7 @@ def test_every_workload_is_complete():
 
 
 @pytest.mark.parametrize("device", [CPU, GPU], ids=["cpu", "cuda"])
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", RUN_PRESETS)
 def test_cases_cover_both_styles_and_impls_with_unique_ids(preset, device):
     selected = cases(preset, device)
     ids = [case.id for case in selected]

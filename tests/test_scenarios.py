@@ -9,7 +9,7 @@ import torch
 
 from wattbench.device import detect
 from wattbench.models.ops import TORCH, TRITON
-from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
 from wattbench.workloads import case_by_id, cases
 from wattbench.workloads.scenarios import (
     Server,
@@ -232,7 +232,7 @@ def test_mlperf_energy_metrics_without_energy_say_why():
 
 # The transformer as the server's engine ---------------------------------------------------------------
 
-CONFIG = PRESETS["tiny"]
+CONFIG = MODEL_CONFIGS["tiny"]
 CPU = torch.device("cpu")
 
 

@@ -114,14 +114,12 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
         target.call()
     planning_s = None if interpreted else timing.time_once(target.call, device)
     rounds = INTERPRETED_ROUNDS if interpreted else plan.rounds_for(planning_s)
-    if hasattr(step, "reset"):  # what the step records (e.g. request timelines) covers the timed rounds only
-        step.reset()
+    step.reset()  # what the step records (e.g. request timelines) covers the timed rounds only
     clock.reset()
     benchmark.pedantic(target.call, setup=timing.round_setup(device, plan), rounds=rounds, iterations=1)
     samples = list(benchmark.stats.stats.data) if benchmark.stats else []
     info = record_fields(case, settings, target, samples, rounds, warmup, interpreted)
-    if hasattr(step, "metrics"):
-        info.update(step.metrics())
+    info.update(step.metrics())
     if case.workload.reports_mfu:
         info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted,
                                             settings.specs))
@@ -129,8 +127,7 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
         info["energy"] = power.not_measured(INTERPRETED_ENERGY_REASON)
     else:
         info["energy"] = power.measure(target.call, device.synchronize, info["units_per_call"])
-    if hasattr(step, "energy_metrics"):  # figures derived from energy, e.g. MLPerf's mJ per query
-        info.update(step.energy_metrics(info["energy"]))
+    info.update(step.energy_metrics(info["energy"]))  # figures derived from energy, e.g. MLPerf's mJ per query
     if planning_s is not None:
         info["timing"]["planning_call_s"] = planning_s
         found = disagreements(samples, planning_s, info["energy"].get("window_seconds_per_call"), device.type)

@@ -30,7 +30,7 @@ from wattbench.journal import RunJournal, earlier_segments, recorded_cases
 from wattbench.measure import Settings, measure
 from wattbench.power import PowerConfig, PowerMonitor
 from wattbench.results import check_output_file
-from wattbench.workloads import PRESETS, Case, case_by_id, cases, check_preset
+from wattbench.workloads import RUN_PRESETS, Case, case_by_id, cases, check_preset
 
 #: Signals that end a run the way Ctrl-C does: what completed is kept, and the run can be resumed.
 INTERRUPTING = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -133,7 +133,7 @@ def pytest_addoption(parser):
     group = parser.getgroup("wattbench", "wattbench: time and energy per unit of work")
     group.addoption("--wattbench-device", default=None,
                     help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
-    group.addoption("--wattbench-preset", default="quick", help=f"which sizes to run: {' | '.join(PRESETS)}")
+    group.addoption("--wattbench-preset", default="quick", help=f"which sizes to run: {' | '.join(RUN_PRESETS)}")
     group.addoption("--wattbench-seed", type=int, default=0, help="base seed for input generation")
     group.addoption("--wattbench-min-time", type=float, default=None,
                     help="seconds of timed rounds per benchmark (default: 0.2 quick, 1.0 full)")

@@ -66,7 +66,7 @@ class CNNConfig:
         return 3 * self.forward_flops_per_image() - 2 * c_in * c_out * k * k * side * side
 
 
-PRESETS = {
+MODEL_CONFIGS = {
     # 32x32 images (CIFAR-sized): a training step on a 2-core CPU takes tens of milliseconds.
     "tiny": CNNConfig(widths=(16, 32, 64), blocks_per_stage=1, image_size=32, classes=10),
     # ResNet-18 (11.7M parameters) on 224x224 ImageNet-sized images, for GPUs.

@@ -102,7 +102,7 @@ class TransformerConfig:
         return 2 * self.layers * batch * self.kv_dim * positions * element_size
 
 
-PRESETS = {
+MODEL_CONFIGS = {
     # Runs on a 2-core CPU through the Triton interpreter in seconds.
     "tiny": TransformerConfig(vocab=512, dim=64, layers=2, heads=4, kv_heads=2, ffn=176, max_seq=128),
     # GPT-2-small-sized (about 124M parameters) and about 1.2B parameters, for GPUs.

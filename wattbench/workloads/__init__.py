@@ -21,7 +21,7 @@ from wattbench.errors import UsageError
 from wattbench.precision import Precision
 
 STYLES = ("train", "infer")
-PRESETS = ("quick", "full")
+RUN_PRESETS = ("quick", "full")
 
 
 def activation_dtype(precision: str) -> torch.dtype:
@@ -37,19 +37,48 @@ def element_size(precision: str) -> int:
 MODEL_STEP = "model-level steps run eagerly in graph mode until their graph safety is shown on a GPU"
 SYNCHRONISES = "the step synchronises the device and reads the host clock at every token (request timelines)"
 
+#: A size's parameters ({"M": 1, "K": 512, ...}; text values such as a model's name too), for every workload.
+Params = Mapping[str, int | str]
 Inputs = dict[str, Any]
-#: One call of a workload, returning its outputs. A step may also have `reset()`, called before the
-#: timed rounds, `metrics()`, called after them, and `energy_metrics(energy_record)`, called after the
-#: energy windows; the dicts they return join the benchmark's extra_info.
-Step = Callable[[], Any]
+
+
+class Step:
+    """One call of a workload (`step()` returns its outputs), with the hooks measuring calls around it.
+
+    `reset()` runs before the timed rounds, `metrics()` after them and `energy_metrics(energy_record)`
+    after the energy windows; the dicts they return join the benchmark's record. Here they do nothing:
+    a step that records something (request timelines, MLPerf's figures) subclasses Step and overrides them.
+    A workload's impl may also return a plain function; `Case.build` wraps it in `FunctionStep`."""
+
+    def __call__(self) -> Any:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        pass
+
+    def metrics(self) -> dict:
+        return {}
+
+    def energy_metrics(self, energy: Mapping) -> dict:
+        return {}
+
+
+class FunctionStep(Step):
+    """A plain function as a step with no hooks."""
+
+    def __init__(self, call: Callable[[], Any]):
+        self.call = call
+
+    def __call__(self) -> Any:
+        return self.call()
 
 
 @dataclass(frozen=True)
 class Size:
     """A named input size; `presets` and `devices` say where it is run."""
 
-    params: Mapping[str, int | str]
-    presets: tuple[str, ...] = PRESETS
+    params: Params
+    presets: tuple[str, ...] = RUN_PRESETS
     devices: tuple[str, ...] = ("cpu", "cuda")
 
     @property
@@ -70,13 +99,13 @@ class Workload:
     #: device type ("cpu", "cuda") -> precisions run there: "fp32", "bf16", "fp16", "int8w-bf16", ...
     precisions: Mapping[str, tuple[str, ...]]
     #: (params, precision, device, generator) -> inputs; generated on the device, from the seed.
-    make_inputs: Callable[[Mapping[str, int | str], str, torch.device, torch.Generator], Inputs]
-    #: impl name -> (inputs -> step), where a step is one call returning its outputs.
-    impls: Mapping[str, Callable[[Inputs], Step]]
-    units_per_call: Callable[[Mapping[str, int]], float]
-    flops: Callable[[Mapping[str, int]], float]
+    make_inputs: Callable[[Params, str, torch.device, torch.Generator], Inputs]
+    #: impl name -> (inputs -> step): a Step, or a plain function making one call and returning its outputs.
+    impls: Mapping[str, Callable[[Inputs], Step | Callable[[], Any]]]
+    units_per_call: Callable[[Params], float]
+    flops: Callable[[Params], float]
     #: (params, precision) -> compulsory bytes moved per call.
-    bytes: Callable[[Mapping[str, int | str], str], float]
+    bytes: Callable[[Params, str], float]
     #: (impl, precision, device) -> reason to skip that combination, or None.
     skip: Callable[[str, str, Device], str | None] = field(default=lambda impl, precision, device: None)
     suite: str = "kernels"
@@ -123,7 +152,8 @@ class Case:
         """Generate the inputs on `device` from the seed and return the step to benchmark."""
         generator = torch.Generator(device=device.torch).manual_seed(self.seed(base_seed))
         inputs = self.workload.make_inputs(self.size.params, self.precision, device.torch, generator)
-        return self.workload.impls[self.impl](inputs)
+        step = self.workload.impls[self.impl](inputs)
+        return step if isinstance(step, Step) else FunctionStep(step)
 
     def accounting(self) -> dict:
         """Work per call: units of useful work, FLOP and compulsory bytes."""
@@ -149,7 +179,7 @@ def randn(generator: torch.Generator, device: torch.device, dtype: torch.dtype, 
     return tensor.requires_grad_(grad)
 
 
-def m_rows(p: Mapping[str, int]) -> int:
+def m_rows(p: Params) -> int:
     """Units per call of a workload over `M` rows (tokens): the rows."""
     return p["M"]
 
@@ -174,8 +204,8 @@ def workloads() -> list[Workload]:
 
 def check_preset(preset: str) -> None:
     """One refusal of an unknown preset for every entry point (pytest, `wattbench run`, the kernel table)."""
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if preset not in RUN_PRESETS:
+        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
 
 
 def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:

@@ -6,22 +6,19 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 import torch.nn.functional as F
 
-from wattbench.models.cnn import PRESETS, ResNet
-from wattbench.workloads import (MODEL_STEP, Inputs, Step, Workload, activation_dtype, device_sizes, element_size,
-                                 register)
+from wattbench.models.cnn import MODEL_CONFIGS, ResNet
+from wattbench.workloads import (MODEL_STEP, Inputs, Params, Step, Workload, activation_dtype, device_sizes,
+                                 element_size, register)
 
-Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
 SGD = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-5}
 
 
 def _inputs(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Inputs:
-    config = PRESETS[params["model"]]
+    config = MODEL_CONFIGS[params["model"]]
     dtype = activation_dtype(precision)
     # Channels-last is the layout cuDNN's fast convolutions use; on a CPU the default layout is kept.
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -59,13 +56,13 @@ def _infer(inputs: Inputs) -> Step:
 
 
 def _image_bytes(p: Params, precision: str) -> int:
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     return p["B"] * config.in_channels * config.image_size ** 2 * element_size(precision)
 
 
 def _infer_bytes(p: Params, precision: str) -> int:
     """Weights, images and logits (activations excluded)."""
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     logits = p["B"] * config.classes * element_size(precision)
     return config.parameter_count() * element_size(precision) + _image_bytes(p, precision) + logits
 
@@ -73,7 +70,7 @@ def _infer_bytes(p: Params, precision: str) -> int:
 def _train_bytes(p: Params, precision: str) -> int:
     """Weights read in forward and backward, gradients written, then SGD's read of weight, gradient and
     momentum and write of weight and momentum: 8 passes over the weights; plus the images."""
-    return 8 * PRESETS[p["model"]].parameter_count() * element_size(precision) + _image_bytes(p, precision)
+    return 8 * MODEL_CONFIGS[p["model"]].parameter_count() * element_size(precision) + _image_bytes(p, precision)
 
 
 register(Workload(
@@ -81,7 +78,8 @@ register(Workload(
     sizes=device_sizes(cpu=[{"model": "tiny", "B": 16}], cuda=[{"model": "resnet18", "B": 64}]),
     precisions=PRECISIONS, make_inputs=_inputs, impls={"torch": _train},
     units_per_call=lambda p: p["B"],
-    flops=lambda p: p["B"] * PRESETS[p["model"]].train_flops_per_image(), bytes=_train_bytes, not_capturable=MODEL_STEP,
+    flops=lambda p: p["B"] * MODEL_CONFIGS[p["model"]].train_flops_per_image(), bytes=_train_bytes,
+    not_capturable=MODEL_STEP,
 ))
 
 register(Workload(
@@ -90,6 +88,6 @@ register(Workload(
                  cuda=[{"model": "resnet18", "B": b} for b in (1, 4, 16, 64)]),
     precisions=PRECISIONS, make_inputs=_inputs, impls={"torch": _infer},
     units_per_call=lambda p: p["B"],
-    flops=lambda p: p["B"] * PRESETS[p["model"]].forward_flops_per_image(), bytes=_infer_bytes,
+    flops=lambda p: p["B"] * MODEL_CONFIGS[p["model"]].forward_flops_per_image(), bytes=_infer_bytes,
     not_capturable=MODEL_STEP,
 ))

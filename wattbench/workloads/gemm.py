@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import functools
 from functools import partial
-from typing import Mapping
-
 import torch
 
 from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
 from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
 from wattbench.precision import Precision
-from wattbench.workloads import (Inputs, Size, Step, Workload, activation_dtype, element_size, m_rows, randn,
-                                 register)
+from wattbench.workloads import (Inputs, Params, Size, Step, Workload, activation_dtype, element_size, m_rows,
+                                 randn, register)
 
 TRAIN_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
 INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "int8w-fp32"), "cuda": ("fp32", "bf16", "fp16", "int8w-bf16", "sp24-bf16")}
 
 
-def _layer_inputs(params: Mapping[str, int], precision: str, device: torch.device,
+def _layer_inputs(params: Params, precision: str, device: torch.device,
                   generator: torch.Generator, train: bool) -> Inputs:
     M, K, N = params["M"], params["K"], params["N"]
     draw = partial(randn, generator, device, activation_dtype(precision))

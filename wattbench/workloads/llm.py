@@ -12,32 +12,29 @@ Prefill and decode are separate workloads so their energy is measured separately
 from __future__ import annotations
 
 import time
-from typing import Mapping
-
 import torch
 
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import ops_for
-from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
 from wattbench.precision import Precision
-from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Inputs, Step, Workload, activation_dtype, device_sizes,
-                                 element_size, register)
+from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Inputs, Params, Step, Workload, activation_dtype,
+                                 device_sizes, element_size, register)
 
-Params = Mapping[str, int | str]
 TRAIN_PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
 INFER_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16")}
 ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
 
 
 def build_model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
-    model = Transformer(PRESETS[params["model"]], activation_dtype(precision), device, generator)
+    model = Transformer(MODEL_CONFIGS[params["model"]], activation_dtype(precision), device, generator)
     if Precision.parse(precision).weights == "int8":
         model.quantize_int8()
     return model
 
 
 def _tokens(params: Params, length: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
-    vocab = PRESETS[params["model"]].vocab
+    vocab = MODEL_CONFIGS[params["model"]].vocab
     return torch.randint(0, vocab, (params["B"], length), generator=generator, device=device)
 
 
@@ -78,13 +75,13 @@ def _train_build(impl: str):
 
 
 def _train_flops(p: Params) -> int:
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     return config.train_flops_per_token(p["S"]) * p["B"] * p["S"]
 
 
 def weight_bytes(p: Params, precision: str) -> int:
     """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     element = element_size(precision)
     if Precision.parse(precision).weights != "int8":
         return config.parameter_count() * element
@@ -146,7 +143,7 @@ def _decode_build(impl: str):
     return build
 
 
-class GenerationStep:
+class GenerationStep(Step):
     """One batch of requests: prefill, then greedy decode, each token's time taken after a device sync.
 
     Every request in the static batch shares the batch's timeline. `metrics()` summarises the
@@ -184,18 +181,18 @@ class GenerationStep:
 
 def prefill_flops(p: Params) -> int:
     """Each prompt position attends over the positions up to it (causal): context i + 1 for position i."""
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     attention = 4 * config.layers * config.dim * p["P"] * (p["P"] + 1) // 2
     return p["B"] * (2 * config.parameter_count() * p["P"] + attention)
 
 
 def decode_flops(p: Params) -> int:
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     return p["B"] * sum(config.forward_flops_per_token(p["P"] + t + 1) for t in range(p["T"]))
 
 
 def kv_bytes(p: Params, precision: str, positions: int) -> int:
-    config = PRESETS[p["model"]]
+    config = MODEL_CONFIGS[p["model"]]
     element = element_size(precision)
     return 2 * config.layers * p["B"] * config.kv_heads * config.head_dim * positions * element
 

@@ -2,13 +2,14 @@
 
 Training style runs forward + backward (where the op has a backward) at training shapes
 (batch × sequence rows); inference style runs forward only, at prefill shapes and at decode
-shapes (M from 1 to 64). Each op is one `OpSpec`; `register_op` turns it into workloads.
+shapes (M from 1 to 64). `op_workloads` is the factory that turns one op of the kernel library into
+those workloads: counted once per op (`train` says whether the backward is included), declared as
+ordinary `Workload`s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -21,38 +22,11 @@ from wattbench.kernels.decode_attention import decode_attention_bytes, decode_at
 from wattbench.kernels.norms import layer_norm_bytes, layer_norm_flops, rms_norm_bytes, rms_norm_flops
 from wattbench.kernels.softmax import softmax_bytes, softmax_flops
 from wattbench.kernels.swiglu import swiglu_bytes, swiglu_flops
-from wattbench.workloads import (Inputs, Size, Step, Workload, activation_dtype, device_sizes, element_size, m_rows,
-                                 randn, register)
+from wattbench.workloads import (Inputs, Params, Size, Step, Workload, activation_dtype, device_sizes, element_size,
+                                 m_rows, randn, register)
 
-Params = Mapping[str, Any]
 #: bf16 is what GPU training and inference run in; fp32 on the CPU, where the interpreter checks the kernels.
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """One op: its two implementations, inputs, work accounting and sizes per style.
-
-    `args(params, dtype, device, generator, train)` returns the positional arguments; tensors
-    that need gradients in training style are created with requires_grad. `flops(params, train)`
-    and `bytes(params, train, element_size)` count forward + backward when `train`, else forward only.
-    """
-
-    op: str
-    unit: str
-    args: Callable[[Params, torch.dtype, torch.device, torch.Generator, bool], tuple]
-    units: Callable[[Params], float]
-    flops: Callable[[Params, bool], float]
-    bytes: Callable[[Params, bool, int], float]
-    train_sizes: tuple[Size, ...] = ()
-    infer_sizes: tuple[Size, ...] = ()
-    precisions: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: PRECISIONS)
-
-    def triton(self):
-        return getattr(kernels, self.op)
-
-    def torch(self):
-        return getattr(reference, self.op)
 
 
 def _train_build(fn: Callable) -> Callable[[Inputs], Step]:
@@ -85,32 +59,51 @@ def _infer_build(fn: Callable) -> Callable[[Inputs], Step]:
     return build
 
 
-def _inputs(spec: OpSpec, train: bool):
+def _inputs(args_of: Callable, reference_fn: Callable, train: bool):
     def make(params, precision, device, generator) -> Inputs:
-        args = spec.args(params, activation_dtype(precision), device, generator, train)
+        args = args_of(params, activation_dtype(precision), device, generator, train)
         if not train:
             return {"args": args}
         with torch.no_grad():
-            shape = spec.torch()(*args).shape
+            shape = reference_fn(*args).shape
         grad_out = randn(generator, device, activation_dtype(precision), *shape) if shape else None
         return {"args": args, "grad_out": grad_out}
 
     return make
 
 
-def register_op(spec: OpSpec) -> None:
-    for style, sizes, train in (("train", spec.train_sizes, True), ("infer", spec.infer_sizes, False)):
+def op_workloads(op: str, unit: str, args: Callable[[Params, torch.dtype, torch.device, torch.Generator, bool], tuple],
+                 units: Callable[[Params], float], flops: Callable[[Params, bool], float],
+                 bytes: Callable[[Params, bool, int], float], train_sizes: tuple[Size, ...] = (),
+                 infer_sizes: tuple[Size, ...] = (),
+                 precisions: Mapping[str, tuple[str, ...]] = PRECISIONS) -> list[Workload]:
+    """The workloads of kernel-library op `op` ("OP.train" where it has training sizes, "OP.infer" where it
+    has inference sizes), its Triton kernel `kernels.OP` against its torch reference `reference.OP`.
+
+    `args(params, dtype, device, generator, train)` returns the op's positional arguments; tensors that need
+    gradients in training style are created with requires_grad. `flops(params, train)` and
+    `bytes(params, train, element_size)` count forward + backward when `train`, else forward only."""
+    reference_fn, triton_fn = getattr(reference, op), getattr(kernels, op)
+    made = []
+    for style, sizes, train in (("train", train_sizes, True), ("infer", infer_sizes, False)):
         if not sizes:
             continue
         build = _train_build if train else _infer_build
-        register(Workload(
-            name=f"{spec.op}.{style}", op=spec.op, style=style, unit=spec.unit, sizes=sizes,
-            precisions=spec.precisions, make_inputs=_inputs(spec, train),
-            impls={"torch": build(spec.torch()), "triton": build(spec.triton())},
-            units_per_call=spec.units,
-            flops=lambda p, train=train: spec.flops(p, train),
-            bytes=lambda p, precision, train=train: spec.bytes(p, train, element_size(precision)),
+        made.append(Workload(
+            name=f"{op}.{style}", op=op, style=style, unit=unit, sizes=sizes,
+            precisions=precisions, make_inputs=_inputs(args, reference_fn, train),
+            impls={"torch": build(reference_fn), "triton": build(triton_fn)},
+            units_per_call=units,
+            flops=lambda p, train=train: flops(p, train),
+            bytes=lambda p, precision, train=train: bytes(p, train, element_size(precision)),
         ))
+    return made
+
+
+def register_op(*declaration, **named) -> None:
+    """Register the workloads `op_workloads` makes of one op."""
+    for workload in op_workloads(*declaration, **named):
+        register(workload)
 
 
 def _fwd_bwd(count: Callable[..., int]) -> Callable[[Params, bool], int]:
@@ -146,24 +139,24 @@ def _norm_args(with_bias):
 
 
 _NORM_SIZES = _rows_and_hidden(512, 4096)
-register_op(OpSpec(
+register_op(
     "rms_norm", "tokens", _norm_args(False), m_rows,
     flops=_fwd_bwd(lambda p, bwd: rms_norm_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: rms_norm_bytes(p["M"], p["N"], es, backward=bwd)),
-    train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1]))
-register_op(OpSpec(
+    train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1])
+register_op(
     "layer_norm", "tokens", _norm_args(True), m_rows,
     flops=_fwd_bwd(lambda p, bwd: layer_norm_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: layer_norm_bytes(p["M"], p["N"], es, backward=bwd)),
-    train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1]))
+    train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1])
 
 _SOFTMAX_SIZES = _rows_and_hidden(1000, 32768)
-register_op(OpSpec(
+register_op(
     "softmax", "rows", lambda p, dtype, device, gen, train: (randn(gen, device, dtype, p["M"], p["N"], grad=train),),
     m_rows,
     flops=_fwd_bwd(lambda p, bwd: softmax_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: softmax_bytes(p["M"], p["N"], es, backward=bwd)),
-    train_sizes=_SOFTMAX_SIZES[0], infer_sizes=_SOFTMAX_SIZES[1]))
+    train_sizes=_SOFTMAX_SIZES[0], infer_sizes=_SOFTMAX_SIZES[1])
 
 
 def _cross_entropy_args(p, dtype, device, gen, train):
@@ -175,11 +168,11 @@ def _cross_entropy_args(p, dtype, device, gen, train):
 _CE_SIZES = _sizes(cpu_train=[{"M": 128, "V": 1000}], cpu_infer=[{"M": 1, "V": 1000}, {"M": 64, "V": 1000}],
                    cuda_train=[{"M": 8192, "V": 50304}], cuda_infer=[{"M": 1, "V": 50304}, {"M": 64, "V": 50304}],
                    cuda_full_train=[{"M": 16384, "V": 128256}])
-register_op(OpSpec(
+register_op(
     "cross_entropy", "tokens", _cross_entropy_args, m_rows,
     flops=_fwd_bwd(lambda p, bwd: cross_entropy_flops(p["M"], p["V"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: cross_entropy_bytes(p["M"], p["V"], es, backward=bwd)),
-    train_sizes=_CE_SIZES[0], infer_sizes=_CE_SIZES[1]))
+    train_sizes=_CE_SIZES[0], infer_sizes=_CE_SIZES[1])
 
 
 def _swiglu_args(p, dtype, device, gen, train):
@@ -187,11 +180,11 @@ def _swiglu_args(p, dtype, device, gen, train):
 
 
 _SWIGLU_SIZES = _rows_and_hidden(688, 11008)
-register_op(OpSpec(
+register_op(
     "swiglu", "tokens", _swiglu_args, m_rows,
     flops=_fwd_bwd(lambda p, bwd: swiglu_flops(p["M"] * p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: swiglu_bytes(p["M"] * p["N"], es, backward=bwd)),
-    train_sizes=_SWIGLU_SIZES[0], infer_sizes=_SWIGLU_SIZES[1]))
+    train_sizes=_SWIGLU_SIZES[0], infer_sizes=_SWIGLU_SIZES[1])
 
 
 def _attention_args(p, dtype, device, gen, train):
@@ -206,7 +199,7 @@ def _attention_count(count):
     return total
 
 
-register_op(OpSpec(
+register_op(
     "attention", "tokens", _attention_args, lambda p: p["B"] * p["S"],
     flops=_attention_count(lambda *shape, mode: attention_flops(*shape, causal=True, mode=mode)),
     bytes=_attention_count(lambda *shape, mode: attention_bytes(*shape, mode=mode)),
@@ -215,7 +208,7 @@ register_op(OpSpec(
                  Size({"B": 2, "H": 32, "S": 8192, "D": 128}, presets=("full",), devices=("cuda",))),
     infer_sizes=(Size({"B": 1, "H": 2, "S": 64, "D": 32}, devices=("cpu",)),
                  Size({"B": 1, "H": 32, "S": 2048, "D": 128}, devices=("cuda",)),
-                 Size({"B": 8, "H": 32, "S": 4096, "D": 128}, presets=("full",), devices=("cuda",)))))
+                 Size({"B": 8, "H": 32, "S": 4096, "D": 128}, presets=("full",), devices=("cuda",))))
 
 
 def _decode_args(p, dtype, device, gen, train):
@@ -227,7 +220,7 @@ def _decode_args(p, dtype, device, gen, train):
     return q, k_cache, v_cache, seq_lens
 
 
-register_op(OpSpec(
+register_op(
     "decode_attention", "tokens", _decode_args, lambda p: p["B"],
     # Counted at full cache length: the lengths are random in [S/2, S], so this is an upper bound.
     flops=lambda p, train: decode_attention_flops(p["B"], p["H"], p["S"], p["D"]),
@@ -237,7 +230,7 @@ register_op(OpSpec(
                  Size({"B": 1, "H": 32, "Hkv": 8, "S": 4096, "D": 128}, devices=("cuda",)),
                  Size({"B": 16, "H": 32, "Hkv": 8, "S": 4096, "D": 128}, devices=("cuda",)),
                  Size({"B": 64, "H": 32, "Hkv": 8, "S": 4096, "D": 128}, devices=("cuda",)),
-                 Size({"B": 4, "H": 32, "Hkv": 8, "S": 32768, "D": 128}, presets=("full",), devices=("cuda",)))))
+                 Size({"B": 4, "H": 32, "Hkv": 8, "S": 32768, "D": 128}, presets=("full",), devices=("cuda",))))
 
 
 def _adamw_inputs(p, precision, device, gen) -> Inputs:

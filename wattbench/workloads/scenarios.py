@@ -39,14 +39,13 @@ import torch
 from wattbench.device import Device
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
-from wattbench.models.transformer import PRESETS, KVCache, Transformer
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
 from wattbench.schema import is_finite_number
-from wattbench.workloads import (SYNCHRONISES, Inputs, Size, Step, Workload, activation_dtype, device_sizes,
-                                 register)
+from wattbench.workloads import (SYNCHRONISES, Inputs, Params, Size, Step, Workload, activation_dtype,
+                                 device_sizes, register)
 from wattbench.workloads.llm import (GenerationStep, build_model, generate_bytes, generate_flops, synchronize,
                                      weight_bytes)
 
-Params = Mapping[str, int | str]
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
 #: Seconds after which the rate search starts no further trial (it then reports what it bracketed).
 SEARCH_BUDGET_S = {"cpu": 5.0, "cuda": 60.0}
@@ -276,7 +275,7 @@ def _slot_view(cache: KVCache, slot: int) -> KVCache:
 
 # Steps ---------------------------------------------------------------------------------------------
 
-class SingleStreamStep:
+class SingleStreamStep(Step):
     """`Q` queries at batch 1, each issued when the previous one has finished."""
 
     def __init__(self, inputs: Inputs, impl: str):
@@ -318,7 +317,7 @@ class OfflineStep(GenerationStep):
         return mlperf_energy(energy, 1, self.prompt.shape[0])
 
 
-class ServerStep:
+class ServerStep(Step):
     """Serves the Poisson stream at `rate_per_s` until `N` more requests have finished."""
 
     def __init__(self, inputs: Inputs, impl: str, rate_per_s: float, search: RateSearch | None = None):
@@ -401,7 +400,7 @@ def _search_build(impl: str):
 def _inputs(prompts_key: str, cache_batch: Callable[[Params], int]):
     """Inputs of a scenario: the model, one prompt per query (`prompts_key`), a cache of `cache_batch` slots."""
     def make(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Inputs:
-        config = PRESETS[params["model"]]
+        config = MODEL_CONFIGS[params["model"]]
         if params["P"] + params["T"] > config.max_seq:
             raise ValueError(f"P + T must fit the model's {config.max_seq} positions, got {params['P']} + "
                              f"{params['T']}")
