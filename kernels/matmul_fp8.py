@@ -32,30 +32,33 @@ FP8_CAPABILITY = (8, 9)
 
 #: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps). An e4m3 element is one byte, so each stage holds
 #: the tiles of a 16-bit GEMM at twice the K step (the e4m3 MMAs take K in steps of 32). Each target
-#: tries those that fit its shared memory: the 128x256 tiles at 3 stages need 144 KB on an H100 and
-#: 96 KB (two buffers) on an L4; 16- and 32-row tiles are tried for decode-sized M only.
+#: tries those that fit its shared memory (128x128x128 at 4 stages: 96 KB in three buffers on an L4,
+#: 128 KB in four on an H100); 16- and 32-row tiles are tried for decode-sized M only.
 GEMM_FP8 = [
-    (128, 256, 128, 3, 8), (256, 128, 128, 3, 8), (128, 128, 128, 4, 8), (128, 128, 64, 4, 4),
-    (128, 64, 128, 4, 4), (64, 128, 128, 4, 4), (64, 64, 128, 4, 4), (64, 64, 256, 3, 4),
+    (128, 128, 128, 4, 8), (128, 64, 128, 4, 4), (64, 128, 128, 4, 4), (64, 64, 128, 4, 4), (64, 64, 256, 3, 4),
     (16, 64, 256, 4, 4), (16, 128, 128, 4, 4), (32, 64, 256, 3, 4), (32, 128, 128, 3, 4),
 ]
+#: Hopper only: wgmma keeps these tiles' accumulators without spilling; Ada's mma.sync spills them
+#: (some 600 B per thread on sm_89).
+GEMM_FP8_HOPPER = [(128, 256, 128, 3, 8), (256, 128, 128, 3, 8), (128, 128, 64, 4, 4)]
 #: Columns of a row the activation quantiser reads per step (and threads per program, by warps).
 QUANTIZE_BLOCK = 2048
 QUANTIZE_WARPS = 4
+_FP8_MAX = tl.constexpr(FP8_MAX)
 
 
 def _choose(args, capability):
-    rows = GEMM_FP8 if args["M"] <= DECODE_ROWS else [row for row in GEMM_FP8 if row[0] > 32]
-    return tile_configs(rows)
+    rows = GEMM_FP8 + (GEMM_FP8_HOPPER if capability >= (9, 0) else [])
+    return tile_configs(rows if args["M"] <= DECODE_ROWS else [row for row in rows if row[0] > 32])
 
 
 def _shared_memory(config, args, capability):
-    """One e4m3 A tile and B tile per pipeline buffer, plus the bf16 output tile the epilogue may stage."""
+    """One e4m3 A tile and B tile per pipeline buffer."""
     m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-    return targets.pipeline_buffers(capability, config.num_stages) * (m * k + k * n) + 2 * m * n
+    return targets.pipeline_buffers(capability, config.num_stages) * (m * k + k * n)
 
 
-@triton.autotune(configs=autotune_configs(GEMM_FP8, interpreted=triton.Config(
+@triton.autotune(configs=autotune_configs(GEMM_FP8, GEMM_FP8_HOPPER, interpreted=triton.Config(
                      {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1})),
                  key=["M", "N", "K", "ROW_SCALES"],
                  prune_configs_by={"early_config_prune": targets.shared_memory_pruner("matmul_fp8", _choose,
@@ -132,12 +135,12 @@ def _fp8_quantize_kernel(x_ptr, q_ptr, scale_ptr, absmax_ptr, K, stride_xm, stri
         absmax = tl.load(absmax_ptr)
     else:
         absmax = _row_absmax(x_ptr, row, K, stride_xm, stride_xk, BLOCK_K)
-    scale = tl.where(absmax == 0.0, 1.0, tl.div_rn(absmax, FP8_MAX))
+    scale = tl.where(absmax == 0.0, 1.0, tl.div_rn(absmax, _FP8_MAX))
     rk = tl.arange(0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
         mask = k0 + rk < K
         x = tl.load(x_ptr + row * stride_xm + (k0 + rk) * stride_xk, mask=mask, other=0.0).to(tl.float32)
-        scaled = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX, propagate_nan=tl.PropagateNan.ALL)
+        scaled = tl.clamp(tl.div_rn(x, scale), -_FP8_MAX, _FP8_MAX, propagate_nan=tl.PropagateNan.ALL)
         tl.store(q_ptr + row * stride_qm + k0 + rk, _round_to_e4m3(scaled).to(q_ptr.dtype.element_ty), mask=mask)
     if PER_TENSOR:
         tl.store(scale_ptr, scale, mask=row == 0)
