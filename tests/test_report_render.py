@@ -1,4 +1,5 @@
-"""`wattbench report`: every artefact written, from many devices or from one CPU run without energy."""
+"""`wattbench report`: the answer first (verdict, phases, what was not measured, matrix), then plots and details;
+every artefact written, from many devices or from one CPU run without energy."""
 
 import importlib.util
 import json
@@ -13,7 +14,9 @@ from wattbench.report import write_report
 
 DATA = Path(__file__).parent / "data" / "report"
 CPU, H100, L4 = DATA / "cpu_run.json", DATA / "fixture_h100.json", DATA / "fixture_l4.json"
+LLM_H100, LLM_L4 = DATA / "fixture_llm_h100.json", DATA / "fixture_llm_l4.json"
 TRACE = DATA / "fixture_h100_trace.csv"
+H100_NAME, L4_NAME = "TEST-FIXTURE NVIDIA H100 80GB HBM3", "TEST-FIXTURE NVIDIA L4"
 ALL_PLOTS = {"work_per_joule", "latency_vs_energy", "roofline", "power_over_time", "triton_vs_torch", "history"}
 
 
@@ -29,57 +32,129 @@ def drawn_plots(out: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def many_devices(tmp_path_factory):
-    """A report over a real CPU run and two synthetic GPU fixtures, with the H100 fixture's trace."""
+    """A report over a real CPU run and synthetic GPU fixtures (kernels, and a model a day later), with the H100
+    kernel fixture's trace."""
     out = tmp_path_factory.mktemp("report") / "many"
-    status = write_report([H100, CPU, L4], out, trace=TRACE)
+    status = write_report([H100, CPU, L4, LLM_H100, LLM_L4], out, trace=TRACE)
     return status, out
 
 
-def test_report_over_several_devices_writes_every_artefact(many_devices, capsys):
+def test_report_over_several_devices_writes_every_artefact(many_devices):
     status, out = many_devices
     assert status == 0
     table = pd.read_csv(out / "benchmarks.csv")
-    assert len(table) == records(H100, CPU, L4)
+    assert len(table) == records(H100, CPU, L4, LLM_H100, LLM_L4)
     assert (out / "benchmarks.parquet").exists() == (importlib.util.find_spec("pyarrow") is not None)
-    assert drawn_plots(out) == ALL_PLOTS - {"history"}  # one run per device: no history yet
+    assert drawn_plots(out) == ALL_PLOTS - {"history"}  # one run per device and benchmark: no history yet
     for png in (out / "plots").glob("*.png"):
         assert matplotlib.image.imread(png).shape[0] > 100
     assert (out / "summary.md").exists() and (out / "report.html").exists()
 
 
-def test_summary_has_rankings_pairs_and_marks_interpreted_records(many_devices):
+def headings(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("#")]
+
+
+def test_summary_answers_first_then_plots_then_details(many_devices):
     _, out = many_devices
     summary = (out / "summary.md").read_text()
-    for heading in ("## Runs", "## Devices for gemm.infer", "## Devices for gemm.train", "## Triton vs torch",
-                    "## Benchmarks", "## Notes", "## Plots"):
-        assert heading in summary
-    assert "| rank | device |" in summary
-    assert "| triton* |" in summary and "interpreted: Triton ran through its interpreter" in summary
-    assert "TEST FIXTURE: synthetic numbers" in summary
-    assert "plot skipped: history" in summary
+    assert headings(summary) == [
+        "# wattbench report", "## Verdict", "### Train vs prefill vs decode, per watt",
+        "### What could not be measured", "## Device x workload", "## Plots", "## Details", "### Runs",
+        "### Device rankings per workload", "### Triton vs torch", "### Settings compared", "### Compared records",
+        "### Interpreted records (not compared)", "### Notes"]
+    assert "TEST FIXTURE: synthetic numbers" in summary.split("## Verdict")[0]
+    verdict = summary.split("## Verdict")[1].split("###")[0]
+    assert "Wins: TEST-FIXTURE NVIDIA L4 4 of 5, TEST-FIXTURE NVIDIA H100 80GB HBM3 1 of 5." in verdict
+    rows = [line for line in verdict.splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| gemm.train", "| gemm.infer", "| llm.train", "| llm.prefill",
+                                                 "| llm.decode"]
+    decode = rows[-1].split(" | ")
+    assert decode[1:3] == [H100_NAME, "torch bf16 125m-B8-P512-T64 at pl400w"]  # the power-limited setting wins
+    assert decode[4].startswith("+") and f"over {L4_NAME}: torch bf16 125m-B8-P512-T64" in decode[4]
+    assert decode[5] == "clear lead |"
+    phases = summary.split("### Train vs prefill vs decode, per watt")[1].split("###")[0]
+    assert f"| 125m | {H100_NAME} at pl400w | tokens/J | - | - |" in phases
+    assert "(x3.03 of train)" in phases  # prefill over training on the H100 fixture
+    # Said once, in the verdict's list, never per section:
+    assert summary.count("no power source is implemented yet") == 1
+    assert "Energy not measured on AMD EPYC (6 compared record(s))" in summary
+    assert "6 interpreted Triton record(s)" in summary
+    matrix = summary.split("## Device x workload")[1].split("## Plots")[0]
+    assert "| gemm.train | tokens/J | energy not measured | 8087 | **8896** |" in matrix
+    assert "| llm.train | tokens/J | not run |" in matrix
     assert "![Roofline per device](plots/roofline.png)" in summary
+    assert "Not drawn: history: history needs two or more runs" in summary
+    assert "| triton* |" not in summary and "| triton |" in summary  # interpreted records listed apart
 
 
-def test_html_page_is_self_contained(many_devices):
+def test_html_page_puts_the_verdict_first_and_is_self_contained(many_devices):
     _, out = many_devices
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(drawn_plots(out))
-    assert "http://" not in page and "https://" not in page and "<link" not in page
-    assert "<table" in page and "TEST-FIXTURE NVIDIA L4" in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script src" not in page
+    order = [page.index(marker) for marker in ('<section id="verdict">', '<section id="phases">',
+                                               '<section id="unmeasured">', '<section id="matrix">',
+                                               '<section id="plots">', '<section id="details">')]
+    assert order == sorted(order)
+    details = page.split('<section id="details">')[1]
+    assert details.count("<details ") == 7 and "<details open" not in details
+    assert '<table id="records-table" class="sortable">' in page and 'data-table="records-table"' in page
+    assert '<td style="background:rgba(0,114,178,0.58)" class="best">8896</td>' in page
+    for plot in drawn_plots(out):
+        assert f'<figure id="plot-{plot}">' in page
+    assert page.count("<figcaption>") == len(drawn_plots(out))
 
 
-def test_single_cpu_run_without_energy_still_reports(tmp_path, capsys):
+def test_single_cpu_run_without_energy_still_answers(tmp_path, capsys):
     out = tmp_path / "reports" / CPU.stem
     assert write_report([CPU], out) == 0
     printed = capsys.readouterr().out
     assert "plot power_over_time skipped: no power trace given" in printed
     assert "plot triton_vs_torch skipped" in printed and "interpreted" in printed
     assert str(out / "summary.md") in printed
-    assert drawn_plots(out) == {"work_per_joule", "latency_vs_energy", "roofline"}
+    assert drawn_plots(out) == {"throughput", "latency_vs_throughput", "roofline"}  # throughput, not empty frames
     summary = (out / "summary.md").read_text()
-    assert "energy was not measured for gemm.infer on any device" in summary
-    assert "energy not measured: no power source" in summary
+    assert "Energy was measured on no device, so every workload is ranked by throughput (units/s)" in summary
+    assert "One device, AMD EPYC: the verdict compares its implementations" in summary
+    assert "tokens/s ±" in summary.split("### Train vs prefill")[0]
+    assert "One device (AMD EPYC): its best value per workload is the verdict's." in summary
+    assert "Energy not measured on AMD EPYC" in summary and "no power source" in summary
     assert len(pd.read_csv(out / "benchmarks.csv")) == records(CPU)
+
+
+def later_runs(folder: Path, count: int) -> list[Path]:
+    """`count` runs of the two GPU kernel fixtures a day apart, one benchmark per device 10% faster each run."""
+    paths = []
+    for day in range(count):
+        for source in (H100, L4):
+            run = json.loads(source.read_text())
+            run["wattbench"]["started_utc"] = f"2026-12-{day + 1:02d}T00:00:00+00:00"
+            run["benchmarks"][0]["extra_info"]["units_per_s"] *= 1.1 ** day
+            paths.append(folder / f"{source.stem}-{day}.json")
+            paths[-1].write_text(json.dumps(run))
+    return paths
+
+
+def test_history_over_three_runs_is_drawn_and_every_change_tabled(tmp_path):
+    assert write_report(later_runs(tmp_path, 3), tmp_path / "out") == 0
+    assert "history" in drawn_plots(tmp_path / "out")
+    height, width, _ = matplotlib.image.imread(tmp_path / "out" / "plots" / "history.png").shape
+    assert height > 400 and width > 800  # small multiples, not a strip
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    history = summary.split("### History")[1].split("###")[0]
+    assert len([line for line in history.splitlines() if line.startswith("| gemm.")]) == 40
+    assert "+21.0%" in history
+
+
+def test_a_trace_is_drawn_against_the_run_it_was_saved_beside(tmp_path):
+    run = tmp_path / "h100.json"
+    run.write_text(H100.read_text())
+    trace = tmp_path / "h100.trace.csv"
+    trace.write_text(TRACE.read_text())
+    assert write_report([CPU, run], tmp_path / "out", trace=trace) == 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"Power over time of {H100_NAME}" in summary
 
 
 def test_a_bad_or_missing_run_file_is_an_error_unless_bad_files_are_skipped(tmp_path, capsys):

@@ -1,15 +1,20 @@
 """The report's figures, drawn on matplotlib's Agg canvas (no display, no pyplot global state).
 
-Each function returns a Figure, or raises `Skipped` with the reason the figure cannot be
-drawn. Figures that need energy but got none say so inside the axes rather than being blank.
-Interpreted records never enter a speed or energy comparison.
+Each function returns a `Plot` (the figure and a one-line caption saying how to read it), or raises `Skipped`
+with the reason the figure cannot be drawn. A figure never shows an empty frame: where energy was measured on no
+device, a figure about energy draws throughput instead and its title says so. Notes go in titles and captions,
+never over the data. Interpreted records never enter a speed or energy comparison.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass
+from datetime import datetime
 
+import matplotlib
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -22,19 +27,31 @@ from wattbench.report.specs import SpecTable
 
 #: Okabe & Ito's colour-blind-safe palette, yellow last (weak on white).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000", "#F0E442"]
-PRECISION_COLOURS = {"fp32": "#0072B2", "tf32": "#56B4E9", "bf16": "#D55E00", "fp16": "#E69F00",
-                     "fp8": "#009E73", "int8": "#CC79A7"}
 IMPL_MARKERS = {"torch": "o", "triton": "s"}
 PRECISION_MARKERS = {"fp32": "o", "tf32": "D", "bf16": "s", "fp16": "^", "fp8": "v", "int8": "P"}
+CEILING_STYLES = ["-", "--", ":", "-."]
 RATIO_TICKS = (0.01, 0.1, 0.2, 0.5, 0.8, 1, 1.25, 2, 5, 10, 100)
 HISTORY_LABELS = {"units_per_s": "throughput (units/s)", "units_per_joule": "work per joule (units/J)",
                   "joules_per_unit": "energy per unit (J)", "median_ms": "median latency per call (ms)",
                   "tflops": "achieved TFLOP/s"}
 STYLE_TITLES = {"train": "training-style", "infer": "inference-style"}
+#: The history figure draws this many benchmarks, those that changed most; the report's table lists them all.
+HISTORY_PANELS = 12
 
 
 class Skipped(Exception):
     """A figure that cannot be drawn from these runs; the message says why."""
+
+
+@dataclass
+class Plot:
+    """A figure, the file name and title it is shown under (which say what it shows: work per joule, or
+    throughput where energy is missing), and the one-line caption saying how to read it."""
+
+    name: str
+    title: str
+    figure: Figure
+    caption: str
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -47,16 +64,17 @@ def _wrap(text: str, width: int = 18) -> str:
     return "\n".join(textwrap.wrap(str(text), width)) or str(text)
 
 
-def _note(ax, text: str) -> None:
-    """A message in the middle of an axes that has nothing to plot, so the figure is never blank."""
-    ax.text(0.5, 0.5, _wrap(text, 48), transform=ax.transAxes, ha="center", va="center", fontsize=10,
-            bbox={"boxstyle": "round", "facecolor": "#f4f4f4", "edgecolor": "#999999"})
+def category_colours(names) -> dict[str, str]:
+    """A colour per name, the same for the same set of names: the colour-blind-safe palette while it lasts."""
+    names = sorted(set(names))
+    colours = PALETTE if len(names) <= len(PALETTE) else [matplotlib.colors.to_hex(c)
+                                                          for c in matplotlib.colormaps["tab20"].colors]
+    return {name: colours[i % len(colours)] for i, name in enumerate(names)}
 
 
 def device_colours(frame: pd.DataFrame) -> dict[str, str]:
     """The same colour for a device in every figure."""
-    names = sorted(set(frame["device_name"]))
-    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    return category_colours(frame["device_name"])
 
 
 def _marker(impl: str) -> str:
@@ -67,21 +85,27 @@ def _precision_marker(precision: str) -> str:
     return PRECISION_MARKERS.get(precision, "X")
 
 
-def _log_axes(ax, y: bool = True) -> None:
-    """Log axes labelled in plain numbers; 2s and 5s labelled too on an axis spanning few decades
-    (matplotlib's own minor labels, like 3x10^-2, collide)."""
-    ax.set_xscale("log")
+def _log_axes(ax, x: bool = True, y: bool = True) -> None:
+    """Log axes labelled in plain numbers; 2s and 5s labelled too on an axis spanning few decades, every minor
+    tick on one spanning less than one (matplotlib's own minor labels, like 3x10^-2, collide)."""
+    if x:
+        ax.set_xscale("log")
     if y:
         ax.set_yscale("log")
-    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim()))[:2 if y else 1]:
-        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    for axis, limits, wanted in ((ax.xaxis, ax.get_xlim(), x), (ax.yaxis, ax.get_ylim(), y)):
+        if not wanted:
+            continue
+        axis.set_major_formatter(FuncFormatter(lambda value, _: _fmt_si(value)))
         decades = math.log10(max(limits) / min(limits)) if min(limits) > 0 else math.inf
-        axis.set_minor_formatter(FuncFormatter(_two_and_five) if decades < 2.5 else NullFormatter())
+        if decades < 0.8:
+            axis.set_minor_formatter(FuncFormatter(lambda value, _: _fmt_si(value)))
+        else:
+            axis.set_minor_formatter(FuncFormatter(_two_and_five) if decades < 2.5 else NullFormatter())
 
 
 def _two_and_five(value: float, _) -> str:
     leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
-    return f"{value:g}" if leading in (2, 5) else ""
+    return _fmt_si(value) if leading in (2, 5) else ""
 
 
 def _unit_label(rows: pd.DataFrame) -> str:
@@ -91,55 +115,12 @@ def _unit_label(rows: pd.DataFrame) -> str:
 
 def _energy_reason(frame: pd.DataFrame) -> str:
     reasons = energy_reasons(frame)
-    return "energy not measured" + (f": {reasons[0]}" if reasons else "")
+    return "energy not measured" + (f": {_short(reasons[0])}" if reasons else "")
 
 
-def work_per_joule(frame: pd.DataFrame) -> Figure:
-    """Best work per joule per workload and device, training and inference side by side."""
-    rows = comparable(frame)
-    if rows.empty:
-        raise Skipped("no record can be compared: every one was interpreted")
-    measured = rows[rows["energy_measured"]]
-    ops = sorted(set(rows["op"].dropna()) | set(rows["workload"].dropna().str.split(".").str[0]))
-    op_colours = {op: PALETTE[i % len(PALETTE)] for i, op in enumerate(ops)}
-    figure = _figure(12, 5)
-    axes = figure.subplots(1, 2, sharey=True)
-    figure.suptitle("Work per joule by workload (best configuration of each device; higher is better)")
-    if not measured.empty:
-        # Bars on a log axis start at its bottom: put it a decade under the smallest bar so heights compare.
-        best_values = measured.groupby(["device_name", "workload"])["units_per_joule"].max()
-        axes[0].set_yscale("log")
-        axes[0].set_ylim(10 ** math.floor(math.log10(best_values.min()) - 0.5), best_values.max() * 3)
-    for ax, style in zip(axes, ("train", "infer")):
-        ax.set_title(STYLE_TITLES[style])
-        ax.set_xlabel("device")
-        ax.set_ylabel(f"work per joule ({_unit_label(rows)}/J, log scale)")
-        styled_rows = rows[rows["style"] == style]
-        styled = measured[measured["style"] == style]
-        if styled.empty:
-            _note(ax, _energy_reason(styled_rows) if not styled_rows.empty else f"no {STYLE_TITLES[style]} records")
-            ax.set_xticks([])
-            if measured.empty:  # the y axis is shared: clear it only when no panel has bars
-                ax.set_yticks([])
-            continue
-        best = styled.groupby(["device_name", "workload"], as_index=False).agg(
-            units_per_joule=("units_per_joule", "max"), op=("op", "first"))
-        devices, workloads = sorted(set(styled_rows["device_name"])), sorted(set(best["workload"]))
-        width = 0.8 / len(workloads)
-        for j, workload in enumerate(workloads):
-            part = best[best["workload"] == workload].set_index("device_name").reindex(devices)
-            op = part["op"].dropna().iloc[0] if part["op"].notna().any() else workload.split(".")[0]
-            x = np.arange(len(devices)) - 0.4 + width * (j + 0.5)
-            bars = ax.bar(x, part["units_per_joule"].to_numpy(dtype=float), width, label=workload,
-                          color=op_colours.get(op, PALETTE[j % len(PALETTE)]), edgecolor="black", linewidth=0.5)
-            ax.bar_label(bars, labels=[_fmt_si(v) for v in part["units_per_joule"]], fontsize=8, padding=2)
-        for i, device in enumerate(devices):
-            if device not in set(best["device_name"]):
-                ax.text(i, 0.04, "energy not\nmeasured", transform=ax.get_xaxis_transform(), ha="center",
-                        va="bottom", fontsize=9, color="#555555")
-        ax.set_xticks(np.arange(len(devices)), [_wrap(d) for d in devices], fontsize=8)
-        ax.legend(title="workload", fontsize=8)
-    return figure
+def _short(text: str, limit: int = 90) -> str:
+    """A reason cut to fit a title (the report's Not measured list has it in full)."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _fmt_si(value: float) -> str:
@@ -149,6 +130,68 @@ def _fmt_si(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g}{suffix}"
     return f"{value:.3g}"
+
+
+def _device_handles(colours: dict[str, str], missing: list[str] = ()) -> list[Line2D]:
+    handles = [Line2D([], [], color=colour, linewidth=6, label=device) for device, colour in colours.items()
+               if device not in missing]
+    handles += [Line2D([], [], color="#bbbbbb", linewidth=6, label=f"{device}: energy not measured (no bar)")
+                for device in missing]
+    return handles
+
+
+def work_per_joule(frame: pd.DataFrame) -> Plot:
+    """Each device's best work per joule for each workload, training and inference side by side; throughput
+    where energy was measured on no device."""
+    rows = comparable(frame)
+    if rows.empty:
+        raise Skipped("no record can be compared: every one was interpreted")
+    per_joule = bool(rows["energy_measured"].any())
+    metric = "units_per_joule" if per_joule else "units_per_s"
+    colours = device_colours(rows)
+    missing = sorted(set(rows["device_name"]) - set(rows.loc[rows["energy_measured"], "device_name"])) \
+        if per_joule else []
+    styles = [style for style in STYLE_TITLES if style in set(rows["style"])]
+    best = rows[rows[metric].notna()].groupby(["style", "workload", "device_name"])[metric].max()
+    devices = sorted(colours)
+    drawn_devices = [d for d in devices if d not in missing]
+    tallest = max(rows.loc[rows["style"] == style, "workload"].nunique() for style in styles)
+    bar = 0.8 / len(drawn_devices)
+    figure = _figure(13, 2.6 + tallest * (0.25 + 0.18 * len(drawn_devices)))
+    axes = np.atleast_1d(figure.subplots(1, len(styles)))
+    what = "Work per joule" if per_joule else "Throughput, not per joule (energy measured on no device)"
+    figure.suptitle(f"{what}: each device's best configuration per workload (longer is better)")
+    low, high = best.min(), best.max()
+    for ax, style in zip(axes, styles):
+        part = rows[rows["style"] == style]
+        workloads = sorted(set(part["workload"]), key=lambda w: (w.split(".")[0], w))
+        units = part.groupby("workload")["unit"].first()
+        y = np.arange(len(workloads))
+        for j, device in enumerate(drawn_devices):
+            values = [best.get((style, w, device), math.nan) for w in workloads]
+            bars = ax.barh(y - 0.4 + bar * (j + 0.5), np.nan_to_num(values, nan=0.0), bar, color=colours[device],
+                           edgecolor="black", linewidth=0.4)
+            ax.bar_label(bars, labels=[_fmt_si(v) for v in values], fontsize=7, padding=2)
+        ax.set_yticks(y, [f"{w} ({units[w]})" for w in workloads], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(STYLE_TITLES[style])
+        ax.set_xlabel(f"{'work per joule (units/J' if per_joule else 'throughput (units/s'}, log scale)")
+        ax.set_ylabel("workload (unit)")
+        ax.set_xlim(10 ** math.floor(math.log10(low) - 0.3), high * 6)  # bars start a decade under the shortest
+        _log_axes(ax, y=False)
+    figure.legend(handles=_device_handles({d: colours[d] for d in devices}, missing), loc="outside lower center",
+                  ncols=min(len(devices), 3), fontsize=8, title="device")
+    caption = (f"Each bar is a device's best {'units per joule' if per_joule else 'units per second'} for a "
+               "workload over its implementations, precisions and sizes; compare bars within a workload, whose "
+               "unit its label names.")
+    if not per_joule:
+        caption += " Energy was measured on no device, so this shows throughput instead of work per joule."
+    elif missing:
+        caption += f" No bar for {', '.join(missing)}: energy not measured there."
+    if per_joule:
+        return Plot("work_per_joule", "Work per joule by workload, training vs inference", figure, caption)
+    return Plot("throughput", "Throughput by workload, training vs inference (energy measured on no device)", figure,
+                caption)
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -162,95 +205,151 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def latency_vs_energy(frame: pd.DataFrame) -> Figure:
-    """Inference: median latency per call against energy per unit, each device's Pareto frontier drawn."""
+def _batch_labels(points: pd.DataFrame, metric: str, near: float = 0.15) -> list[tuple[float, float, float]]:
+    """(batch, x, y) to label: one per batch size and place, so that points within `near` decades of a labelled
+    point of the same batch (its other implementations and precisions) share its label instead of overlapping."""
+    placed = []
+    for point in points.sort_values(["batch", "median_ms"]).itertuples():
+        x, y = point.median_ms, getattr(point, metric)
+        if not any(batch == point.batch and abs(math.log10(x / px)) < near and abs(math.log10(y / py)) < near
+                   for batch, px, py in placed):
+            placed.append((point.batch, x, y))
+    return placed
+
+
+def latency_vs_energy(frame: pd.DataFrame) -> Plot:
+    """Inference workloads run at several sizes: median latency per call against energy per unit (throughput
+    where energy was measured on no device), each device's Pareto frontier drawn."""
     rows = comparable(frame)
     infer = rows[rows["style"] == "infer"]
     if infer.empty:
         raise Skipped("no inference-style record that can be compared (none, or all interpreted)")
-    colours = device_colours(rows)
-    workloads = sorted(set(infer["workload"]))
-    figure = _figure(8.5 * min(len(workloads), 2), 5 * math.ceil(len(workloads) / 2))
-    axes = np.atleast_1d(figure.subplots(math.ceil(len(workloads) / 2), min(len(workloads), 2))).ravel()
-    figure.suptitle("Inference: latency vs energy per unit across batch sizes (lower-left is better)")
+    sizes = infer.groupby("workload")["size"].nunique()
+    workloads = sorted(sizes[sizes >= 2].index)
+    if not workloads:
+        raise Skipped("no inference workload ran at more than one size, so there is no latency trade-off to draw")
+    drawn = infer[infer["workload"].isin(workloads)]
+    per_joule = bool(drawn["energy_measured"].any())
+    if per_joule:
+        drawn = drawn[drawn["energy_measured"]]
+        workloads = sorted(set(drawn["workload"]))
+    metric = "joules_per_unit" if per_joule else "units_per_s"
+    colours = device_colours(drawn)
+    columns = min(len(workloads), 3)
+    figure = _figure(4.8 * columns + 0.5, 3.8 * math.ceil(len(workloads) / columns) + 1.0)
+    axes = np.atleast_1d(figure.subplots(math.ceil(len(workloads) / columns), columns)).ravel()
+    if per_joule:
+        figure.suptitle("Inference: latency vs energy per unit across batch sizes (lower-left is better)")
+    else:
+        figure.suptitle("Inference: latency vs throughput across batch sizes (upper-left is better; energy "
+                        "measured on no device)")
     for ax, workload in zip(axes, workloads):
-        part = infer[infer["workload"] == workload]
-        unit = _unit_label(part).rstrip("s")
-        ax.set_title(workload)
+        part = drawn[drawn["workload"] == workload]
+        unit = _unit_label(part)
+        ax.set_title(workload, fontsize=10)
         ax.set_xlabel("median latency per call (ms)")
-        ax.set_ylabel(f"energy per {unit} (J)")
-        measured = part[part["energy_measured"]]
-        if measured.empty:
-            _note(ax, _energy_reason(part))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        for device, points in measured.groupby("device_name"):
+        ax.set_ylabel(f"energy per {unit.rstrip('s')} (J)" if per_joule else f"throughput ({unit}/s)")
+        for device, points in part.groupby("device_name"):
             for (precision, impl), group in points.groupby(["precision", "impl"]):
-                filled = impl == "torch"
-                ax.scatter(group["median_ms"], group["joules_per_unit"], marker=_precision_marker(precision), s=40,
-                           color=colours[device] if filled else "white", edgecolor=colours[device], zorder=3)
-            for _, point in points.drop_duplicates(["precision", "batch"]).iterrows():
-                ax.annotate(f"b={point['batch']:g}", (point["median_ms"], point["joules_per_unit"]), fontsize=7,
-                            xytext=(5, -3), textcoords="offset points", ha="left", va="top")
-            front = pareto_front(points, "median_ms", "joules_per_unit")
-            ax.step(front["median_ms"], front["joules_per_unit"], where="post", color=colours[device],
-                    linestyle="--", linewidth=1.2)
+                ax.scatter(group["median_ms"], group[metric], marker=_precision_marker(precision), s=40,
+                           color=colours[device] if impl == "torch" else "white", edgecolor=colours[device], zorder=3)
+            for batch, x, y in _batch_labels(points, metric):
+                ax.annotate(f"b={batch:g}", (x, y), fontsize=7, xytext=(5, -3), textcoords="offset points",
+                            ha="left", va="top")
+            sign = 1 if per_joule else -1  # the frontier minimises energy, or maximises throughput
+            front = pareto_front(points.assign(_y=sign * points[metric]), "median_ms", "_y")
+            ax.plot(front["median_ms"], front[metric], color=colours[device], linestyle="--", linewidth=1.2)
         _log_axes(ax)
-        handles = [Line2D([], [], color=colours[d], linestyle="--", label=_wrap(f"{d} (Pareto frontier)", 34))
-                   for d in sorted(set(measured["device_name"]))]
-        handles += [Line2D([], [], color="grey", marker=_precision_marker(p), linestyle="", label=p)
-                    for p in sorted(set(measured["precision"]))]
-        handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="filled: torch"),
-                    Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
-                           label="hollow: Triton / other")]
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in axes[len(workloads):]:
         ax.set_visible(False)
-    return figure
+    handles = [Line2D([], [], color=c, linestyle="--", label=f"{d} (Pareto frontier)") for d, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=_precision_marker(p), linestyle="", label=p)
+                for p in sorted(set(drawn["precision"]))]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="filled: torch"),
+                Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
+                       label="hollow: Triton / other")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
+    left_out = sorted(set(infer["workload"]) - set(workloads))
+    caption = ("Each point is one configuration (b = batch per call); the dashed line joins each device's "
+               "configurations that no other of its configurations beats on both axes.")
+    if not per_joule:
+        caption += " Energy was measured on no device, so this shows throughput instead of energy per unit."
+    if left_out:
+        caption += (f" Not drawn ({'one size only or no energy' if per_joule else 'one size only'}): "
+                    f"{', '.join(left_out)}.")
+    if per_joule:
+        return Plot("latency_vs_energy", "Inference latency vs energy per unit, with Pareto frontiers", figure, caption)
+    return Plot("latency_vs_throughput", "Inference latency vs throughput, with Pareto frontiers (energy measured on "
+                "no device)", figure, caption)
 
 
-def roofline(frame: pd.DataFrame, specs: SpecTable) -> Figure:
-    """Per device: achieved TFLOP/s against arithmetic intensity, under its compute and bandwidth ceilings."""
+def _ceiling_styles(precisions) -> dict[str, str]:
+    return {p: CEILING_STYLES[i % len(CEILING_STYLES)] for i, p in enumerate(sorted(precisions))}
+
+
+def roofline(frame: pd.DataFrame, specs: SpecTable) -> Plot:
+    """Per device: achieved TFLOP/s against arithmetic intensity, under its compute and bandwidth ceilings;
+    points coloured by op, shaped by precision, hollow for Triton."""
     rows = comparable(frame)
     rows = rows[(rows["flops"] > 0) & (rows["bytes"] > 0) & (rows["tflops"] > 0)]
     if rows.empty:
         raise Skipped("no comparable record with FLOPs and bytes per call")
+    rows = rows.assign(op=rows["op"].fillna(rows["workload"].str.split(".").str[0]))
+    op_colours = category_colours(rows["op"])
     devices = sorted(set(rows["device_name"]))
     columns = min(len(devices), 2)
-    figure = _figure(max(9.0, 6.5 * columns), 5 * math.ceil(len(devices) / columns))
+    figure = _figure(7.5 * columns + 2.5, 5 * math.ceil(len(devices) / columns))
     axes = np.atleast_1d(figure.subplots(math.ceil(len(devices) / columns), columns)).ravel()
-    figure.suptitle("Roofline: achieved FLOP/s vs arithmetic intensity (dense peaks from the spec table)")
+    figure.suptitle("Roofline: achieved TFLOP/s vs arithmetic intensity (dense peaks from the spec table)")
+    styles = _ceiling_styles(set(rows["precision"]))
+    without_spec, ceilings_drawn = [], set()
     for ax, device in zip(axes, devices):
         points = rows[rows["device_name"] == device]
         spec = specs.find(device)
-        ax.set_title(_wrap(device + (f"  [spec: {spec.name}]" if spec else ""), 60), fontsize=10)
         ax.set_xlabel("arithmetic intensity (FLOP/byte)")
         ax.set_ylabel("achieved TFLOP/s")
         low, high = points["arithmetic_intensity"].min() / 4, points["arithmetic_intensity"].max() * 4
         if spec and spec.memory_bandwidth_gbps:
             high = max(high, max(spec.peak_tflops.values(), default=0) * 1e3 / spec.memory_bandwidth_gbps * 4)
         intensity = np.logspace(math.log10(low), math.log10(high), 200)
+        peaks = []
         for precision in sorted(set(points["precision"])):
-            colour = PRECISION_COLOURS.get(precision, "grey")
             peak = spec.peak_for(precision) if spec else None
             if peak and spec.memory_bandwidth_gbps:
                 ceiling = np.minimum(peak, intensity * spec.memory_bandwidth_gbps / 1e3)
-                ax.plot(intensity, ceiling, color=colour, linewidth=1.5,
-                        label=f"{precision} ceiling: {peak:g} TFLOP/s, {spec.memory_bandwidth_gbps:g} GB/s")
-            group = points[points["precision"] == precision]
-            for impl, part in group.groupby("impl"):
-                ax.scatter(part["arithmetic_intensity"], part["tflops"], color=colour, marker=_marker(impl),
-                           edgecolor="black", linewidth=0.5, s=40, zorder=3, label=f"{precision} {impl}")
+                ax.plot(intensity, ceiling, color="#444444", linestyle=styles[precision], linewidth=1.3)
+                peaks.append(f"{precision} {peak:g}")
+                ceilings_drawn.add(precision)
+        for (op, precision, impl), part in points.groupby(["op", "precision", "impl"]):
+            colour = op_colours[op]
+            ax.scatter(part["arithmetic_intensity"], part["tflops"], marker=_precision_marker(precision), s=40,
+                       color=colour if impl == "torch" else "white", edgecolor=colour, linewidth=1.0, zorder=3)
+        # The ceilings' figures go in the title, never over the data.
         if spec is None:
-            _note(ax, f"no spec matches {device!r}: ceilings not drawn (add the device with --specs FILE)")
-        elif not spec.memory_bandwidth_gbps or not any(spec.peak_for(p) for p in set(points["precision"])):
-            _note(ax, f"spec {spec.name!r} has no peak for these precisions: ceilings not drawn")
+            why = "no spec matches: ceilings not drawn (add the device with --specs FILE)"
+            without_spec.append(device)
+        elif not peaks:
+            why = f"spec {spec.name!r} has no peak for these precisions: ceilings not drawn"
+        else:
+            why = f"spec {spec.name}: ceilings {', '.join(peaks)} TFLOP/s, {spec.memory_bandwidth_gbps:g} GB/s"
+        ax.set_title(f"{_wrap(device, 60)}\n{_wrap(why, 90)}", fontsize=9)
         _log_axes(ax)
-        ax.legend(fontsize=7, loc="lower right")
     for ax in axes[len(devices):]:
         ax.set_visible(False)
-    return figure
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=op) for op, c in op_colours.items()]
+    handles += [Line2D([], [], color="grey", marker=_precision_marker(p), linestyle="", label=p)
+                for p in sorted(set(rows["precision"]))]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="filled: torch"),
+                Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
+                       label="hollow: Triton")]
+    handles += [Line2D([], [], color="#444444", linestyle=styles[p], label=f"{p} ceiling")
+                for p in sorted(ceilings_drawn)]
+    figure.legend(handles=handles, loc="outside right center", fontsize=8, title="op, precision, impl")
+    caption = ("Each point is one benchmark, coloured by op and shaped by precision; a point near its ceiling "
+               "runs near the device's peak, one under the sloped part is bound by memory bandwidth.")
+    if without_spec:
+        caption += f" No spec for {', '.join(without_spec)}: no ceilings there."
+    return Plot("roofline", "Roofline per device", figure, caption)
 
 
 def _trace_power(trace: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -268,9 +367,28 @@ def _trace_power(trace: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: part.dropna() for name, part in channels.items() if not part.dropna().empty}
 
 
-def power_over_time(trace: pd.DataFrame | None, run: dict) -> Figure:
-    """The run's power trace (wattbench.report.load.load_trace) with each benchmark's energy windows shaded
-    and labelled."""
+def _seconds_between(start, end) -> float | None:
+    try:
+        return (datetime.fromisoformat(str(end)) - datetime.fromisoformat(str(start))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def run_span(run: dict) -> tuple[float, float] | None:
+    """The run's span on the trace's clock (seconds since the power monitor started): from the start to the end
+    of its last energy window, else to the run's recorded duration; None when neither is known."""
+    spans = [span for bench in run["benchmarks"]
+             for span in (bench["extra_info"].get("energy") or {}).get("window_spans_s") or []]
+    if spans:
+        return min(0.0, min(s for s, _ in spans)), max(e for _, e in spans)
+    block = run["wattbench"]
+    duration = _seconds_between(block.get("started_utc"), block.get("ended_utc"))
+    return (0.0, duration) if duration and duration > 0 else None
+
+
+def power_over_time(trace: pd.DataFrame | None, run: dict) -> Plot:
+    """The run's power trace (wattbench.report.load.load_trace), cropped to the run, with each benchmark's
+    energy windows shaded and labelled."""
     if trace is None:
         raise Skipped("no power trace given (record one with `wattbench run --save-trace`)")
     if trace.empty:
@@ -278,6 +396,21 @@ def power_over_time(trace: pd.DataFrame | None, run: dict) -> Figure:
     channels = _trace_power(trace)
     if not channels:
         raise Skipped("the power trace has no power readings to plot")
+    first = min(series["t"].min() for series in channels.values())
+    last = max(series["t"].max() for series in channels.values())
+    span = run_span(run)
+    cropped = ""
+    if span is not None:
+        pad = 0.02 * (span[1] - span[0])
+        start, end = span[0] - pad, span[1] + pad
+        channels = {name: series[(series["t"] >= start) & (series["t"] <= end)] for name, series in channels.items()}
+        channels = {name: series for name, series in channels.items() if not series.empty}
+        if not channels:
+            raise Skipped(f"the power trace ({first:.4g} to {last:.4g} s) holds no reading within the run "
+                          f"({span[0]:.4g} to {span[1]:.4g} s)")
+        if first < start or last > end:
+            cropped = (f" Cropped to the run ({span[0]:.4g} to {span[1]:.4g} s) from a trace of {first:.4g} to "
+                       f"{last:.4g} s.")
     figure = _figure(13, 6.5)
     ax = figure.subplots()
     device = run["wattbench"].get("device_name", "device")
@@ -288,21 +421,26 @@ def power_over_time(trace: pd.DataFrame | None, run: dict) -> Figure:
         ax.plot(series["t"], series["w"], color=PALETTE[i % len(PALETTE)], linewidth=1, label=name)
     top = max(series["w"].max() for series in channels.values())
     ax.set_ylim(0, top * 1.8)  # headroom for the window labels
+    if span is not None:
+        ax.set_xlim(start, end)
     shaded = 0
     for bench in run["benchmarks"]:
         info = bench["extra_info"]
         spans = (info.get("energy") or {}).get("window_spans_s") or []
         label = f"{info.get('workload')} {info.get('impl')} {info.get('precision')} {info.get('size')}"
         colour = PALETTE[shaded % 2 + 4]
-        for start, end in spans:
-            ax.axvspan(start, end, color=colour, alpha=0.25, linewidth=0)
+        for window_start, window_end in spans:
+            ax.axvspan(window_start, window_end, color=colour, alpha=0.25, linewidth=0)
         if spans:
             ax.text(spans[0][0], top * 1.03, label, rotation=90, fontsize=6, va="bottom", ha="left", clip_on=True)
             shaded += 1
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(channels), fontsize=8,
+                  title="channel")
+    caption = ("Power of each channel the monitor sampled; each shaded band is one energy window of the benchmark "
+               "named above it, whose joules per call come from those windows." + cropped)
     if not shaded:
-        _note(ax, "benchmark windows not shaded: the run file's energy records carry no window_spans_s")
-    ax.legend(loc="lower right", fontsize=8)
-    return figure
+        caption += " No band: the run file's energy records carry no window times (window_spans_s)."
+    return Plot("power_over_time", f"Power over time of {device}, with benchmark windows", figure, caption)
 
 
 def triton_vs_torch_pairs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -319,8 +457,9 @@ def triton_vs_torch_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     return pairs.sort_values(order, kind="stable").reset_index(drop=True)
 
 
-def triton_vs_torch(frame: pd.DataFrame) -> Figure:
-    """Per case: how much faster and how much less energy the Triton kernel takes than torch."""
+def triton_vs_torch(frame: pd.DataFrame) -> Plot:
+    """Per case: how much faster and how much less energy the Triton kernel takes than torch (the energy panel
+    only where energy was measured)."""
     pairs = triton_vs_torch_pairs(frame)
     if pairs.empty:
         interpreted = int(((frame["impl"] == "triton") & frame["interpreted"]).sum())
@@ -328,21 +467,19 @@ def triton_vs_torch(frame: pd.DataFrame) -> Figure:
         raise Skipped(f"no Triton/torch pair of the same case on the same device{why}")
     colours = device_colours(pairs)
     labels = [f"{r.workload} {r.precision} {r.size}" for r in pairs.itertuples()]
-    figure = _figure(13, 1.2 + 0.32 * len(pairs))
-    axes = figure.subplots(1, 2, sharey=True)
-    figure.suptitle("Triton vs torch per case (ratio > 1: Triton is better)")
+    panels = [("speed_ratio", "speed", "speed ratio: torch time / Triton time (log scale)")]
+    if np.isfinite(pairs["energy_ratio"].to_numpy(dtype=float)).any():
+        panels.append(("energy_ratio", "energy", "energy ratio: torch J / Triton J per call (log scale)"))
+    figure = _figure(6.5 * len(panels) + 2, 1.8 + 0.32 * len(pairs))
+    axes = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
+    energy_words = "" if len(panels) == 2 else f"; {_energy_reason(comparable(frame))}, so speed only"
+    figure.suptitle(f"Triton vs torch per case (ratio > 1: Triton is better{energy_words})")
     y = np.arange(len(pairs))
-    for ax, column, title, xlabel in (
-            (axes[0], "speed_ratio", "speed", "speed ratio: torch time / Triton time (log scale)"),
-            (axes[1], "energy_ratio", "energy", "energy ratio: torch J / Triton J per call (log scale)")):
+    for ax, (column, title, xlabel) in zip(axes, panels):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("case (workload, precision, size)")
         values = pairs[column].to_numpy(dtype=float)
-        if not np.isfinite(values).any():
-            _note(ax, _energy_reason(comparable(frame)))
-            ax.set_xticks([])
-            continue
         # Bars grow from 1 (parity) so a slower or hungrier Triton kernel points left on the log axis.
         ax.barh(y, np.nan_to_num(values - 1, nan=0.0), left=1.0, color=[colours[d] for d in pairs["device_name"]],
                 edgecolor="black", linewidth=0.5)
@@ -354,32 +491,73 @@ def triton_vs_torch(frame: pd.DataFrame) -> Figure:
         ax.set_xticks([t for t in RATIO_TICKS if 10 ** -half <= t <= 10 ** half])
     axes[0].set_yticks(y, labels, fontsize=8)
     axes[0].invert_yaxis()
-    handles = [Line2D([], [], color=c, linewidth=6, label=_wrap(d, 40)) for d, c in colours.items()]
-    axes[1].legend(handles=handles, title="device", fontsize=7, loc="lower right")
-    return figure
+    figure.legend(handles=_device_handles(colours), title="device", fontsize=8, loc="outside lower center",
+                  ncols=min(len(colours), 3))
+    caption = ("Each bar is one case measured both ways on one device: right of 1, the Triton kernel is faster "
+               "(or uses fewer joules per call) than torch; left of 1, slower.")
+    return Plot("triton_vs_torch", "Triton vs torch: speed" + (" and energy ratios" if len(panels) == 2 else
+                                                              " ratios (energy measured on no pair)"), figure, caption)
 
 
-def history(frame: pd.DataFrame, metric: str = "units_per_s") -> Figure:
-    """A metric of each benchmark across runs in time order (for CI dashboards)."""
+def history_changes(frame: pd.DataFrame, metric: str = "units_per_s") -> pd.DataFrame:
+    """Each benchmark (at each setting, where `frame` has them) run two or more times: its first and last value
+    of `metric`, the change, and its runs, biggest change (either way) first."""
     if metric not in frame.columns:
         raise ValueError(f"metric must be a column of the run table, got {metric!r}")
     rows = frame[~frame["interpreted"] & frame[metric].notna() & frame["run_started"].notna()]
-    runs_per_case = rows.groupby(IDENTITY)["run_started"].nunique()
-    repeated = runs_per_case[runs_per_case >= 2].index
-    if repeated.empty:
+    rows = rows.sort_values("run_started", kind="stable")
+    group = [*IDENTITY, "setting"] if "setting" in rows.columns else IDENTITY  # a sweep's settings apart
+    changes = []
+    for key, series in rows.groupby(group, sort=True):
+        if series["run_started"].nunique() < 2:
+            continue
+        first, last = series[metric].iloc[0], series[metric].iloc[-1]
+        changes.append({"setting": "default", **dict(zip(group, key)), "unit": series["unit"].iloc[-1] or "units",
+                        "runs": series["run_started"].nunique(), "first": first,
+                        "last": last, "change_pct": 100 * (last / first - 1) if first else math.nan,
+                        "when": list(series["run_started"]), "values": list(series[metric])})
+    table = pd.DataFrame(changes)
+    if table.empty:
+        return table
+    size = np.abs(np.log(table["last"] / table["first"]).replace([np.inf, -np.inf], np.nan)).fillna(0)
+    return table.assign(_size=size).sort_values("_size", ascending=False, kind="stable") \
+        .drop(columns="_size").reset_index(drop=True)
+
+
+def history(frame: pd.DataFrame, metric: str = "units_per_s") -> Plot:
+    """Small multiples of a metric across runs: the benchmarks that changed most, one panel each (the report's
+    table lists every benchmark), so the figure stays readable however many benchmarks there are."""
+    changes = history_changes(frame, metric)
+    if changes.empty:
         raise Skipped(f"history needs two or more runs of the same benchmark with {metric}; none is repeated")
-    figure = _figure(12, 5.5)
-    ax = figure.subplots()
-    figure.suptitle(f"History: {metric} of each benchmark across runs")
-    ax.set_xlabel("run start (UTC)")
-    ax.set_ylabel(f"{HISTORY_LABELS.get(metric, metric)} (log scale)")
-    indexed = rows.set_index(IDENTITY)
-    for i, key in enumerate(repeated):
-        series = indexed.loc[[key]].sort_values("run_started")
-        workload, impl, style, precision, size, device = key
-        ax.plot(series["run_started"], series[metric], marker="o", color=PALETTE[i % len(PALETTE)],
-                linestyle="-" if i < len(PALETTE) else "--", label=f"{workload} {impl} {precision} {size} · {device}")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.autofmt_xdate()
-    return figure
+    shown = changes.head(HISTORY_PANELS)
+    columns = min(len(shown), 4)
+    figure = _figure(3.4 * columns + 0.6, 2.6 * math.ceil(len(shown) / columns) + 1.0)
+    axes = np.atleast_1d(figure.subplots(math.ceil(len(shown) / columns), columns)).ravel()
+    runs = frame.loc[~frame["interpreted"], "run_started"].nunique()
+    which = (f"the {len(shown)} of {len(changes)} repeated benchmarks that changed most"
+             if len(changes) > len(shown) else f"all {len(changes)} repeated benchmarks")
+    label = HISTORY_LABELS.get(metric, metric)
+    figure.suptitle(f"History over {runs} runs: {label} of {which}")
+    colours = category_colours(frame["device_name"])
+    for ax, change in zip(axes, shown.itertuples()):
+        ax.plot(change.when, change.values, marker="o", color=colours[change.device_name])
+        setting = "" if change.setting == "default" else f" at {change.setting}"
+        ax.set_title(_wrap(f"{change.workload} {change.impl} {change.precision} {change.size}{setting} · "
+                           f"{change.device_name}", 44) + f"\n{change.change_pct:+.1f}% first to last", fontsize=7)
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=2, maxticks=5))
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _fmt_si(value)))
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("run start (UTC)", fontsize=7)
+        ax.set_ylabel(label.replace("units", change.unit), fontsize=7)
+        low, high = min(change.values), max(change.values)
+        margin = 0.15 * ((high - low) or abs(high) or 1.0)  # a flat series gets a band around it, not a line at 0
+        ax.set_ylim(low - margin, high + margin)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    caption = (f"One panel per benchmark ({which}), its {label} in each run, oldest left; each panel has its own "
+               "y scale, and its title gives the change from the first run to the last.")
+    if len(changes) > len(shown):
+        caption += " The History table lists every repeated benchmark."
+    return Plot("history", f"History across {runs} runs", figure, caption)
