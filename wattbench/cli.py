@@ -48,7 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave out run files that cannot be read (else they are an error)")
     report.add_argument("--specs", type=Path, default=None,
                         help="your own device spec file (wattbench-device-specs/1 JSON), matched first")
-    report.add_argument("--trace", type=Path, default=None, help="power trace CSV of the first run (--save-trace)")
+    report.add_argument("--trace", type=Path, default=None,
+                        help="power trace CSV (--save-trace): of the run it was saved beside (RUN.trace.csv), "
+                             "else of the first run")
+    cost = report.add_argument_group("cost and carbon (derived, never measured; default: [tool.wattbench.cost] "
+                                     "in pyproject.toml, else none: without an input no such column appears)")
+    cost.add_argument("--electricity-price", type=float, default=None, metavar="PRICE",
+                      help="price of a kWh: energy cost per 1M units of work")
+    cost.add_argument("--currency", default=None, help="the prices' currency, a label only (e.g. USD)")
+    cost.add_argument("--pue", type=float, default=None, help="facility energy / IT energy (default 1)")
+    cost.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                      help="grid carbon intensity in gCO2e/kWh: CO2e per 1M units")
+    cost.add_argument("--device-price", action="append", default=[], metavar="PATTERN=PRICE",
+                      help="price per device-hour of the devices whose name matches PATTERN (repeatable): "
+                           "hardware cost per 1M units")
+    cost.add_argument("--max-latency-ms", type=float, default=None,
+                      help="rank by cost only configurations whose median latency per call meets this bound")
 
     select = commands.add_parser("select", help="rank devices by work per joule for a workload under a latency bound")
     select.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run files (results/runs/*.json)")
@@ -141,8 +156,13 @@ def _run_devices(args, extra: list[str]) -> int:
 
 def _report(args) -> int:
     from wattbench.report import write_report
+    from wattbench.report.cost import parse_device_prices
 
-    return write_report(args.runs, args.out, args.specs, args.trace, skip_bad=args.skip_bad, force=args.force)
+    cost = {"electricity_per_kwh": args.electricity_price, "currency": args.currency, "pue": args.pue,
+            "carbon_g_per_kwh": args.carbon_intensity, "max_latency_ms": args.max_latency_ms,
+            "device_per_hour": parse_device_prices(args.device_price)}
+    return write_report(args.runs, args.out, args.specs, args.trace, skip_bad=args.skip_bad, force=args.force,
+                        cost=cost)
 
 
 def _select(args) -> int:
