@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from wattbench.record import Record
 from wattbench.schema import is_finite_number
 
 #: NVML's clock-event reason bits (nvml.h `nvmlClocksEventReason*`), with whether each is a throttle.
@@ -314,8 +315,9 @@ def throttled_benchmarks(run: dict) -> list[str]:
     names = []
     for bench in run["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
-        energy = info.get("energy") if isinstance(info, dict) else None
-        conditions = energy.get("conditions") if isinstance(energy, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("energy"), dict):
+            continue
+        conditions = Record.from_json(info).energy.extra.get("conditions")  # PowerMonitor's, not a declared field
         if isinstance(conditions, dict) and conditions.get("throttled") is True:
             names.append(bench.get("name") or bench.get("fullname") or "unnamed benchmark")
     return names

@@ -24,6 +24,7 @@ from wattbench import timing
 from wattbench.device import INTERPRET_ENV, Device
 from wattbench.metrics import model_flops_utilization
 from wattbench.power import PowerMonitor
+from wattbench.record import Record
 from wattbench.results import format_seconds
 from wattbench.workloads import Case
 
@@ -177,24 +178,24 @@ def disagreements(samples: list[float], planning_s: float, window_s_per_call: fl
 
 def record_fields(case: Case, settings: Settings, target: timing.Target, samples: list[float], rounds: int,
                   warmup: int, interpreted: bool) -> dict:
-    """wattbench's fields of one benchmark record (everything except energy)."""
+    """wattbench's fields of one benchmark record (everything except energy), as record.Record writes them."""
     device, plan = settings.device, settings.plan
     accounting = case.accounting()
     median_s = statistics.median(samples) if samples else None
-    fields = {
-        "workload": case.workload.name,
-        "op": case.workload.op,
-        "style": case.workload.style,
-        "impl": case.impl,
-        "precision": case.precision,
-        "size": case.size.name,
-        "shape": dict(case.size.params),
-        "device": device.spec,
-        "device_name": device.name,
-        "interpreted": interpreted,
-        "seed": case.seed(settings.seed),
+    return Record(
+        workload=case.workload.name,
+        op=case.workload.op,
+        style=case.workload.style,
+        impl=case.impl,
+        precision=case.precision,
+        size=case.size.name,
+        shape=dict(case.size.params),
+        device=device.spec,
+        device_name=device.name,
+        interpreted=interpreted,
+        seed=case.seed(settings.seed),
         **accounting,
-        "timing": {
+        timing={
             "method": target.method,
             "rounds": rounds,
             "warmup_rounds": warmup,
@@ -202,11 +203,9 @@ def record_fields(case: Case, settings: Settings, target: timing.Target, samples
             "samples_s": samples,
             **({"graph_note": target.graph_note} if target.graph_note else {}),
         },
-        "median_s": median_s,
-        "units_per_s": accounting["units_per_call"] / median_s if median_s else None,
-        "tflops": accounting["flops"] / median_s / 1e12 if median_s else None,
-        "gbps": accounting["bytes"] / median_s / 1e9 if median_s else None,
-    }
-    if interpreted:
-        fields["note"] = "Triton interpreter on CPU: timing is meaningless and must not be compared"
-    return fields
+        median_s=median_s,
+        units_per_s=accounting["units_per_call"] / median_s if median_s else None,
+        tflops=accounting["flops"] / median_s / 1e12 if median_s else None,
+        gbps=accounting["bytes"] / median_s / 1e9 if median_s else None,
+        note="Triton interpreter on CPU: timing is meaningless and must not be compared" if interpreted else None,
+    ).to_json()

@@ -14,12 +14,13 @@ import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from wattbench import results, runner
 from wattbench.errors import UsageError
+from wattbench.record import Record
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def merge_runs(parts: list[tuple[Worker, dict]]) -> dict:
     merged["benchmarks"] = []
     for worker, data in parts:
         for bench in data["benchmarks"]:
-            info = {**bench["extra_info"], "device": worker.device}
+            info = replace(Record.from_json(bench["extra_info"]), device=worker.device).to_json()
             fullname = f"{bench['fullname']}@{worker.device}"
             merged["benchmarks"].append({**bench, "extra_info": info, "fullname": fullname})
     blocks = [(worker, data["wattbench"]) for worker, data in parts]

@@ -14,11 +14,9 @@ from pathlib import Path
 
 from wattbench import schema
 from wattbench.errors import UsageError
+from wattbench.record import EnergyRecord, records
 
 NOT_MEASURED = "not measured"
-
-#: Identity of a benchmark across runs: the gate matches runs on it and the report groups by it.
-IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "device_name")
 
 
 def check_writable(directory: Path) -> None:
@@ -101,18 +99,18 @@ def _fmt_number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _energy_cells(energy: dict, unit: str) -> list[str]:
-    if not energy or energy.get("joules_per_unit") is None:
+def _energy_cells(energy: EnergyRecord, unit: str) -> list[str]:
+    if energy.joules_per_unit is None:
         return [NOT_MEASURED] * 3
-    return [f"{energy['joules_per_unit']:.4g} J/{unit.rstrip('s')}", f"{energy['units_per_joule']:.4g} {unit}/J",
-            f"{energy['avg_power_w']:.4g} W"]
+    return [f"{energy.joules_per_unit:.4g} J/{unit.rstrip('s')}", f"{energy.units_per_joule:.4g} {unit}/J",
+            f"{energy.avg_power_w:.4g} W"]
 
 
 def disagreeing_benchmarks(run: dict) -> list[tuple[str, list[str]]]:
     """(case, how) for each benchmark whose own measurements disagree (wattbench.measure.disagreements)."""
     found = []
-    for bench in run["benchmarks"]:
-        how = (bench["extra_info"].get("timing") or {}).get("disagreements")
+    for bench, record in zip(run["benchmarks"], records(run)):
+        how = (record.timing or {}).get("disagreements")
         if how:
             found.append(((bench.get("params") or {}).get("wattbench_case") or bench.get("name", "?"), how))
     return found
@@ -124,17 +122,17 @@ def format_table(run: dict) -> str:
               "work/J", "avg power"]
     rows = []
     interpreted_seen = False
-    for bench in run["benchmarks"]:
-        info = bench["extra_info"]
-        impl = info.get("impl", "?")
-        if info.get("interpreted"):
+    for bench, record in zip(run["benchmarks"], records(run)):
+        impl = record.impl or "?"
+        if record.interpreted:
             impl += "*"
             interpreted_seen = True
-        throughput = info.get("units_per_s")
-        rows.append([info.get("workload", bench.get("name", "?")), info.get("style", "?"), impl,
-                     info.get("precision", "?"), info.get("size", "?"), _fmt_time(info.get("median_s")),
-                     f"{_fmt_number(throughput)} {info.get('unit', '')}/s" if throughput else "-",
-                     *_energy_cells(info.get("energy") or {}, info.get("unit", "unit"))])
+        throughput = record.units_per_s
+        unit = record.unit or ""
+        rows.append([record.workload or bench.get("name", "?"), record.style or "?", impl,
+                     record.precision or "?", record.size or "?", _fmt_time(record.median_s),
+                     f"{_fmt_number(throughput)} {unit}/s" if throughput else "-",
+                     *_energy_cells(record.energy_or_none, record.unit or "unit")])
     lines = aligned_lines(header, [[str(cell) for cell in row] for row in rows])
     lines += _footnotes(run, interpreted_seen)
     return "\n".join(lines)
@@ -145,18 +143,18 @@ def _footnotes(run: dict, interpreted_seen: bool) -> list[str]:
     if interpreted_seen:
         notes.append("* interpreted: Triton ran through its interpreter on the CPU; correct results, "
                      "but the timing is meaningless and must not be compared")
-    reasons = {(b["extra_info"].get("energy") or {}).get("reason") for b in run["benchmarks"]
-               if (b["extra_info"].get("energy") or {}).get("joules_per_unit") is None}
+    found = records(run)
+    energies = [record.energy_or_none for record in found]
+    reasons = {energy.reason for energy in energies if energy.joules_per_unit is None}
     for reason in sorted(r for r in reasons if r):
         notes.append(f"energy: {NOT_MEASURED} — {reason}")
-    infos = [b["extra_info"] for b in run["benchmarks"]]
-    if any((info.get("energy") or {}).get("joules_per_unit") is not None for info in infos):
+    if any(energy.joules_per_unit is not None for energy in energies):
         notes.append("median and throughput: device time of one call, caches flushed before each round; energy/unit, "
                      "work/J and avg power: the same call run back to back in the energy windows (their own "
                      "throughput is the record's energy.window_units_per_s)")
-    graph_notes = sorted({(info.get("timing") or {}).get("graph_note") for info in infos} - {None})
-    for note in graph_notes:
-        eager = sum((info.get("timing") or {}).get("graph_note") == note for info in infos)
+    graph_notes = [(record.timing or {}).get("graph_note") for record in found]
+    for note in sorted(set(graph_notes) - {None}):
+        eager = graph_notes.count(note)
         notes.append(f"{eager} benchmark(s) ran eagerly in graph mode — {note.removeprefix('CUDA graph not used: ')}")
     block = run["wattbench"]
     for skipped in block.get("skipped", []):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from wattbench import record
 from wattbench.errors import UsageError
 
 
@@ -275,39 +276,35 @@ def read_json(path: Path):
 _STRING_OR_NULL = nullable(STRING)
 _NUMBER_OR_NULL = nullable(NUMBER)
 
-ENERGY = Obj(
-    optional={
-        "source": STRING, "method": STRING, "reason": _STRING_OR_NULL, "valid": BOOL, "scope": _STRING_OR_NULL,
-        **{name: _NUMBER_OR_NULL for name in (
-            "joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w", "idle_power_w",
-            "dynamic_joules_per_call", "window_s", "uncertainty_pct", "samples", "windows", "valid_windows",
-            "window_units_per_s", "window_seconds_per_call")},
-        "window_spans_s": ListOf(ListOf(NUMBER)),
-        "window_joules_per_call": ListOf(_NUMBER_OR_NULL), "edge_calls": INTEGER,
-        "adaptive": Obj(optional={
-            "stopped": STRING, "lengths_s": ListOf(NUMBER), "update_period_measured": BOOL, "max_windows": INTEGER,
-            **{name: _NUMBER_OR_NULL for name in (
-                "target_pct", "reached_pct", "spread_pct", "edge_pct", "floor_s", "min_window_s", "max_window_s",
-                "update_period_s", "poll_s")}}),
-    },
-    together={"joules_per_unit": ("method", "units_per_joule", "avg_power_w")},
-)
+ADAPTIVE = Obj(optional={
+    "stopped": STRING, "lengths_s": ListOf(NUMBER), "update_period_measured": BOOL, "max_windows": INTEGER,
+    **{name: _NUMBER_OR_NULL for name in (
+        "target_pct", "reached_pct", "spread_pct", "edge_pct", "floor_s", "min_window_s", "max_window_s",
+        "update_period_s", "poll_s")}})
 
 TIMING = Obj(optional={"method": STRING, "rounds": INTEGER, "warmup_rounds": INTEGER, "flush_l2": BOOL,
                        "samples_s": ListOf(NUMBER), "graph_note": STRING, "planning_call_s": NUMBER,
                        "disagreements": ListOf(STRING)})
 
-#: What names a benchmark across runs (with the device); a record gives all of them or none.
-IDENTITY = ("workload", "style", "impl", "precision", "size")
+#: The JSON value of each field kind wattbench.record declares.
+_KINDS = {"string": STRING, "string?": _STRING_OR_NULL, "number": NUMBER, "number?": _NUMBER_OR_NULL, "bool": BOOL,
+          "integer": INTEGER, "object": OBJECT, "timing": TIMING, "spans": ListOf(ListOf(NUMBER)),
+          "number?[]": ListOf(_NUMBER_OR_NULL), "adaptive": ADAPTIVE}
 
-#: wattbench's fields of one record. None is required: pytest-benchmark's own records have none.
-EXTRA_INFO = Obj(together={name: IDENTITY for name in IDENTITY}, optional={
-    **{name: STRING for name in ("workload", "style", "impl", "precision", "size", "device", "unit", "note")},
-    "op": _STRING_OR_NULL, "device_name": _STRING_OR_NULL, "interpreted": BOOL, "seed": INTEGER, "shape": OBJECT,
-    "units_per_call": NUMBER, "flops": NUMBER, "bytes": NUMBER, "timing": TIMING,
-    **{name: _NUMBER_OR_NULL for name in ("median_s", "units_per_s", "tflops", "gbps")},
-    "energy": nullable(ENERGY),
-})
+
+def _fields(record_type, kinds: dict) -> dict:
+    return {name: kinds[kind] for name, kind in record.kinds(record_type).items()}
+
+
+#: A record's energy block (record.EnergyRecord).
+ENERGY = Obj(optional=_fields(record.EnergyRecord, _KINDS), together=record.EnergyRecord.TOGETHER)
+
+#: What names a benchmark across runs (with the device); a record gives all of them or none.
+IDENTITY = record.CASE_FIELDS
+
+#: wattbench's fields of one record (record.Record). None is required: pytest-benchmark's own records have none.
+EXTRA_INFO = Obj(together={name: IDENTITY for name in IDENTITY},
+                 optional=_fields(record.Record, {**_KINDS, "energy?": nullable(ENERGY)}))
 
 #: pytest-benchmark's statistics of one record (the ones wattbench reads).
 STATS = Obj(optional={

@@ -9,70 +9,67 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from wattbench.record import Record, records
+
 PHASES = (("train", "llm.train"), ("prefill", "llm.prefill"), ("decode", "llm.decode"))
 
 
-def _comparable(run: dict) -> list[dict]:
-    return [b["extra_info"] for b in run["benchmarks"] if not b["extra_info"].get("interpreted")]
+def _per_joule(record: Record) -> float | None:
+    return record.energy_or_none.units_per_joule
 
 
-def _per_joule(info: dict) -> float | None:
-    return (info.get("energy") or {}).get("units_per_joule")
-
-
-def _model_phases(records: list[dict]) -> dict:
+def _model_phases(found: list[Record]) -> dict:
     """Per model preset: the best record of each phase, by work per joule (else work per second)."""
     by_model = defaultdict(dict)
-    for info in records:
-        phase = next((name for name, workload in PHASES if info.get("workload") == workload), None)
-        if phase is None or not info.get("units_per_s"):
+    for record in found:
+        phase = next((name for name, workload in PHASES if record.workload == workload), None)
+        if phase is None or not record.units_per_s:
             continue
-        model = (info.get("shape") or {}).get("model", "?")
-        by_model[model].setdefault(phase, []).append(info)
+        model = (record.shape or {}).get("model", "?")
+        by_model[model].setdefault(phase, []).append(record)
     summary = {}
     for model, phases in by_model.items():
-        measured = all(_per_joule(i) for infos in phases.values() for i in infos)
+        measured = all(_per_joule(r) for found in phases.values() for r in found)
 
-        def value(info):
-            return _per_joule(info) if measured else info["units_per_s"]
+        def value(record):
+            return _per_joule(record) if measured else record.units_per_s
 
-        best = {phase: max(infos, key=value) for phase, infos in phases.items()}
+        best = {phase: max(found, key=value) for phase, found in phases.items()}
         entry = {"metric": "tokens_per_joule" if measured else "tokens_per_s", "phases": {
-            phase: {"value": value(info), "impl": info["impl"], "precision": info["precision"], "size": info["size"]}
-            for phase, info in best.items()}}
+            phase: {"value": value(r), "impl": r.impl, "precision": r.precision, "size": r.size}
+            for phase, r in best.items()}}
         if "train" in best:
-            entry["ratio_to_train"] = {phase: value(info) / value(best["train"]) for phase, info in best.items()
+            entry["ratio_to_train"] = {phase: value(r) / value(best["train"]) for phase, r in best.items()
                                        if phase != "train"}
         entry["energy_measured"] = measured
         summary[model] = entry
     return summary
 
 
-def _triton_vs_torch(records: list[dict]) -> list[dict]:
+def _triton_vs_torch(found: list[Record]) -> list[dict]:
     """Per case measured both ways: torch time / Triton time (above 1: Triton faster), and energy likewise."""
     pairs = defaultdict(dict)
-    for info in records:
-        if info.get("impl") in ("triton", "torch") and info.get("median_s"):
-            key = (info["workload"], info["precision"], info["size"])
-            pairs[key][info["impl"]] = info
+    for record in found:
+        if record.impl in ("triton", "torch") and record.median_s:
+            pairs[(record.workload, record.precision, record.size)][record.impl] = record
     rows = []
     for (workload, precision, size), impls in sorted(pairs.items()):
         if len(impls) < 2:
             continue
         triton, torch = impls["triton"], impls["torch"]
-        energy = None
-        if (triton.get("energy") or {}).get("joules_per_call") and (torch.get("energy") or {}).get("joules_per_call"):
-            energy = torch["energy"]["joules_per_call"] / triton["energy"]["joules_per_call"]
+        triton_j, torch_j = triton.energy_or_none.joules_per_call, torch.energy_or_none.joules_per_call
+        energy = torch_j / triton_j if triton_j and torch_j else None
         rows.append({"workload": workload, "precision": precision, "size": size,
-                     "speedup": torch["median_s"] / triton["median_s"], "energy_ratio": energy})
+                     "speedup": torch.median_s / triton.median_s, "energy_ratio": energy})
     return rows
 
 
 def summarize(run: dict) -> dict:
-    records = _comparable(run)
-    interpreted = sum(1 for b in run["benchmarks"] if b["extra_info"].get("interpreted"))
-    return {"models": _model_phases(records), "triton_vs_torch": _triton_vs_torch(records),
-            "excluded_interpreted": interpreted}
+    """The run's comparison, over its comparable records (record.Record.not_comparable)."""
+    found = records(run)
+    comparable = [record for record in found if record.not_comparable is None]
+    return {"models": _model_phases(comparable), "triton_vs_torch": _triton_vs_torch(comparable),
+            "excluded_interpreted": len(found) - len(comparable)}
 
 
 def format_summary(summary: dict) -> str:

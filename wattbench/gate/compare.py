@@ -11,6 +11,7 @@ from wattbench.errors import UsageError
 from wattbench.gate import stats
 from wattbench.gate.config import GateConfig
 from wattbench.gate.match import match, refusals
+from wattbench.record import EnergyRecord, Record
 
 SKIPPED = "skipped"
 EXCLUDED = "excluded"
@@ -118,20 +119,21 @@ def compare_runs(baseline: dict, current: dict, config: GateConfig, *, force: bo
                       current_label, strict)
 
 
-def compare_benchmark(name: str, base: dict, cur: dict, config: GateConfig) -> BenchmarkResult:
-    result = BenchmarkResult(name, cur["device_name"])
-    if base.get("interpreted") or cur.get("interpreted"):
-        result.note = "excluded: Triton ran through its interpreter, so its timing and energy mean nothing"
+def compare_benchmark(name: str, base: Record, cur: Record, config: GateConfig) -> BenchmarkResult:
+    result = BenchmarkResult(name, cur.device_name)
+    why = base.not_comparable or cur.not_comparable
+    if why:
+        result.note = f"excluded: {why}"
         return result
     result.metrics.append(compare_time(name, base, cur, config))
     result.metrics.extend(compare_energy(name, base, cur, config))
     return result
 
 
-def compare_time(name: str, base: dict, cur: dict, config: GateConfig) -> MetricResult:
+def compare_time(name: str, base: Record, cur: Record, config: GateConfig) -> MetricResult:
     threshold = config.threshold(name, "time")
     result = MetricResult("time", "median time", threshold, SKIPPED)
-    base_timing, cur_timing = base.get("timing") or {}, cur.get("timing") or {}
+    base_timing, cur_timing = base.timing or {}, cur.timing or {}
     if base_timing.get("method") != cur_timing.get("method"):
         result.note = f"timing methods differ: {base_timing.get('method')} vs {cur_timing.get('method')}"
         return result
@@ -154,49 +156,49 @@ def compare_time(name: str, base: dict, cur: dict, config: GateConfig) -> Metric
     return result
 
 
-def compare_energy(name: str, base: dict, cur: dict, config: GateConfig) -> list[MetricResult]:
+def compare_energy(name: str, base: Record, cur: Record, config: GateConfig) -> list[MetricResult]:
     """J/unit and units/J, or one skipped row with the reason when the two sides did not measure energy alike."""
     threshold = config.threshold(name, "energy")
-    unit = cur.get("unit") or "unit"
+    unit = cur.unit or "unit"
     per_unit = MetricResult("energy", f"J/{unit.rstrip('s') or unit}", threshold, SKIPPED)
     per_joule = MetricResult("work_per_joule", f"{unit}/J", threshold, SKIPPED)
-    base_energy, cur_energy = base.get("energy") or {}, cur.get("energy") or {}
-    note = _energy_problem(base_energy, cur_energy, base, cur)
+    base_energy, cur_energy = base.energy_or_none, cur.energy_or_none
+    note = _energy_problem(base, cur)
     if note:
         return [MetricResult("energy", "energy", threshold, SKIPPED, note=note)]
     try:
-        interval = stats.uncertainty_ratio_interval(base_energy["joules_per_unit"], base_energy["uncertainty_pct"],
-                                                    cur_energy["joules_per_unit"], cur_energy["uncertainty_pct"])
+        interval = stats.uncertainty_ratio_interval(base_energy.joules_per_unit, base_energy.uncertainty_pct,
+                                                    cur_energy.joules_per_unit, cur_energy.uncertainty_pct)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"benchmark {name}: bad energy record: {exc}") from None
-    per_unit.baseline, per_unit.current = base_energy["joules_per_unit"], cur_energy["joules_per_unit"]
+    per_unit.baseline, per_unit.current = base_energy.joules_per_unit, cur_energy.joules_per_unit
     per_unit.interval = interval
     per_unit.verdict = stats.verdict(interval, threshold)
     per_joule.baseline, per_joule.current = 1 / per_unit.baseline, 1 / per_unit.current
     per_joule.interval = stats.Interval(1 / interval.ratio, 1 / interval.high, 1 / interval.low)
     per_joule.verdict = stats.verdict(per_joule.interval, threshold, higher_is_better=True)
     per_unit.note = per_joule.note = (
-        f"{cur_energy['method']}, windows {_window(base_energy)} vs {_window(cur_energy)}, "
-        f"±{base_energy['uncertainty_pct']:.2g}% vs ±{cur_energy['uncertainty_pct']:.2g}%")
+        f"{cur_energy.method}, windows {_window(base_energy)} vs {_window(cur_energy)}, "
+        f"±{base_energy.uncertainty_pct:.2g}% vs ±{cur_energy.uncertainty_pct:.2g}%")
     return [per_unit, per_joule]
 
 
-def _energy_problem(base_energy: dict, cur_energy: dict, base: dict, cur: dict) -> str:
-    for side, energy in (("baseline", base_energy), ("current", cur_energy)):
-        if energy.get("joules_per_unit") is None or energy.get("valid") is False:
-            return f"no energy in {side}: {energy.get('reason') or 'not measured'}"
-        if energy.get("uncertainty_pct") is None:
+def _energy_problem(base: Record, cur: Record) -> str:
+    for side, energy in (("baseline", base.energy_or_none), ("current", cur.energy_or_none)):
+        if not energy.measured:
+            return f"no energy in {side}: {energy.why_not_measured}"
+        if energy.uncertainty_pct is None:
             return f"{side} energy has no uncertainty"
-    if base_energy.get("method") != cur_energy.get("method"):
-        return f"energy methods differ: {base_energy.get('method')} vs {cur_energy.get('method')}"
-    if base.get("units_per_call") != cur.get("units_per_call"):
-        return f"units per call differ: {base.get('units_per_call')} vs {cur.get('units_per_call')}"
+    if base.energy.method != cur.energy.method:
+        return f"energy methods differ: {base.energy.method} vs {cur.energy.method}"
+    if base.units_per_call != cur.units_per_call:
+        return f"units per call differ: {base.units_per_call} vs {cur.units_per_call}"
     return ""
 
 
-def _window(energy: dict) -> str:
-    window = energy.get("window_s")
-    count = energy.get("valid_windows") or energy.get("windows")
+def _window(energy: EnergyRecord) -> str:
+    window = energy.window_s
+    count = energy.valid_windows or energy.windows
     if window is None:
         return "?"
     return f"{count}x{window:.3g} s" if count else f"{window:.3g} s"

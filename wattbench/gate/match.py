@@ -3,61 +3,62 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from wattbench.errors import UsageError
-from wattbench.results import IDENTITY_FIELDS, run_environment
+from wattbench.record import Record, records
+from wattbench.results import run_environment
 
 
-def benchmark_id(info: dict) -> str:
-    """The registry case id (`Case.id`): workload-impl-precision-size; patterns match against it."""
-    return f"{info['workload']}-{info['impl']}-{info['precision']}-{info['size']}"
+def benchmark_id(record: Record | Mapping) -> str:
+    """The registry case id (`Case.id`, Record.name): workload-impl-precision-size; patterns match against it."""
+    return (record if isinstance(record, Record) else Record.from_json(record)).name
 
 
 @dataclass
 class Matching:
     """Pairs of (baseline, current) records with the same identity, and what is on one side only."""
 
-    pairs: list[tuple[str, dict, dict]] = field(default_factory=list)
+    pairs: list[tuple[str, Record, Record]] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     ignored: int = 0
 
 
-def index_run(run: dict, label: str, with_device: bool = True) -> tuple[dict[tuple, dict], int]:
-    """Records by identity, and how many records without wattbench fields were ignored."""
-    indexed: dict[tuple, dict] = {}
+def index_run(run: dict, label: str, with_device: bool = True) -> tuple[dict[tuple, Record], int]:
+    """Records by identity (Record.identity), and how many records without wattbench fields were ignored."""
+    indexed: dict[tuple, Record] = {}
     ignored = 0
-    fields = IDENTITY_FIELDS if with_device else IDENTITY_FIELDS[:-1]
     for bench in run["benchmarks"]:
-        info = bench["extra_info"]
-        if "workload" not in info:
+        record = Record.from_json(bench["extra_info"])
+        if not record.is_wattbench:
             ignored += 1
             continue
-        absent = [name for name in fields if not isinstance(info.get(name), str)]
+        absent = record.missing_identity(with_device)
         if absent:
-            raise UsageError(f"{label}: benchmark {bench.get('name', '?')!r} lacks identity field {absent[0]!r}")
-        key = tuple(info[name] for name in fields)
+            raise UsageError(f"{label}: benchmark {bench.get('name', '?')!r} lacks identity field {absent!r}")
+        key = record.identity(with_device)
         if key in indexed:
-            raise UsageError(f"{label}: benchmark {describe(info, with_device)} appears twice")
-        indexed[key] = info
+            raise UsageError(f"{label}: benchmark {describe(record, with_device)} appears twice")
+        indexed[key] = record
     return indexed, ignored
 
 
-def describe(info: dict, with_device: bool = False) -> str:
-    return benchmark_id(info) + (f" on {info['device_name']}" if with_device else "")
+def describe(record: Record, with_device: bool = False) -> str:
+    return record.name + (f" on {record.device_name}" if with_device else "")
 
 
 def match(baseline: dict, current: dict, with_device: bool = True) -> Matching:
-    """Pair records by (workload, impl, style, precision, size[, device_name])."""
+    """Pair records by identity (record.IDENTITY_FIELDS, the device's name left out unless `with_device`)."""
     base, base_ignored = index_run(baseline, "baseline", with_device)
     cur, cur_ignored = index_run(current, "current", with_device)
     result = Matching(ignored=base_ignored + cur_ignored)
-    for key, info in cur.items():
+    for key, record in cur.items():
         if key in base:
-            result.pairs.append((benchmark_id(info), base[key], info))
+            result.pairs.append((record.name, base[key], record))
         else:
-            result.new.append(benchmark_id(info))
-    result.missing = [benchmark_id(info) for key, info in base.items() if key not in cur]
+            result.new.append(record.name)
+    result.missing = [record.name for key, record in base.items() if key not in cur]
     return result
 
 
@@ -91,6 +92,6 @@ def _interpreted(run: dict) -> bool | None:
     mode = run_environment(run).get("triton_interpreted")
     if isinstance(mode, bool):
         return mode
-    triton = [b["extra_info"]["interpreted"] for b in run["benchmarks"]
-              if isinstance(b["extra_info"].get("interpreted"), bool) and b["extra_info"].get("impl") == "triton"]
+    triton = [record.interpreted for record in records(run)
+              if isinstance(record.interpreted, bool) and record.impl == "triton"]
     return any(triton) if triton else None

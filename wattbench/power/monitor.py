@@ -34,10 +34,11 @@ from wattbench.device import Device
 from wattbench.power import hwmon, nvml, rapl, replay
 from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.sampler import ChannelWindow, Sampler
+from wattbench.record import EnergyRecord
 from wattbench.schema import is_finite_number
 
-ENERGY_FIELDS = ("joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w",
-                 "idle_power_w", "dynamic_joules_per_call", "window_s", "samples", "uncertainty_pct")
+#: The figures every energy record carries (None where not measured): record.EnergyRecord's.
+ENERGY_FIELDS = EnergyRecord.FIGURES
 
 #: Two-sided 95% Student t quantiles by degrees of freedom (`t95` reads it).
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
@@ -481,7 +482,7 @@ class PowerMonitor:
     # -- measurement --------------------------------------------------------------------
 
     def not_measured(self, reason: str) -> dict:
-        return {"source": "none", "method": "none", "reason": reason, **{f: None for f in ENERGY_FIELDS}}
+        return EnergyRecord.not_measured(reason).to_json()
 
     def measure(self, step: Callable[[], Any], sync: Callable[[], None], units_per_call: float) -> dict:
         """The energy record of one benchmark (see the module docstring); never raises for sensor faults.

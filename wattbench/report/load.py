@@ -16,10 +16,11 @@ import pandas as pd
 
 from wattbench.errors import UsageError
 from wattbench.report.specs import SpecTable, load_specs
-from wattbench.results import IDENTITY_FIELDS, load_run, run_environment
+from wattbench.record import IDENTITY_FIELDS, EnergyRecord, Record, comparability
+from wattbench.results import load_run, run_environment
 from wattbench.schema import is_finite_number, shown
 
-#: Identity of a benchmark across runs (the lead's run-file contract); a list, as pandas takes column keys.
+#: Identity of a benchmark across runs (record.IDENTITY_FIELDS); a list, as pandas takes column keys.
 IDENTITY = list(IDENTITY_FIELDS)
 
 #: A median's 95% half-width is about this times IQR / sqrt(n): 1.96 z, times sqrt(pi/2) (the
@@ -56,16 +57,16 @@ def _number(value) -> float:
     return float(value)
 
 
-def _samples(info: dict, stats: dict) -> np.ndarray:
+def _samples(record: Record, stats: dict) -> np.ndarray:
     """Per-round device-time samples; pytest-benchmark's own data when wattbench's are missing."""
-    samples = (info.get("timing") or {}).get("samples_s") or stats.get("data") or []
+    samples = (record.timing or {}).get("samples_s") or stats.get("data") or []
     values = np.array([_number(s) for s in samples], dtype=float)
     return values[np.isfinite(values)]
 
 
-def _timing_columns(info: dict, stats: dict) -> dict:
-    samples = _samples(info, stats)
-    median = _number(info.get("median_s", stats.get("median")))
+def _timing_columns(record: Record, stats: dict) -> dict:
+    samples = _samples(record, stats)
+    median = _number(record.median_s if record.median_s is not None else stats.get("median"))
     row = {"median_s": median, "mean_s": _number(stats.get("mean")), "stddev_s": _number(stats.get("stddev")),
            "min_s": _number(stats.get("min")), "max_s": _number(stats.get("max")),
            "q1_s": _number(stats.get("q1")), "q3_s": _number(stats.get("q3")),
@@ -79,17 +80,17 @@ def _timing_columns(info: dict, stats: dict) -> dict:
     return row
 
 
-def _energy_columns(energy: dict) -> dict:
-    per_call = _number(energy.get("joules_per_call"))
-    return {"energy_method": energy.get("method", "none"), "energy_source": energy.get("source", "none"),
-            "energy_reason": energy.get("reason"), "energy_measured": math.isfinite(per_call),
-            "joules_per_call": per_call, "joules_per_unit": _number(energy.get("joules_per_unit")),
-            "units_per_joule": _number(energy.get("units_per_joule")),
-            "avg_power_w": _number(energy.get("avg_power_w")),
-            "peak_power_w": _number(energy.get("peak_power_w")), "idle_power_w": _number(energy.get("idle_power_w")),
-            "dynamic_joules_per_call": _number(energy.get("dynamic_joules_per_call")),
-            "energy_uncertainty_pct": _number(energy.get("uncertainty_pct")),
-            "energy_valid_windows": _number(energy.get("valid_windows"))}
+def _energy_columns(energy: EnergyRecord) -> dict:
+    per_call = _number(energy.joules_per_call)
+    return {"energy_method": energy.method or "none", "energy_source": energy.source or "none",
+            "energy_reason": energy.reason, "energy_measured": math.isfinite(per_call),
+            "joules_per_call": per_call, "joules_per_unit": _number(energy.joules_per_unit),
+            "units_per_joule": _number(energy.units_per_joule),
+            "avg_power_w": _number(energy.avg_power_w),
+            "peak_power_w": _number(energy.peak_power_w), "idle_power_w": _number(energy.idle_power_w),
+            "dynamic_joules_per_call": _number(energy.dynamic_joules_per_call),
+            "energy_uncertainty_pct": _number(energy.uncertainty_pct),
+            "energy_valid_windows": _number(energy.valid_windows)}
 
 
 def _spec_columns(specs: SpecTable, device_name: str, precision: str, tflops: float, gbps: float,
@@ -109,32 +110,33 @@ def _spec_columns(specs: SpecTable, device_name: str, precision: str, tflops: fl
 
 def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
     """One benchmark record as a flat row (the columns in COLUMNS)."""
-    info, stats = bench["extra_info"], bench.get("stats") or {}
+    record, stats = Record.from_json(bench["extra_info"]), bench.get("stats") or {}
     block = run["wattbench"]
     env = run_environment(run)
     commit = env.get("wattbench_commit") or {}
-    flops, nbytes = _number(info.get("flops")), _number(info.get("bytes"))
+    flops, nbytes = _number(record.flops), _number(record.bytes)
     intensity = flops / nbytes if nbytes > 0 else math.nan
-    tflops, gbps = _number(info.get("tflops")), _number(info.get("gbps"))
-    device_name = info.get("device_name") or block.get("device_name") or "unknown device"
-    precision = info.get("precision", "unknown")
+    tflops, gbps = _number(record.tflops), _number(record.gbps)
+    device_name = record.device_name or block.get("device_name") or "unknown device"
+    precision = record.precision or "unknown"
+    timing = record.timing or {}
     row = {
         "run_file": str(path), "run_started": block.get("started_utc") or run.get("datetime"),
         "host": env.get("host") or (run.get("machine_info") or {}).get("node") or "unknown host",
-        "device": info.get("device") or block.get("device"), "device_name": device_name,
+        "device": record.device or block.get("device"), "device_name": device_name,
         "wattbench_version": env.get("wattbench_version"),
         "commit": commit["id"][:12] + ("+dirty" if commit.get("dirty") else "") if commit.get("id") else None,
-        "workload": info.get("workload") or bench.get("group") or bench.get("name"),
-        "op": info.get("op"), "style": info.get("style"), "impl": info.get("impl"), "precision": precision,
-        "size": info.get("size"), "batch": _number(info.get("units_per_call")), "unit": info.get("unit"),
-        "interpreted": bool(info.get("interpreted", False)),
-        "timing_method": (info.get("timing") or {}).get("method"),
-        "rounds": _number((info.get("timing") or {}).get("rounds", stats.get("rounds"))),
-        "units_per_s": _number(info.get("units_per_s")), "flops": flops, "bytes": nbytes,
+        "workload": record.workload or bench.get("group") or bench.get("name"),
+        "op": record.op, "style": record.style, "impl": record.impl, "precision": precision,
+        "size": record.size, "batch": _number(record.units_per_call), "unit": record.unit,
+        "interpreted": bool(record.interpreted),
+        "timing_method": timing.get("method"),
+        "rounds": _number(timing.get("rounds", stats.get("rounds"))),
+        "units_per_s": _number(record.units_per_s), "flops": flops, "bytes": nbytes,
         "tflops": tflops, "gbps": gbps, "arithmetic_intensity": intensity,
     }
-    row.update(_timing_columns(info, stats))
-    row.update(_energy_columns(info.get("energy") or {}))
+    row.update(_timing_columns(record, stats))
+    row.update(_energy_columns(record.energy_or_none))
     row.update(_spec_columns(specs, device_name, precision, tflops, gbps, intensity))
     return row
 
@@ -221,6 +223,6 @@ def energy_reasons(frame: pd.DataFrame) -> list[str]:
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Records fit for speed and energy comparisons: not interpreted, and the latest run of each identity."""
-    measured = frame[~frame["interpreted"]]
+    """Records fit for speed and energy comparisons (record.comparability), the latest run of each identity."""
+    measured = frame[[comparability(interpreted) is None for interpreted in frame["interpreted"]]]
     return measured.sort_values("run_started", kind="stable").drop_duplicates(IDENTITY, keep="last")

@@ -21,7 +21,8 @@ from wattbench.errors import UsageError
 from wattbench.report.load import record_row
 from wattbench.report.select import check_workload, format_number
 from wattbench.report.specs import SpecTable, load_specs
-from wattbench.results import IDENTITY_FIELDS, aligned_lines
+from wattbench.record import IDENTITY_FIELDS
+from wattbench.results import aligned_lines
 from wattbench.schema import is_finite_number
 
 #: One comparison: a benchmark's identity on one host (a sweep changes one host's devices).

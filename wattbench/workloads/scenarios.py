@@ -40,6 +40,7 @@ from wattbench.device import Device
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
+from wattbench.record import EnergyRecord
 from wattbench.schema import is_finite_number
 from wattbench.workloads import (SYNCHRONISES, Inputs, Params, Size, Step, Workload, activation_dtype,
                                  device_sizes, register)
@@ -61,10 +62,11 @@ def mlperf_energy(energy: Mapping, queries_per_call: float, samples_per_call: fl
     if queries_per_call <= 0 or samples_per_call <= 0:
         raise ValueError(f"queries_per_call and samples_per_call must be positive, got "
                          f"{queries_per_call} and {samples_per_call}")
-    joules = energy.get("joules_per_call") if energy.get("valid") else None
+    record = EnergyRecord.from_json(energy)
+    joules = record.joules_per_call if record.valid else None
     if not joules:
         return {"mj_per_query": None, "samples_per_joule": None,
-                "energy_reason": energy.get("reason") or "energy not measured"}
+                "energy_reason": record.reason or "energy not measured"}
     return {"mj_per_query": joules / queries_per_call * 1e3, "samples_per_joule": samples_per_call / joules}
 
 
