@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from wattbench.gate import stats
-from wattbench.gate.stats import IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED, Interval
+from wattbench import stats
+from wattbench.stats import IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED, Interval
 
 from test_gate_fixtures import samples
 

@@ -384,8 +384,7 @@ def do_bench_median_s(call: Callable[[], Any]) -> float:
 
 def compare_clocks(name: str, call: Callable[[], Any], device, reference: Callable[[Callable], float]) -> dict:
     """The harness's median for `call` (timed as `selfcheck kernels` times a case) against `reference`."""
-    from wattbench.kernel_perf import median_time
-    from wattbench.timing import TimingPlan
+    from wattbench.timing import TimingPlan, median_time
 
     try:
         harness_s = median_time(call, device, TimingPlan())

@@ -15,7 +15,6 @@ against its reference, and prints "interpreted, no timing" in place of every tim
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +27,7 @@ from wattbench.errors import UsageError
 from wattbench.precision import Precision
 from wattbench.report.specs import DeviceSpec, load_specs
 from wattbench.results import aligned_lines, format_seconds
+from wattbench.timing import median_time
 from wattbench.workloads import Case, Step, check_preset, workloads
 
 #: Fixed, so that every run checks and times the same inputs.
@@ -231,17 +231,6 @@ def relative_error(actual: Any, expected: Any) -> float:
     return worst
 
 
-def median_time(step: Step, device: Device, plan: timing.TimingPlan) -> float:
-    """Median seconds per call, timed as the harness times a benchmark: the same callable (the
-    step or its graph's replay), warm-up, planned rounds, flush and device clock."""
-    target = timing.timed_target(step, device, plan)
-    for _ in range(plan.warmup_rounds):
-        target.call()
-    rounds = plan.rounds_for(timing.time_once(target.call, device))
-    samples = timing.time_rounds(target.call, timing.round_setup(device, plan), timing.clock_for(device), rounds)
-    return statistics.median(samples)
-
-
 def measure(check: Check, case: Case, device: Device, timed: bool, plan: timing.TimingPlan) -> Outcome:
     """Check `case` against its reference; when `timed` and correct, time it and its baseline."""
     try:
@@ -261,17 +250,11 @@ def measure(check: Check, case: Case, device: Device, timed: bool, plan: timing.
 
 
 def roofline_tflops(spec: DeviceSpec | None, precision: str, flops: float, bytes_moved: float) -> float | None:
-    """The bound on TFLOP/s: min(peak TFLOP/s, FLOP/byte x peak bandwidth); None without the spec figures.
-
-    The peak is the precision's compute dtype's (`Precision.peak_dtype`: int8w-bf16 multiplies in bf16).
-    """
+    """The bound on TFLOP/s of a call moving `bytes_moved` (DeviceSpec.attainable_tflops); None without the spec
+    figures."""
     if spec is None or bytes_moved <= 0:
         return None
-    peak = spec.peak_for(precision)
-    bandwidth = spec.memory_bandwidth_gbps
-    if peak is None or bandwidth is None:
-        return None
-    return min(peak, flops / bytes_moved * bandwidth / 1e3)
+    return spec.attainable_tflops(precision, flops / bytes_moved)
 
 
 @dataclass(frozen=True)

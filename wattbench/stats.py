@@ -1,4 +1,5 @@
-"""Confidence intervals of a ratio current/baseline, and the verdict they support.
+"""Confidence intervals of a ratio current/baseline, and the verdict they support (the gate and the
+power self-checks use them).
 
 Time: a bootstrap of the ratio of medians over the per-round samples. Rounds are resampled
 in contiguous blocks (a circular block bootstrap), so that slow drift inside a run (another

@@ -1,14 +1,15 @@
 """How long one call of a workload takes on its device: clocks, cache flush, repetition count.
 
-One timing implementation serves the suites and `wattbench selfcheck kernels`: a device clock
-read twice per round (pytest-benchmark's `pedantic` loop in the suites, `time_rounds` in the
-self-check), a setup that flushes caches before each round outside the timed span, and the
+One timing implementation serves the suites and the self-checks: a device clock
+read twice per round (pytest-benchmark's `pedantic` loop in the suites, `time_rounds` in
+`median_time` for the self-checks), a setup that flushes caches before each round outside the timed span, and the
 callable that is timed (the step itself, or a replay of its CUDA graph).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -114,3 +115,14 @@ def time_once(step: Callable[[], Any], device: Device) -> float:
     step()
     device.synchronize()
     return time.perf_counter() - start
+
+
+def median_time(step: Callable[[], Any], device: Device, plan: TimingPlan) -> float:
+    """Median seconds per call, timed as the harness times a benchmark: the same callable (the
+    step or its graph's replay), warm-up, planned rounds, flush and device clock (the self-checks' timing)."""
+    target = timed_target(step, device, plan)
+    for _ in range(plan.warmup_rounds):
+        target.call()
+    rounds = plan.rounds_for(time_once(target.call, device))
+    samples = time_rounds(target.call, round_setup(device, plan), clock_for(device), rounds)
+    return statistics.median(samples)

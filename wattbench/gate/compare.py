@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wattbench import stats
 from wattbench.errors import UsageError
-from wattbench.gate import stats
 from wattbench.gate.config import GateConfig
 from wattbench.gate.match import match, refusals
 from wattbench.record import EnergyRecord, Record

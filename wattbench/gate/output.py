@@ -8,7 +8,7 @@ from pathlib import Path
 
 from wattbench.errors import UsageError
 from wattbench.gate.compare import SEVERITY, BenchmarkResult, GateResult, MetricResult
-from wattbench.gate.stats import REGRESSION
+from wattbench.stats import REGRESSION
 from wattbench.results import aligned_lines, format_seconds
 
 HEADER = ["benchmark", "metric", "baseline", "current", "ratio", "CI", "threshold", "verdict", "note"]

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from wattbench.device import Device
-from wattbench.gate.stats import median_ratio_interval
+from wattbench.stats import median_ratio_interval
 from wattbench.power import simulate
 from wattbench.power.base import Channel
 from wattbench.power.monitor import (EDGE_RUN_UPDATES, PowerConfig, close_probes, combine, probe_sources,

@@ -102,7 +102,8 @@ def _spec_columns(specs: SpecTable, device_name: str, precision: str, tflops: fl
     row = {"spec_name": spec.name if spec else None, "peak_tflops": _number(peak), "peak_gbps": _number(bandwidth)}
     row["pct_peak_flops"] = 100 * tflops / peak if peak else math.nan
     row["pct_peak_bw"] = 100 * gbps / bandwidth if bandwidth else math.nan
-    attainable = min(peak, intensity * bandwidth / 1e3) if peak and bandwidth and math.isfinite(intensity) else math.nan
+    attainable = _number(spec.attainable_tflops(precision, intensity)) if spec and math.isfinite(intensity) \
+        else math.nan
     row["attainable_tflops"] = attainable
     row["pct_roofline"] = 100 * tflops / attainable if math.isfinite(attainable) and attainable > 0 else math.nan
     return row

@@ -67,6 +67,14 @@ class DeviceSpec:
         except ValueError:
             return None
 
+    def attainable_tflops(self, precision: str | Precision, flops_per_byte: float) -> float | None:
+        """The roofline's bound at an arithmetic intensity: min(peak TFLOP/s, FLOP/byte x peak bandwidth);
+        None without either figure."""
+        peak = self.peak_for(precision)
+        if peak is None or self.memory_bandwidth_gbps is None:
+            return None
+        return min(peak, flops_per_byte * self.memory_bandwidth_gbps / 1e3)
+
 
 def _figure(figure: dict | None) -> tuple[float | None, str | None]:
     return (None, None) if figure is None else (float(figure["value"]), figure["source"])
