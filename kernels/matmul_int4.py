@@ -2,11 +2,11 @@
 is int4 in groups of `group_size` along K with a bf16 scale and zero per group and column.
 
 At decode sizes (M = 1..64 tokens) a GEMM is bound by reading its weight, and int4 reads a quarter
-of bf16's bytes (plus 4 bytes of scale and zero per group of 128: 3% more). The kernel dequantises in
-the loop: each K step loads a (BLOCK_K, BLOCK_N / 2) tile of packed bytes, splits the nibbles, applies
-the step's one scale and zero row, (q - 8) * scale + zero in fp32, rounds to the activations' dtype
-and feeds the tensor cores (a K step never straddles a group: BLOCK_K divides the group size). Prefill
-sizes take the larger tiles. Inference only: no autograd.
+of bf16's bytes, plus a bf16 scale and zero per group (for groups of 128: 6% more than the packed
+weights). The kernel dequantises in the loop: each K step loads a (BLOCK_K, BLOCK_N / 2) tile of
+packed bytes, splits the nibbles, applies the step's one scale and zero row, (q - 8) * scale + zero
+in fp32, rounds to the activations' dtype and feeds the tensor cores (a K step never straddles a
+group: BLOCK_K divides the group size). Prefill sizes take the larger tiles. Inference only: no autograd.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from wattbench.kernels.matmul import (autotune_configs, check_devices, check_tensor, dot_precision,
-                                      gemm_grid, gemm_pruner, grouped_tile, interpreter_upcast, matmul_flops)
+from wattbench.kernels import targets
+from wattbench.kernels.matmul import (DECODE_ROWS, autotune_configs, check_devices, check_tensor, dot_precision,
+                                      dot_rows, gemm_grid, grouped_tile, interpreter_upcast, matmul_flops,
+                                      tile_configs)
 from wattbench.kernels.quantize import (Int4Weight, check_int4_group, dequantize_int4, int4_weight_bytes, quantize_int4,
                                         unpack_int4)
 
@@ -26,34 +28,45 @@ _ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps), by what the dot runs on; each target tries those
 #: that fit its shared memory, and every call those whose K step divides its group size (each list has
-#: K steps of 32 for groups of 32). Decode tiles (16 and 32 rows) stream the weight in wide K steps over
-#: narrow N tiles, so M = 1 still makes enough programs; the 64- and 128-row tiles are for prefill.
-#: 16-bit activations, and fp32 with TF32 allowed: tensor cores.
+#: K steps of 32 for groups of 32). Decode tiles (16 and 32 rows, tried for M <= 64 only) stream the
+#: weight in wide K steps over narrow N tiles, so M = 1 still makes enough programs; the 64- and 128-row
+#: tiles are for prefill. 16-bit activations, and fp32 with TF32 allowed: tensor cores.
 TENSOR_CORES = [
-    (16, 32, 128, 4, 4), (16, 64, 128, 4, 4), (16, 64, 64, 4, 4), (16, 128, 32, 4, 4), (32, 64, 128, 4, 8),
-    (32, 128, 64, 4, 8), (64, 64, 128, 3, 4), (64, 128, 64, 3, 4), (128, 128, 64, 3, 8), (128, 128, 32, 4, 8),
-    (128, 256, 64, 3, 8), (64, 128, 32, 4, 4),
+    (16, 32, 128, 4, 4), (16, 64, 128, 4, 4), (16, 128, 32, 4, 4), (32, 64, 128, 4, 8), (32, 128, 64, 4, 8),
+    (64, 64, 128, 3, 4), (64, 128, 64, 3, 4), (64, 128, 32, 4, 4), (128, 128, 64, 3, 8), (128, 128, 32, 4, 8),
 ]
+#: 16-bit activations on Hopper only: wgmma holds this tile's accumulators; mma.sync (sm_80/sm_89) spills them.
+HOPPER = [(128, 256, 64, 3, 8)]
 #: fp32 with TF32 off: FMA loops holding every operand fragment in registers, so short K steps.
 FP32 = [
     (16, 32, 32, 4, 4), (16, 64, 32, 3, 4), (16, 128, 32, 3, 4), (32, 64, 32, 3, 4), (64, 64, 32, 3, 8),
     (128, 64, 32, 3, 8),
 ]
 
-_shared_memory_pruner = gemm_pruner("matmul_int4w", TENSOR_CORES, TENSOR_CORES, FP32, "q_ptr", b_converted=True)
+
+def _choose(args, capability):
+    rows_16bit = TENSOR_CORES + (HOPPER if capability >= (9, 0) else [])
+    rows = dot_rows(args["a_ptr"].dtype, args["PRECISION"], rows_16bit, TENSOR_CORES, FP32)
+    if args["M"] > DECODE_ROWS:
+        rows = [row for row in rows if row[0] > 32]
+    return tile_configs([row for row in rows if row[2] <= args["GROUP_SIZE"]])
 
 
-def _prune(configs, named_args, **kwargs):
-    """The configs whose K step divides the call's group size, then those that fit the GPU (gemm_pruner:
-    its B tile is counted at a byte per weight, an estimate from above of the packed half byte)."""
-    within_group = [c for c in configs if c.kwargs["BLOCK_K"] <= kwargs["GROUP_SIZE"]]
-    return _shared_memory_pruner(within_group, named_args, **kwargs)
+def _shared_memory(config, args, capability):
+    """Per pipeline buffer an activation tile, a packed weight tile (half a byte per weight) and a scale and
+    zero row; plus the dequantised tile, which the nibble interleave sends through shared memory on every
+    target. Fitted to Triton 3.9: exact on sm_80/sm_89, from above on sm_90."""
+    m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    a_bytes = args["a_ptr"].element_size()
+    stage = m * k * a_bytes + k * n // 2 + 2 * 2 * n
+    return targets.pipeline_buffers(capability, config.num_stages) * stage + k * n * a_bytes
 
 
-@triton.autotune(configs=autotune_configs(TENSOR_CORES, FP32, interpreted=triton.Config(
+@triton.autotune(configs=autotune_configs(TENSOR_CORES, HOPPER, FP32, interpreted=triton.Config(
                      {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1})),
                  key=["M", "N", "K", "PRECISION", "GROUP_SIZE"],
-                 prune_configs_by={"early_config_prune": _prune})
+                 prune_configs_by={"early_config_prune": targets.shared_memory_pruner("matmul_int4w", _choose,
+                                                                                      _shared_memory)})
 @triton.jit
 def _matmul_int4w_kernel(a_ptr, q_ptr, scales_ptr, zeros_ptr, bias_ptr, c_ptr, M, N, K,
                          stride_am, stride_ak, stride_qk, stride_qn, stride_sg, stride_sn, stride_cm, stride_cn,
@@ -178,7 +191,8 @@ def matmul_int4w_reference(x: torch.Tensor, w: TinygemmWeight | Int4Weight,
 def prepare_int4_reference(weight: Int4Weight, dtype: torch.dtype) -> TinygemmWeight | Int4Weight:
     """The weight the torch path takes on this device for activations of `dtype`: tinygemm's layout where
     `int4_reference_path` says tinygemm runs, else the Int4Weight itself (dequantised on every call)."""
-    if int4_reference_path(weight.packed.device, dtype, *weight.shape, weight.group_size) == "torch._weight_int4pack_mm":
+    K, N = weight.shape
+    if tinygemm_unsupported(weight.packed.device, dtype, K, N, weight.group_size) is None:
         return TinygemmWeight(weight, dtype)
     return weight
 

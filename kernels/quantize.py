@@ -87,9 +87,10 @@ def _check_scaling(op: str, scaling: str) -> None:
 
 
 def fp8_scale(absmax: torch.Tensor) -> torch.Tensor:
-    """fp32 scales mapping `absmax` to FP8_MAX; 1 where absmax is 0 (an all-zero row stays all zero)."""
+    """fp32 scales mapping `absmax` to FP8_MAX; 1 where absmax is 0 (an all-zero row stays all zero), and
+    NaN or inf where it is (a row holding a NaN or inf gets a non-finite scale, so a non-finite output)."""
     absmax = absmax.to(torch.float32)
-    return torch.where(absmax > 0, absmax / FP8_MAX, torch.ones_like(absmax))
+    return torch.where(absmax == 0, torch.ones_like(absmax), absmax / FP8_MAX)
 
 
 def _to_fp8(x32: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
