@@ -16,7 +16,7 @@ from wattbench.errors import UsageError
 from wattbench.kernel_perf import (CHECKS, NO_SPEC, NO_TIMING, SEED, Outcome, Target, figures, format_table,
                                    median_time, most_bytes, output_tensors, relative_error, roofline_tflops,
                                    verdict)
-from wattbench.report.specs import load_specs
+from wattbench.specs import load_specs
 from wattbench.timing import TimingPlan
 from wattbench.workloads import Case, Size, Workload
 

@@ -18,7 +18,7 @@ from wattbench.gate.config import GateConfig, load_config, parse_table
 from wattbench.power import replay
 from wattbench.report import plots
 from wattbench.report.load import load_runs, load_trace
-from wattbench.report.specs import SHIPPED, SpecTable, load_specs
+from wattbench.specs import SHIPPED, SpecTable, load_specs
 from wattbench.results import format_table, load_run
 
 DATA = Path(__file__).parent / "data" / "report"

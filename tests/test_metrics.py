@@ -55,7 +55,7 @@ def test_generation_step_records_one_timeline_per_request():
 
 def test_mfu_divides_achieved_by_the_spec_peak_of_the_precision():
     from wattbench.metrics import model_flops_utilization
-    from wattbench.report.specs import load_specs
+    from wattbench.specs import load_specs
 
     spec = next(s for s in load_specs().devices if s.peak_for("bf16"))
     result = model_flops_utilization(100.0, spec.name, "bf16", interpreted=False)

@@ -8,7 +8,7 @@ import torch
 from wattbench.metrics import model_flops_utilization
 from wattbench.precision import Precision, UnknownPrecision
 from wattbench.report.load import _spec_columns
-from wattbench.report.specs import load_specs
+from wattbench.specs import load_specs
 from wattbench.workloads import cases, workloads
 from wattbench.device import detect
 

@@ -9,7 +9,7 @@ import pytest
 
 from wattbench.errors import UsageError
 from wattbench.report.load import COLUMNS, comparable, load_runs
-from wattbench.report.specs import SHIPPED, load_specs
+from wattbench.specs import SHIPPED, load_specs
 
 DATA = Path(__file__).parent / "data" / "report"
 CPU, H100, L4 = DATA / "cpu_run.json", DATA / "fixture_h100.json", DATA / "fixture_l4.json"

@@ -11,7 +11,7 @@ import pytest
 
 from wattbench.report import plots
 from wattbench.report.load import load_runs, load_trace
-from wattbench.report.specs import load_specs
+from wattbench.specs import load_specs
 
 DATA = Path(__file__).parent / "data" / "report"
 CPU, H100, L4 = DATA / "cpu_run.json", DATA / "fixture_h100.json", DATA / "fixture_l4.json"

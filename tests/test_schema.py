@@ -12,7 +12,7 @@ from wattbench.errors import UsageError
 from wattbench.gate.baseline import save_baseline
 from wattbench.gate.config import load_config, parse_table
 from wattbench.power import replay
-from wattbench.report.specs import SHIPPED, load_specs
+from wattbench.specs import SHIPPED, load_specs
 from wattbench.results import load_run
 
 DATA = Path(__file__).parent / "data" / "report"

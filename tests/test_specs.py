@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from wattbench.report.specs import load_specs
+from wattbench.specs import load_specs
 
 
 @pytest.mark.parametrize("name", ["NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA H100 80GB HBM3 MIG 3g.40gb",

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from wattbench.report.specs import SpecTable
+from wattbench.specs import SpecTable, load_specs
 
 FORMULAS = {
     "ttft_ms": "first token time − request start",
@@ -70,8 +68,6 @@ def model_flops_utilization(achieved_tflops: float | None, device_name: str, pre
     """MFU of a training-style model record, or None with the reason it cannot be given.
 
     `specs` is the spec table to take the peak from (default: the shipped one)."""
-    from wattbench.report.specs import load_specs  # the report package is heavy: only when asked
-
     if interpreted or achieved_tflops is None:
         return {"mfu": None, "mfu_reason": "no meaningful timing (Triton interpreter)" if interpreted
                 else "no timing"}

@@ -364,7 +364,7 @@ def _load_average() -> list[float] | None:
 def _load_specs(path: str | None):
     if path is None:
         return None
-    from wattbench.report.specs import load_specs  # the report package is heavy: only when asked
+    from wattbench.specs import load_specs
 
     return load_specs(Path(path))
 

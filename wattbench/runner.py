@@ -156,7 +156,7 @@ def check_select(select: str) -> None:
 def check_specs(specs: Path | None) -> None:
     """A bad spec file is refused before anything runs, not after the benchmarks."""
     if specs is not None:
-        from wattbench.report.specs import load_specs
+        from wattbench.specs import load_specs
 
         load_specs(specs)
 

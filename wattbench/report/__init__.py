@@ -9,6 +9,6 @@
 from wattbench.report.load import load_runs
 from wattbench.report.render import write_report
 from wattbench.report.select import METRICS, rank_devices, select_devices
-from wattbench.report.specs import load_specs
+from wattbench.specs import load_specs
 
 __all__ = ["METRICS", "load_runs", "load_specs", "rank_devices", "select_devices", "write_report"]

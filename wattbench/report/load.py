@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from wattbench.errors import UsageError
-from wattbench.report.specs import SpecTable, load_specs
+from wattbench.specs import SpecTable, load_specs
 from wattbench.record import IDENTITY_FIELDS, EnergyRecord, Record, comparability
 from wattbench.results import load_run, run_environment
 from wattbench.schema import is_finite_number, shown

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from wattbench.report.load import IDENTITY, comparable, energy_reasons
-from wattbench.report.specs import SpecTable
+from wattbench.specs import SpecTable
 
 #: Okabe & Ito's colour-blind-safe palette, yellow last (weak on white).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000", "#F0E442"]

@@ -26,7 +26,7 @@ from wattbench.report.load import Loaded, check_problems, load_runs, load_trace
 from wattbench.report.select import rank_devices
 from wattbench.report.select import format_number as _num
 from wattbench.report.settings import compare_settings, format_comparison, setting_rows
-from wattbench.report.specs import SpecTable, load_specs
+from wattbench.specs import SpecTable, load_specs
 from wattbench.results import run_environment
 
 INTERPRETED_NOTE = ("Triton ran through its interpreter on a CPU: results are correct but the timing means nothing, "

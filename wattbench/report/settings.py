@@ -20,7 +20,7 @@ import pandas as pd
 from wattbench.errors import UsageError
 from wattbench.report.load import record_row
 from wattbench.report.select import check_workload, format_number
-from wattbench.report.specs import SpecTable, load_specs
+from wattbench.specs import SpecTable, load_specs
 from wattbench.record import IDENTITY_FIELDS
 from wattbench.results import aligned_lines
 from wattbench.schema import is_finite_number

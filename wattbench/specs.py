@@ -1,6 +1,7 @@
 """Device spec table: peak throughput, bandwidth, memory and TDP, each figure with its source.
 
-The table ships as `specs/devices.json`; users add devices (GPUs or CPUs) with a file of the
+The run (MFU), `selfcheck kernels` (the roofline) and the report (% of peak) read it. The table ships as
+`device_specs.json` beside this module; users add devices (GPUs or CPUs) with a file of the
 same format, whose entries are tried before the shipped ones:
 
     {"format": "wattbench-device-specs/1",
@@ -29,7 +30,7 @@ from wattbench import schema
 from wattbench.errors import UsageError
 from wattbench.precision import Precision
 
-SHIPPED = Path(__file__).with_name("specs") / "devices.json"
+SHIPPED = Path(__file__).with_name("device_specs.json")
 FIGURES = schema.SPEC_FIGURES
 
 #: How CUDA and NVML name a MIG slice (or a spec entry written for one).
