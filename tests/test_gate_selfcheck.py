@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from wattbench.gate import selfcheck
+from wattbench.selfcheck import gate as selfcheck
 from wattbench.power import PowerConfig
 
 

@@ -16,18 +16,19 @@ from unittest import mock
 import pynvml
 import pytest
 
-import wattbench.kernel_perf  # noqa: F401  (imported before the simulated CUDA: it picks the interpreter)
+import wattbench.selfcheck.kernels  # noqa: F401  (imported before the simulated CUDA: it picks the interpreter)
 from simulated_cuda import SimulatedCuda
-from wattbench import cli, gpu_checks, gpu_selfcheck
+from wattbench import cli
+from wattbench.selfcheck import gpu as gpu_selfcheck, gpu_checks
 from wattbench.device import Device, detect
-from wattbench.gpu_selfcheck import FAIL, NOT_APPLICABLE, NOT_RUN, PASS, Step, StepContext, check, step_result
+from wattbench.selfcheck.gpu import FAIL, NOT_APPLICABLE, NOT_RUN, PASS, Step, StepContext, check, step_result
 from wattbench.power import PowerConfig
 from wattbench.power.simulate import constant, live_probe
 
 FAKE_STEPS = '''
 import os, subprocess, sys, time
 import numpy
-from wattbench.gpu_selfcheck import check, step_result
+from wattbench.selfcheck.gpu import check, step_result
 
 def ok(context):
     return step_result([check("fine", True, "as expected")], value=numpy.int64(1), where=object)
@@ -437,7 +438,7 @@ def test_the_command_writes_evidence_with_the_environment_and_every_step(fakes, 
 DRIVER = """
 import sys
 from pathlib import Path
-from wattbench import gpu_selfcheck
+from wattbench.selfcheck import gpu as gpu_selfcheck
 from wattbench.device import Device
 
 gpu_selfcheck._gpu = lambda requested: Device("cuda", 0, "NVIDIA H200", "0000")
@@ -506,5 +507,5 @@ def test_every_step_of_the_real_run_names_a_step_function_and_fits_the_default_b
     assert len({step.name for step in gpu_selfcheck.STEPS}) == len(gpu_selfcheck.STEPS)
     for step in gpu_selfcheck.STEPS:
         module, function = step.target.split(":")
-        assert module == "wattbench.gpu_checks" and callable(getattr(gpu_checks, function)), step
+        assert module == "wattbench.selfcheck.gpu_checks" and callable(getattr(gpu_checks, function)), step
         assert 0 < step.limit_s < gpu_selfcheck.BUDGET_S

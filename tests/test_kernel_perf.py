@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from wattbench import kernel_perf
+from wattbench.selfcheck import kernels as kernel_perf
 from wattbench.device import detect
 from wattbench.errors import UsageError
-from wattbench.kernel_perf import (CHECKS, NO_SPEC, NO_TIMING, SEED, Outcome, Target, figures, format_table,
+from wattbench.selfcheck.kernels import (CHECKS, NO_SPEC, NO_TIMING, SEED, Outcome, Target, figures, format_table,
                                    median_time, most_bytes, output_tensors, relative_error, roofline_tflops,
                                    verdict)
 from wattbench.specs import load_specs

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from wattbench.power import selfcheck, simulate
+from wattbench.power import simulate
+from wattbench.selfcheck import power as selfcheck
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_dtype_element_size_and_weight_format():
 
 def test_bf16_activations_are_held_to_the_bf16_peak_by_every_reader():
     """int8w-bf16 and sp24-bf16 multiply in bf16: the roofline, the report row and MFU all find the bf16 peak."""
-    from wattbench.kernel_perf import roofline_tflops
+    from wattbench.selfcheck.kernels import roofline_tflops
 
     spec = load_specs().find(H100)
     bf16 = spec.peak_tflops["bf16"]

@@ -215,11 +215,11 @@ def _sweep(args) -> int:
 
 def _selfcheck(args) -> int:
     if args.check == "gpu":
-        from wattbench.gpu_selfcheck import main as gpu_selfcheck
+        from wattbench.selfcheck.gpu import main as gpu_selfcheck
 
         return gpu_selfcheck(args.device, args.out, args.budget, args.steps)
     if args.check == "kernels":
-        from wattbench.kernel_perf import main as kernel_perf
+        from wattbench.selfcheck.kernels import main as kernel_perf
 
         return kernel_perf(args.device, args.preset or "quick", args.specs)
     if args.check == "compile":
@@ -227,10 +227,10 @@ def _selfcheck(args) -> int:
 
         return compile_check(args.arch, args.preset or "full", args.only)
     if args.check == "gate":
-        from wattbench.gate.selfcheck import gate_error_rates
+        from wattbench.selfcheck.gate import gate_error_rates
 
         return gate_error_rates()
-    from wattbench.power import selfcheck
+    from wattbench.selfcheck import power as selfcheck
 
     if args.check == "power-accuracy":
         return selfcheck.power_accuracy()

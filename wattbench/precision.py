@@ -41,7 +41,8 @@ class Precision:
 
     def __post_init__(self):
         if self.activations not in ACTIVATIONS:
-            raise UnknownPrecision(f"unknown activation dtype {self.activations!r}: expected one of {', '.join(ACTIVATIONS)}")
+            raise UnknownPrecision(f"unknown activation dtype {self.activations!r}: "
+                                   f"expected one of {', '.join(ACTIVATIONS)}")
         if self.weights is not None and self.weights not in WEIGHTS:
             raise UnknownPrecision(f"unknown weight format {self.weights!r}: expected one of {', '.join(WEIGHTS)}")
         if self.sparsity is not None and self.sparsity not in SPARSITY:
@@ -61,7 +62,8 @@ class Precision:
         if prefixes and prefixes[0].endswith("w"):
             weights = prefixes.pop(0)[:-1]
         if prefixes:
-            raise UnknownPrecision(f"unknown precision {text!r}: expected [sp24-][int8w-]DTYPE, e.g. 'bf16' or 'int8w-bf16'")
+            raise UnknownPrecision(f"unknown precision {text!r}: expected [sp24-][int8w-]DTYPE, "
+                                   f"e.g. 'bf16' or 'int8w-bf16'")
         try:
             return cls(activations, weights, sparsity)
         except UnknownPrecision as exc:

@@ -3,7 +3,7 @@
 - `run_gate(baseline, current, ...)`: `wattbench gate`; returns the exit code (0 pass, 1 regression, 2 bad input).
 - `gate_output_json(output_json, baseline, config_root, ...)`: the same at the end of a pytest run.
 - `save_baseline(run, name, folder)`: `wattbench baseline save`.
-- `wattbench.gate.selfcheck.gate_error_rates()`: `wattbench selfcheck gate`.
+- `wattbench selfcheck gate` is wattbench.selfcheck.gate.
 """
 
 from wattbench.gate.baseline import save_baseline

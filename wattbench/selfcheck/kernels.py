@@ -25,8 +25,8 @@ from wattbench import kernels, timing
 from wattbench.device import INTERPRET_ENV, Device, detect
 from wattbench.errors import UsageError
 from wattbench.precision import Precision
-from wattbench.specs import DeviceSpec, load_specs
 from wattbench.results import aligned_lines, format_seconds
+from wattbench.specs import DeviceSpec, load_specs
 from wattbench.timing import median_time
 from wattbench.workloads import Case, Step, check_preset, workloads
 

@@ -1,6 +1,6 @@
 """`wattbench selfcheck gpu`: the checks only a GPU can answer, in one unattended run.
 
-Every step (wattbench.gpu_checks) runs in a child process of its own, with its own time limit:
+Every step (wattbench.selfcheck.gpu_checks) runs in a child process of its own, with its own time limit:
 a step that hangs is killed with its whole process group and recorded as timed out, one that
 crashes (a segfault, an abort in the driver) is recorded with the tail of its output, and the
 next step runs either way. The run has a budget (8 minutes by default); a step whose limit no
@@ -57,23 +57,24 @@ class Step:
 
 
 STEPS = (
-    Step("environment", "versions, driver, GPU facts (wattbench.environment)", 45, "wattbench.gpu_checks:environment"),
+    Step("environment", "versions, driver, GPU facts (wattbench.environment)", 45,
+         "wattbench.selfcheck.gpu_checks:environment"),
     Step("nvml-truth", "NVML units, value types, update periods, read costs, scopes, clock events, MIG, identity",
-         60, "wattbench.gpu_checks:nvml_truth"),
+         60, "wattbench.selfcheck.gpu_checks:nvml_truth"),
     Step("event-clock", "the harness's event clock against triton.testing.do_bench", 60,
-         "wattbench.gpu_checks:event_clock"),
+         "wattbench.selfcheck.gpu_checks:event_clock"),
     Step("graph-capture", "CUDA graph capture on the device and its refusals", 45,
-         "wattbench.gpu_checks:graph_capture"),
+         "wattbench.selfcheck.gpu_checks:graph_capture"),
     Step("sparse-24", "the 2:4 sparsity probe and, where supported, a 2:4 GEMM against dense", 45,
-         "wattbench.gpu_checks:sparse_24"),
+         "wattbench.selfcheck.gpu_checks:sparse_24"),
     Step("energy-run", "a few GEMMs through PowerMonitor with short windows: J/call, counter vs instant", 60,
-         "wattbench.gpu_checks:energy_run"),
+         "wattbench.selfcheck.gpu_checks:energy_run"),
     Step("kernel-tests", "tests/test_kernel_*.py compiled on the GPU (bf16 included)", 180,
-         "wattbench.gpu_checks:kernel_tests"),
+         "wattbench.selfcheck.gpu_checks:kernel_tests"),
     Step("registry-shapes", "every kernel-level op's Triton cases at the registry's GPU shapes against torch", 150,
-         "wattbench.gpu_checks:registry_shapes"),
+         "wattbench.selfcheck.gpu_checks:registry_shapes"),
     Step("sampler-overhead", "wattbench selfcheck sampler-overhead with the real NVML", 150,
-         "wattbench.gpu_checks:sampler_overhead"),
+         "wattbench.selfcheck.gpu_checks:sampler_overhead"),
 )
 
 
@@ -143,7 +144,7 @@ def first_line(exc: BaseException) -> str:
 
 def child_main(argv: list[str]) -> int:
     """Run one step function and write its result (or the exception it raised) as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m wattbench.gpu_selfcheck")
+    parser = argparse.ArgumentParser(prog="python -m wattbench.selfcheck.gpu")
     parser.add_argument("target")
     parser.add_argument("--device", required=True)
     parser.add_argument("--limit", type=float, required=True)
@@ -182,7 +183,7 @@ def run_step(step: Step, spec: str, workdir: Path) -> dict:
     return its record: the child's result, or why there is none (timed out, crashed)."""
     result_path, partial_path = workdir / f"{step.name}.json", workdir / f"{step.name}.partial.json"
     log_path = workdir / f"{step.name}.log"
-    command = [sys.executable, "-m", "wattbench.gpu_selfcheck", step.target, "--device", spec,
+    command = [sys.executable, "-m", "wattbench.selfcheck.gpu", step.target, "--device", spec,
                "--limit", str(step.limit_s), "--result", str(result_path), "--partial", str(partial_path)]
     began = time.monotonic()
     with open(log_path, "w") as log:
@@ -366,7 +367,7 @@ def main(device: str | None = None, out: Path = Path("results"), budget_s: float
     """Run the steps, print one line per step and the summary, write the evidence; 0 when every
     step passed or did not apply, 1 otherwise."""
     from wattbench.device import host_name
-    from wattbench.runner import check_writable
+    from wattbench.results import check_writable
 
     budget_s = BUDGET_S if budget_s is None else budget_s
     if not (math.isfinite(budget_s) and budget_s > 0):

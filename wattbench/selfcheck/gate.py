@@ -30,9 +30,9 @@ import torch
 from wattbench.device import detect
 from wattbench.gate.compare import compare_runs, describe_method
 from wattbench.gate.config import GateConfig
-from wattbench.stats import REGRESSION
 from wattbench.power import simulate
 from wattbench.power.monitor import EDGE_RUN_UPDATES, PowerConfig
+from wattbench.stats import REGRESSION
 from wattbench.timing import TimingPlan
 from wattbench.workloads import case_by_id
 

@@ -1,6 +1,6 @@
-"""The steps of `wattbench selfcheck gpu` (wattbench.gpu_selfcheck runs each in its own child).
+"""The steps of `wattbench selfcheck gpu` (wattbench.selfcheck.gpu runs each in its own child).
 
-Each step is a function of a StepContext returning a step result (gpu_selfcheck.step_result):
+Each step is a function of a StepContext returning a step result (selfcheck.gpu.step_result):
 its checks, each passed, failed or not applicable with the detail that decided it, and the
 figures behind them. The harness's own code is what is checked (its clock, graph capture,
 power monitor, 2:4 probe, registry and kernel tests) on the device; the one exception is the
@@ -32,8 +32,8 @@ from pynvml import (NVML_CLOCK_MEM, NVML_CLOCK_SM, NVML_DEVICE_MIG_DISABLE, NVML
 
 import wattbench
 from wattbench.conditions import decode_clock_events, is_throttle
-from wattbench.gpu_selfcheck import StepContext, check, first_line, step_result
 from wattbench.results import format_seconds
+from wattbench.selfcheck.gpu import StepContext, check, first_line, step_result
 
 #: Fixed inputs: every run checks the same thing.
 SEED = 0
@@ -446,7 +446,7 @@ def replay_matches_eager(index: int) -> dict:
     import torch
 
     from wattbench import cuda
-    from wattbench.kernel_perf import TOLERANCE, relative_error
+    from wattbench.selfcheck.kernels import TOLERANCE, relative_error
 
     name = "replay gives the eager result"
     device = torch.device("cuda", index)
@@ -516,7 +516,7 @@ def sparse_24(context: StepContext) -> dict:
     a 2:4 GEMM against the dense GEMM of the same pruned weight."""
     import torch
 
-    from wattbench.kernel_perf import TOLERANCE, relative_error
+    from wattbench.selfcheck.kernels import TOLERANCE, relative_error
     from wattbench.workloads.gemm import prune_2_4, sparse_24_unsupported
 
     device = context.device
@@ -624,7 +624,7 @@ def energy_run(context: StepContext, gemms=ENERGY_GEMMS, config=None, probes=Non
 def sampler_overhead(context: StepContext, run: Callable[..., int] | None = None) -> dict:
     """`wattbench selfcheck sampler-overhead --device <the GPU>`: its own targets and output."""
     if run is None:
-        from wattbench.power.selfcheck import sampler_overhead as run
+        from wattbench.selfcheck.power import sampler_overhead as run
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         code = run(device=context.device)
@@ -649,7 +649,7 @@ def registry_check(case, device) -> dict:
     """`case` against the registry's PyTorch path on identical inputs (selfcheck kernels' tolerances)."""
     import torch
 
-    from wattbench.kernel_perf import TOLERANCE, relative_error, torch_case
+    from wattbench.selfcheck.kernels import TOLERANCE, relative_error, torch_case
     from wattbench.measure import skip_reason
 
     reason = skip_reason(case, device)

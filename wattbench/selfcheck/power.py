@@ -20,7 +20,6 @@ import time
 import numpy as np
 
 from wattbench.device import Device
-from wattbench.stats import median_ratio_interval
 from wattbench.power import simulate
 from wattbench.power.base import Channel
 from wattbench.power.monitor import (EDGE_RUN_UPDATES, PowerConfig, close_probes, combine, probe_sources,
@@ -28,6 +27,7 @@ from wattbench.power.monitor import (EDGE_RUN_UPDATES, PowerConfig, close_probes
 from wattbench.power.sampler import (CPU_BUDGET, REPLAN_S, ChannelWindow, Plan, Sampler, measure_channel, plan_rates,
                                      read_load)
 from wattbench.power.simulate import ReadCost
+from wattbench.stats import median_ratio_interval
 
 IDLE_W = 60.0
 LEAD_S = 1.5  # history before the window, so the 1 s rolling average has something to average
