@@ -244,12 +244,13 @@ def matmul_fp8_dequantized(x: torch.Tensor, w: Fp8Weight, bias: torch.Tensor | N
 
 
 @functools.cache
-def scaled_mm_unsupported(device: torch.device, scaling: str) -> str | None:
-    """Why `torch._scaled_mm` fails on `device` at this scaling (its error's first line), or None when
-    it runs: support depends on the build and the GPU (row-wise scaling came to sm_89 later than to sm_90)."""
+def scaled_mm_unsupported(device: torch.device, scaling: str, K: int, N: int) -> str | None:
+    """Why `torch._scaled_mm` fails on `device` at this scaling and shape (its error's first line), or None
+    when it runs. Found by running one on ones: support depends on the build and the GPU (row-wise scaling
+    came to sm_89 later than to sm_90), and cuBLASLt takes K and N in multiples of 16 only."""
     try:
-        w = quantize_fp8_weight(torch.ones(32, 16, device=device, dtype=ACTIVATION_DTYPE), scaling)
-        matmul_fp8_reference(torch.ones(16, 32, device=device, dtype=ACTIVATION_DTYPE), w)
+        w = quantize_fp8_weight(torch.ones(K, N, device=device, dtype=ACTIVATION_DTYPE), scaling)
+        matmul_fp8_reference(torch.ones(16, K, device=device, dtype=ACTIVATION_DTYPE), w)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     except Exception as exc:  # noqa: BLE001  whatever the build raises is the reason to fall back
@@ -257,9 +258,14 @@ def scaled_mm_unsupported(device: torch.device, scaling: str) -> str | None:
     return None
 
 
-def fp8_reference_path(device: torch.device, scaling: str) -> str:
-    """What the torch path runs on `device`: "torch._scaled_mm", or the labelled fallback."""
-    return "torch._scaled_mm" if scaled_mm_unsupported(device, scaling) is None else "dequantise-then-matmul"
+def fp8_reference_path(device: torch.device, scaling: str, K: int, N: int) -> str:
+    """What the torch path runs on `device` for a (K, N) weight: "torch._scaled_mm", or the labelled
+    fallback "dequantise-then-matmul"; `FP8_REFERENCES` maps each to its function."""
+    return "torch._scaled_mm" if scaled_mm_unsupported(device, scaling, K, N) is None else "dequantise-then-matmul"
+
+
+#: The torch path's function by `fp8_reference_path`'s label.
+FP8_REFERENCES = {"torch._scaled_mm": matmul_fp8_reference, "dequantise-then-matmul": matmul_fp8_dequantized}
 
 
 def matmul_fp8_flops(M: int, N: int, K: int, bias: bool = False) -> int:
