@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from wattbench.config import RunConfig
+from wattbench.device import detect
 from wattbench.errors import UsageError
 from wattbench.journal import RunJournal, earlier_segments, recorded_cases
 
@@ -33,6 +35,6 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"benchmarks": [], "wattbench": {"preset": "quick", "select": "gemm"}}))
     journal = RunJournal(path, resume=True)
-    journal.check_resumable({"preset": ("--wattbench-preset", "quick"), "seed": ("--wattbench-seed", 3)})
+    journal.check_resumable(RunConfig(detect("cpu"), preset="quick", seed=3, keyword="gemm"))
     with pytest.raises(UsageError, match=r"run\.json: this run was made with -k 'gemm', not 'llm': resume it"):
-        journal.check_resumable({"select": ("-k", "llm")})
+        journal.check_resumable(RunConfig(detect("cpu"), preset="quick", seed=3, keyword="llm"))

@@ -276,7 +276,7 @@ def refuse_or_reach_pytest(monkeypatch, capsys, argv):
     """`wattbench run ...` in this process: either one line on stderr with exit 2, or pytest would start."""
     from wattbench import cli, runner
 
-    def pytest_main(args):
+    def pytest_main(args, plugins=()):
         raise ReachedPytest(args)
 
     with monkeypatch.context() as patch:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from wattbench import multi
+from wattbench.config import from_command
 from wattbench.errors import UsageError
 from wattbench.multi import Worker
 
@@ -88,7 +89,8 @@ def test_workers_run_in_parallel_and_their_files_are_merged(tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()
     select = "gemm and infer and torch and M1- and fp32 and not int8w"
-    code = multi.run_workers([Worker(0, "0"), Worker(1, "1")], "quick", select, runs, [], visible_device="cpu")
+    config, pytest_args = from_command("cpu", "quick", select, [])  # each 'GPU' worker sees the CPU
+    code = multi.run_workers([Worker(0, "0"), Worker(1, "1")], config, runs, pytest_args)
     assert code == 0
     (merged_file,) = runs.glob("[!.]*.json")
     merged = json.loads(merged_file.read_text())

@@ -295,10 +295,10 @@ def test_a_session_stopped_early_is_not_complete_and_resume_refuses_another_sele
     (["--wattbench-preset=huge"], r"unknown preset 'huge'"),
 ])
 def test_every_input_file_and_option_is_checked_in_configure(args, pattern):
-    """pytest_configure checks the options with check_options; here called as configure calls it."""
+    """pytest_configure builds the RunConfig with from_options; here called as configure calls it."""
+    from wattbench.config import OptionParser, from_options
     from wattbench.errors import UsageError
-    from wattbench.plugin import _OptionParser, check_options
 
-    given, _ = _OptionParser().parse_known_args(args)
+    given, _ = OptionParser().parse_known_args(args)
     with pytest.raises(UsageError, match=pattern):
-        check_options(lambda name: getattr(given, name))
+        from_options(lambda name: getattr(given, name))

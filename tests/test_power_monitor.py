@@ -472,7 +472,7 @@ def test_without_an_idle_baseline_the_update_period_is_still_measured():
     ({"wattbench_energy_max_window": 8.0}, {"max_window_s": 8.0}),
 ])
 def test_the_energy_window_options_become_the_power_config(given, expected):
-    from wattbench.plugin import energy_windows
+    from wattbench.config import energy_windows
 
     settings = energy_windows(lambda name: given.get(name))
     assert settings == pytest.approx(expected)
@@ -482,7 +482,7 @@ def test_the_energy_window_options_become_the_power_config(given, expected):
 @pytest.mark.parametrize("target, message", [("0%", "above 0%"), ("2", r"in \[0%, 100%\)"), ("two", "percentage")])
 def test_a_bad_energy_target_is_one_line_naming_the_option(target, message):
     from wattbench.errors import UsageError
-    from wattbench.plugin import energy_windows
+    from wattbench.config import energy_windows
 
     with pytest.raises(UsageError, match=f"--wattbench-energy-target.*{message}"):
         energy_windows(lambda name: target if name == "wattbench_energy_target" else None)

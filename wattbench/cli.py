@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run on several GPUs at once, one worker process per GPU, into one merged run file")
     run.add_argument("--no-report", dest="report", action="store_false", help="do not write the report and plots")
     run.add_argument("--preset", default=None, help="quick (minutes, the default) or full")
-    run.add_argument("-k", dest="select", default=None, metavar="EXPR",
+    run.add_argument("-k", dest="keyword", default=None, metavar="EXPR",
                      help="only benchmarks matching this pytest -k expression, e.g. 'gemm and infer'")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (run files go to OUT/runs)")
     run.add_argument("--resume", type=Path, default=None, metavar="RUN.json",
@@ -130,28 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from wattbench import runner
+    from wattbench.config import from_command
 
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     if args.devices:
         return _run_devices(args, extra)
-    return runner.run(args.device, args.preset, args.select, args.out, extra, resume=args.resume,
-                      save_trace=args.save_trace, power_replay=args.power_replay, report=args.report,
-                      specs=args.specs)
+    config, pytest_args = from_command(args.device, args.preset, args.keyword, extra, resume=args.resume,
+                                       power_replay=args.power_replay, specs=args.specs)
+    return runner.run(runner.placed(config, args.out, args.save_trace), pytest_args, report=args.report)
 
 
 def _run_devices(args, extra: list[str]) -> int:
     import torch
 
-    from wattbench import multi, runner
+    from wattbench import multi
+    from wattbench.config import from_command
 
     if args.device or args.resume or args.save_trace or args.power_replay:
         raise UsageError("--devices runs every listed GPU itself: it takes no --device, --resume, --save-trace "
                          "or --power-replay")
     workers = multi.plan_workers(args.devices, torch.cuda.device_count())
-    runs_dir = args.out / "runs"
-    runner.check_writable(runs_dir)
-    runner.check_specs(args.specs)
-    return multi.run_workers(workers, args.preset, args.select, runs_dir, extra, specs=args.specs)
+    config, pytest_args = from_command(multi.WORKER_DEVICE, args.preset, args.keyword, extra, specs=args.specs)
+    return multi.run_workers(workers, config, args.out / "runs", pytest_args)
 
 
 def _report(args) -> int:
@@ -240,11 +240,19 @@ def _selfcheck(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def command() -> int:
         args = build_parser().parse_args(argv)
         handler = {"run": _run, "report": _report, "select": _select, "gate": _gate, "baseline": _baseline,
                    "devices": _devices, "sweep": _sweep, "selfcheck": _selfcheck}[args.command]
         return handler(args)
+
+    return exit_code(command)
+
+
+def exit_code(command) -> int:
+    """Run `command`; bad input is one line on stderr and exit code 2, an interruption 130, never a traceback."""
+    try:
+        return command()
     except UsageError as exc:
         print(f"wattbench: error: {exc}", file=sys.stderr)
         return 2

@@ -6,10 +6,14 @@ worker by the parent's own CUDA_VISIBLE_DEVICES entry for it: under a scheduler 
 job "4,5" (or UUIDs, or MIG slices), the parent's cuda:1 is "5", not the host's GPU 1. Their
 run files are merged into one. (pytest-xdist cannot host these workers: pytest-benchmark switches itself off
 whenever xdist is active, so worker processes are started here instead.)
+
+The parent makes the run's RunConfig once; each worker gets it as JSON (WORKER_ENV), with its own run file,
+and runs the suites with it (`python -m wattbench.multi`), not from a command line rebuilt from flags.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,8 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wattbench import results, runner
+from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
 from wattbench.record import Record
+from wattbench.results import check_writable
+
+#: The device as each pinned worker sees its one GPU.
+WORKER_DEVICE = "cuda:0"
+#: The environment variable that carries a worker's RunConfig (JSON) and pytest arguments.
+WORKER_ENV = "WATTBENCH_WORKER"
 
 
 @dataclass(frozen=True)
@@ -123,23 +134,24 @@ def _relay(stream, prefix: str) -> None:
         sys.stdout.flush()
 
 
-def run_workers(workers: list[Worker], preset: str | None, select: str | None, runs_dir: Path,
-                pytest_args: list[str], visible_device: str = "cuda:0", specs: Path | None = None) -> int:
-    """Start one worker per GPU, relay their output, merge their run files; returns the worst exit code.
+def run_workers(workers: list[Worker], config: RunConfig, runs_dir: Path, pytest_args: list[str]) -> int:
+    """Start one worker per GPU, each running `config` (whose device is the one GPU each worker sees:
+    WORKER_DEVICE), relay their output, merge their run files; returns the worst exit code.
 
     Each worker's own run file stays in `.<run>.workers/` beside the merged one, so an interrupted
-    run loses nothing. `visible_device` is the device as each pinned worker sees it.
+    run loses nothing.
     """
-    final = runs_dir / runner.run_file_name(f"{len(workers)}gpu", datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    final = runs_dir / run_file_name(f"{len(workers)}gpu", now)
+    check_writable(runs_dir)
     workers_dir = runs_dir / f".{final.stem}.workers"
     procs = []
     for worker in workers:
-        command = [sys.executable, "-m", "wattbench.cli", "run", "--device", visible_device, "--no-report",
-                   "--out", str(workers_dir / worker.device.replace(":", "")),
-                   *(["--preset", preset] if preset else []), *(["-k", select] if select else []),
-                   *(["--specs", str(specs)] if specs else []),
-                   *(["--", *pytest_args] if pytest_args else [])]
-        proc = subprocess.Popen(command, env={**os.environ, **worker.env}, stdout=subprocess.PIPE,
+        name = worker.device.replace(":", "")
+        own = config.writing_to(workers_dir / name / "runs" / run_file_name(name, now))
+        payload = json.dumps({"config": own.to_json(), "pytest_args": pytest_args})
+        proc = subprocess.Popen([sys.executable, "-m", "wattbench.multi"],
+                                env={**os.environ, **worker.env, WORKER_ENV: payload}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         relay = threading.Thread(target=_relay, args=(proc.stdout, f"[{worker.device}]"), daemon=True)
         relay.start()
@@ -157,5 +169,20 @@ def run_workers(workers: list[Worker], preset: str | None, select: str | None, r
         print("wattbench: no worker wrote a run file", file=sys.stderr)
         return max(codes)
     results.write_json_atomic(final, merge_runs(parts))
-    runner.finish(final, trace=None, report=True, specs=specs)
+    runner.finish(final, trace=None, report=True, specs=Path(config.specs_path) if config.specs_path else None)
     return max(codes)
+
+
+def worker_main() -> int:
+    """A worker: the parent's RunConfig (and pytest arguments) from WORKER_ENV, run on this process's GPU."""
+    from wattbench.cli import exit_code
+
+    def run() -> int:
+        given = json.loads(os.environ[WORKER_ENV])
+        return runner.run(RunConfig.from_json(given["config"]), given["pytest_args"], report=False)
+
+    return exit_code(run)
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -12,14 +11,12 @@ from pathlib import Path
 import pytest
 
 import wattbench.suites
-from wattbench import plugin, results, summary
+from wattbench import results, summary
 from wattbench.conditions import throttled_benchmarks
-from wattbench.device import INTERPRET_ENV, detect, host_name
+from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
 from wattbench.journal import recorded_cases
-from wattbench.power.replay import check_log
-from wattbench.results import check_writable
-from wattbench.workloads import check_preset
+from wattbench.results import check_writable  # noqa: F401  (wattbench.gpu_selfcheck takes it from here)
 
 SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
 
@@ -27,8 +24,12 @@ SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
 INTERRUPTED = 130
 
 
-def run_file_name(device_slug: str, when: datetime) -> str:
-    return f"{host_name()}_{device_slug}_{when.strftime('%Y%m%dT%H%M%SZ')}.json"
+def placed(config: RunConfig, out: Path, save_trace: bool = False) -> RunConfig:
+    """`config` writing its run file to OUT/runs/HOST_DEVICE_TIME.json (a resumed run: its own file), with the
+    power trace beside it when `save_trace`."""
+    final = Path(config.run_file) if config.resume else out / "runs" / run_file_name(
+        config.device.slug, datetime.now(timezone.utc))
+    return config.writing_to(final, final.with_suffix(".trace.csv") if save_trace else None)
 
 
 def _interrupt(signum, frame):
@@ -49,64 +50,34 @@ def run(*args, **kwargs) -> int:
             signal.signal(signum, handler)
 
 
-def run_suites(device: str | None, preset: str | None, select: str | None, out: Path, pytest_args: list[str],
-               resume: Path | None = None, save_trace: bool = False, power_replay: Path | None = None,
-               report: bool = True, specs: Path | None = None) -> int:
-    """Run the suites; returns 0 when every benchmark ran, 1 when some failed or the run stopped early,
-    INTERRUPTED (130) when a signal cut it short; bad input raises UsageError before anything runs.
+def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True) -> int:
+    """Run the suites in this process, handing pytest `config` (which names its run file, see `placed`);
+    `pytest_args` are further pytest arguments (no run options: they are in `config`). Returns 0 when every
+    benchmark ran, 1 when some failed or the run stopped early, INTERRUPTED (130) when a signal cut it short.
 
-    `specs` is the user's device spec file, used for MFU during the run and for the report."""
-    seed = 0
-    if resume:
-        block = results.load_run(resume)["wattbench"]
-        if block.get("complete"):
-            raise UsageError(f"{resume}: this run is complete; there is nothing to resume")
-        for name, given in (("--device", device), ("--preset", preset), ("-k", select)):
-            recorded = block.get({"-k": "select"}.get(name, name.lstrip("-"))) or None
-            if given is not None and given != recorded:
-                was = f"with {name} {recorded}" if recorded else f"without {name}"
-                raise UsageError(f"{resume}: was run {was}, not {name} {given}: resume it with the same selection")
-        device, preset, seed = block.get("device"), block.get("preset"), block.get("seed", 0)
-        select = block.get("select") or None
-    preset = preset or "quick"
-    chosen = detect(device)
-    check_preset(preset)
-    if select:
-        check_select(select)
-    runs_dir = resume.parent if resume else out / "runs"
-    check_writable(runs_dir)
-    plugin.check_arguments(pytest_args)
-    if power_replay is not None:
-        check_log(power_replay)
-    check_specs(specs)
-    if chosen.type == "cpu":
-        os.environ.setdefault(INTERPRET_ENV, "1")
+    The user's spec file (`config.specs_path`) is used for MFU during the run and for the report."""
+    from wattbench.plugin import GivenConfig
 
-    final = resume or runs_dir / run_file_name(chosen.slug, datetime.now(timezone.utc))
+    final = Path(config.run_file)
     scratch = final.with_name(f".{final.stem}.pytest-benchmark.json")
-    trace = final.with_suffix(".trace.csv") if save_trace else None
+    trace = Path(config.save_trace) if config.save_trace else None
+    specs = Path(config.specs_path) if config.specs_path else None
     args = [str(SUITES_DIR), "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-o", "addopts=",
             "-v", "--no-header", "--benchmark-quiet",
             "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={scratch}",
-            "--wattbench-run-file", str(final), "--wattbench-device", chosen.spec, "--wattbench-preset", preset,
-            "--wattbench-seed", str(seed), *(["--wattbench-resume"] if resume else []),
-            *(["--wattbench-save-trace", str(trace)] if trace else []),
-            *(["--wattbench-power-replay", str(power_replay)] if power_replay else []),
-            *(["--wattbench-specs", str(specs)] if specs else []), *pytest_args]
-    if select:
-        args += ["-k", select]
-    print(f"wattbench: {preset} preset on {chosen.spec} ({chosen.name})"
-          + (f", resuming {final}" if resume else ""), flush=True)
+            *pytest_args, *(["-k", config.keyword] if config.keyword else [])]
+    print(f"wattbench: {config.preset} preset on {config.device.spec} ({config.device.name})"
+          + (f", resuming {final}" if config.resume else ""), flush=True)
     try:
-        status = pytest.main(args)
+        status = pytest.main(args, plugins=[GivenConfig(config)])
     except KeyboardInterrupt:  # a signal outside the session's own handling (while pytest starts or ends)
         status = pytest.ExitCode.INTERRUPTED
     finally:
         scratch.unlink(missing_ok=True)
 
-    if status == pytest.ExitCode.NO_TESTS_COLLECTED and not resume:
-        what = f"-k {select!r} matches" if select else "the suites hold"
-        raise UsageError(f"{what} no benchmark for preset {preset!r} on {chosen.spec}")
+    if status == pytest.ExitCode.NO_TESTS_COLLECTED and not config.resume:
+        what = f"-k {config.keyword!r} matches" if config.keyword else "the suites hold"
+        raise UsageError(f"{what} no benchmark for preset {config.preset!r} on {config.device.spec}")
     if status == pytest.ExitCode.USAGE_ERROR:
         raise UsageError("pytest rejected the arguments (see above)")
     interrupted = status == pytest.ExitCode.INTERRUPTED
@@ -141,24 +112,6 @@ def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None,
         print(f"wattbench: interrupted after the run completed: {final} is complete{after}", file=sys.stderr)
         return INTERRUPTED
     return 1 if block.get("failed") or pytest_failed else 0
-
-
-def check_select(select: str) -> None:
-    """A -k expression pytest cannot parse, refused in one line before pytest starts."""
-    from _pytest.mark.expression import Expression  # pytest's own -k parser
-
-    try:
-        Expression.compile(select)
-    except Exception as exc:  # pytest raises SyntaxError (9.x) or its own ParseError (7.x, 8.x)
-        raise UsageError(f"-k {select!r} is not a valid expression: {getattr(exc, 'msg', None) or exc}") from None
-
-
-def check_specs(specs: Path | None) -> None:
-    """A bad spec file is refused before anything runs, not after the benchmarks."""
-    if specs is not None:
-        from wattbench.specs import load_specs
-
-        load_specs(specs)
 
 
 def report_dir_for(final: Path) -> Path:
