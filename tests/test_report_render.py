@@ -101,6 +101,8 @@ def test_html_page_puts_the_verdict_first_and_is_self_contained(many_devices):
     assert details.count("<details ") == 7 and "<details open" not in details
     assert '<table id="records-table" class="sortable">' in page and 'data-table="records-table"' in page
     assert '<td style="background:rgba(0,114,178,0.58)" class="best">8896</td>' in page
+    # 8087 is 10% under the row's best: log10(8087/8896) = -0.041 of the one decade to the lightest shade.
+    assert '<td style="background:rgba(0,114,178,0.56)">8087</td>' in page
     for plot in drawn_plots(out):
         assert f'<figure id="plot-{plot}">' in page
     assert page.count("<figcaption>") == len(drawn_plots(out))

@@ -157,7 +157,7 @@ def cost_section(rows: pd.DataFrame, inputs: costs.CostInputs) -> Section:
 
 
 #: The matrix shades a cell by how far under its row's best it is, on a log scale: lightest this many decades under.
-MATRIX_DECADES = 2
+MATRIX_DECADES = 1
 
 
 def matrix_section(rows: pd.DataFrame) -> Section:
