@@ -109,6 +109,23 @@ def test_without_energy_latency_is_drawn_against_throughput_for_workloads_of_sev
     assert sum(len(c.get_offsets()) for c in ax.collections) == len(compared)
 
 
+def test_batch_labels_are_shared_by_coinciding_points_and_never_stacked():
+    points = pd.DataFrame({"batch": [16.0, 16.0, 16.0, 1.0], "median_ms": [1.0, 1.05, 3.0, 1.0],
+                           "joules_per_unit": [0.5, 0.52, 0.5, 0.5]})
+    # The first two are 2% apart (one label for both), the third 3x slower (its own); batch 1 has its own.
+    assert plots._batch_labels(points, "joules_per_unit") == [(1.0, 1.0, 0.5), (16.0, 1.0, 0.5), (16.0, 3.0, 0.5)]
+
+
+def test_an_axis_spanning_less_than_a_decade_still_has_labelled_ticks(tmp_path):
+    figure = plots._figure(4, 3)
+    ax = figure.subplots()
+    ax.scatter([1, 2], [2.8e-4, 4.8e-4])
+    plots._log_axes(ax)
+    figure.savefig(tmp_path / "axis.png")
+    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
+    assert {"0.0003", "0.0004"} <= set(labels)  # no 2 or 5 within 2.8e-4 to 4.8e-4: every minor tick labelled
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = pd.DataFrame({"ms": [1.0, 2.0, 3.0, 2.5, 4.0], "j": [5.0, 3.0, 1.0, 4.0, 1.0]})
     front = plots.pareto_front(points, "ms", "j")
