@@ -158,7 +158,7 @@ def quantize_fp8_activations_triton(x: torch.Tensor, scaling: str = "row") -> tu
     per_tensor = scaling == "tensor"
     scale = torch.empty((1 if per_tensor else M,), device=x.device, dtype=torch.float32)
     block = min(QUANTIZE_BLOCK, triton.next_power_of_2(K))
-    absmax = torch.zeros(1, device=x.device, dtype=torch.float32) if per_tensor else scale
+    absmax = torch.zeros(1, device=x.device, dtype=torch.float32) if per_tensor else scale  # per row: unread
     if per_tensor:
         _fp8_absmax_kernel[(M,)](x, absmax, K, x.stride(0), x.stride(1), BLOCK_K=block, num_warps=QUANTIZE_WARPS)
     _fp8_quantize_kernel[(M,)](x, q, scale, absmax, K, x.stride(0), x.stride(1), q.stride(0),
