@@ -116,14 +116,21 @@ def test_batch_labels_are_shared_by_coinciding_points_and_never_stacked():
     assert plots._batch_labels(points, "joules_per_unit") == [(1.0, 1.0, 0.5), (16.0, 1.0, 0.5), (16.0, 3.0, 0.5)]
 
 
-def test_an_axis_spanning_less_than_a_decade_still_has_labelled_ticks(tmp_path):
+@pytest.mark.parametrize("low, high, expected", [
+    (2.8e-4, 4.8e-4, {"0.0003", "0.0004"}),  # no 2 or 5 in the span: its 3 and 4 named
+    (0.0098, 0.019, {"0.012", "0.014", "0.016", "0.018"}),  # no whole digit but 0.01: matplotlib's finer ticks
+    (0.011, 0.1, {"0.02", "0.05"}),  # about a decade: 2s and 5s only, never a crowd of 7s, 8s and 9s
+])
+def test_an_axis_spanning_less_than_a_decade_still_has_labelled_ticks(tmp_path, low, high, expected):
     figure = plots._figure(4, 3)
     ax = figure.subplots()
-    ax.scatter([1, 2], [2.8e-4, 4.8e-4])
+    ax.scatter([1, 2], [low, high])
     plots._log_axes(ax)
     figure.savefig(tmp_path / "axis.png")
-    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
-    assert {"0.0003", "0.0004"} <= set(labels)  # no 2 or 5 within 2.8e-4 to 4.8e-4: every minor tick labelled
+    bottom, top = ax.get_ylim()
+    labels = {t.get_text() for t in ax.get_yticklabels(minor=True)
+              if t.get_text() and bottom <= t.get_position()[1] <= top}
+    assert labels == expected
 
 
 def test_pareto_front_keeps_only_undominated_points():

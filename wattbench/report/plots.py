@@ -85,9 +85,15 @@ def _precision_marker(precision: str) -> str:
     return PRECISION_MARKERS.get(precision, "X")
 
 
+#: The minor ticks labelled on a log axis by the decades it spans (fewer than each bound): more where the axis is
+#: short, never the 7s and 9s, whose labels run into the next tick's (matplotlib's own minor labels, like 3x10^-2,
+#: collide too).
+MINOR_LABELS = ((0.4, (2, 3, 4, 5, 6, 8)), (0.8, (2, 3, 5)), (2.5, (2, 5)))
+
+
 def _log_axes(ax, x: bool = True, y: bool = True) -> None:
-    """Log axes labelled in plain numbers; 2s and 5s labelled too on an axis spanning few decades, every minor
-    tick on one spanning less than one (matplotlib's own minor labels, like 3x10^-2, collide)."""
+    """Log axes labelled in plain numbers, their minor ticks too where the axis spans few decades, so that every
+    axis has labels however short it is."""
     if x:
         ax.set_xscale("log")
     if y:
@@ -97,15 +103,23 @@ def _log_axes(ax, x: bool = True, y: bool = True) -> None:
             continue
         axis.set_major_formatter(FuncFormatter(lambda value, _: _fmt_si(value)))
         decades = math.log10(max(limits) / min(limits)) if min(limits) > 0 else math.inf
-        if decades < 0.8:
+        digits = next((digits for bound, digits in MINOR_LABELS if decades < bound), ())
+        axis.set_minor_formatter(FuncFormatter(lambda value, _, digits=digits: _minor_label(value, digits))
+                                 if digits else NullFormatter())
+        low, high = min(limits), max(limits)
+        majors = [t for t in axis.get_majorticklocs() if low <= t <= high]
+        minors = [t for t in axis.get_minorticklocs() if low <= t <= high and _minor_label(t, digits)]
+        if digits and len(majors) + len(minors) < 2:
+            # Shorter than the gap between two whole digits: matplotlib's finer ticks (0.012, 0.014), all named.
             axis.set_minor_formatter(FuncFormatter(lambda value, _: _fmt_si(value)))
-        else:
-            axis.set_minor_formatter(FuncFormatter(_two_and_five) if decades < 2.5 else NullFormatter())
 
 
-def _two_and_five(value: float, _) -> str:
-    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
-    return _fmt_si(value) if leading in (2, 5) else ""
+def _minor_label(value: float, digits: tuple[int, ...]) -> str:
+    """The tick's number where it is a whole digit (2 of 0.02; never 1.6 of 0.016) among `digits`."""
+    if value <= 0:
+        return ""
+    leading = value / 10 ** math.floor(math.log10(value))
+    return _fmt_si(value) if round(leading) in digits and math.isclose(leading, round(leading)) else ""
 
 
 def _unit_label(rows: pd.DataFrame) -> str:
