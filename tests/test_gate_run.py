@@ -1,4 +1,4 @@
-"""`run_gate`, `gate_output_json` and `save_baseline` end to end on synthetic run files: exit codes,
+"""`wattbench gate`, the gate of a pytest run and `save_baseline` end to end on synthetic run files: exit codes,
 refusals, energy, reports (console, Markdown, $GITHUB_STEP_SUMMARY, JUnit XML)."""
 
 import json
@@ -7,8 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from wattbench import cli
 from wattbench.errors import UsageError
-from wattbench.gate import gate, gate_output_json, run_gate, save_baseline
+from wattbench.gate import gate, save_baseline
+from wattbench.plugin import gate_session
 from wattbench.results import load_run
 
 from test_gate_fixtures import energy, no_energy, record, run, samples, write
@@ -18,14 +20,28 @@ TRAIN = dict(workload="gemm.train", size="M512-K256-N256")
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
-    """A project folder with default gate settings, and no job summary unless a test sets one."""
+    """A project folder with default gate settings, and no job summary unless a test sets one; the current
+    folder, where `wattbench gate` reads its settings."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+FLAGS = {"time_threshold": "--time-threshold", "energy_threshold": "--energy-threshold", "markdown_out": "--markdown",
+         "junit_out": "--junit"}
+
+
+def run_gate(baseline, current, **options):
+    """`wattbench gate BASELINE CURRENT` with `options` as its flags; the exit code."""
+    args = ["gate", "--baseline", str(baseline), "--current", str(current)]
+    for name, value in options.items():
+        args += [f"--{name}"] if value is True else [FLAGS[name], str(value)]
+    return cli.main(args)
+
+
 def gate_files(root, baseline, current, **options):
-    return run_gate(write(root / "base.json", baseline), write(root / "cur.json", current), config_root=root, **options)
+    return run_gate(write(root / "base.json", baseline), write(root / "cur.json", current), **options)
 
 
 def one_line_error(capsys, pattern):
@@ -157,7 +173,7 @@ def test_interpreted_against_compiled_is_refused(root, capsys):
 def test_unreadable_files_give_one_line_and_exit_2(root, capsys, setup, pattern):
     write(root / "cur.json", run([record()]))
     baseline, current = setup(root)
-    assert run_gate(baseline, current, config_root=root) == 2
+    assert run_gate(baseline, current) == 2
     one_line_error(capsys, pattern)
 
 
@@ -203,15 +219,16 @@ def test_unwritable_report_gives_exit_2_before_the_comparison(root, capsys):
 def test_gate_output_json_gates_the_pytest_run(root, capsys):
     baseline = write(root / "base.json", run([record(times=samples(seed=1))]))
     lines = []
-    assert gate_output_json(run([record(times=slower(1.2))]), baseline, root, write=lines.append) == 1
+    assert gate_session(run([record(times=slower(1.2))]), baseline, root, write=lines.append) == 1
     assert "this pytest run" in lines[0] and "FAIL: 1 regression" in lines[0]
-    assert gate_output_json({"benchmarks": []}, baseline, root) == 2
+    assert gate_session({"benchmarks": []}, baseline, root) == 2
     one_line_error(capsys, r"the pytest run produced no wattbench run data")
 
 
 def test_save_baseline_keeps_provenance_and_the_gate_reads_it(root, capsys):
     source = write(root / "run.json", run([record(times=samples(seed=1))]))
-    path = save_baseline(source, "main-h100", root / "baselines")
+    kept = save_baseline(source, "main-h100", root / "baselines")
+    path = kept.path
     assert path == root / "baselines" / "main-h100.json"
     saved = load_run(path)
     provenance = saved["wattbench"]["baseline"]
@@ -219,14 +236,14 @@ def test_save_baseline_keeps_provenance_and_the_gate_reads_it(root, capsys):
     assert provenance["device"] == "NVIDIA H100 80GB HBM3" and provenance["nvidia_driver"] == "550.54.15"
     assert provenance["date"].startswith("2026-11-21") and provenance["saved_utc"]
     assert saved["benchmarks"] == json.loads(source.read_text())["benchmarks"]
-    assert "saved baseline 'main-h100'" in capsys.readouterr().out
-    assert run_gate(path, write(root / "cur.json", run([record(times=samples(seed=2))])), config_root=root) == 0
+    assert "saved baseline 'main-h100'" in kept.lines()[0]  # what `wattbench baseline save` prints
+    assert run_gate(path, write(root / "cur.json", run([record(times=samples(seed=2))]))) == 0
     assert "baseline 'main-h100' from main-h100.json (commit 0123456" in capsys.readouterr().out
 
 
 def test_save_baseline_default_name_is_device_and_commit(root):
     source = write(root / "run.json", run([record()]))
-    assert save_baseline(source, folder=root).name == "nvidia-h100-80gb-hbm3-0123456.json"
+    assert save_baseline(source, folder=root).path.name == "nvidia-h100-80gb-hbm3-0123456.json"
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden"])
@@ -240,7 +257,7 @@ def test_save_baseline_rejects_path_like_names(root, name):
 def test_save_baseline_replaces_an_existing_one_only_with_force(root, capsys):
     first = write(root / "first.json", run([record(times=samples(seed=1))]))
     second = write(root / "second.json", run([record(times=slower(1.5))]))
-    path = save_baseline(first, "main", root / "baselines")
+    path = save_baseline(first, "main", root / "baselines").path
     with pytest.raises(UsageError, match=r"main\.json: a baseline named 'main' exists: pass --force to replace it"):
         save_baseline(second, "main", root / "baselines")
     assert load_run(path)["wattbench"]["baseline"]["source"] == str(first)

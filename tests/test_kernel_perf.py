@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from wattbench import cli
 from wattbench.selfcheck import kernels as kernel_perf
 from wattbench.device import detect
 from wattbench.errors import UsageError
@@ -226,7 +227,7 @@ def test_measure_does_not_time_a_wrong_result(monkeypatch):
 
 def test_reduced_mode_checks_every_kernel_and_prints_no_timing(monkeypatch, capsys):
     monkeypatch.setattr(kernel_perf, "median_time", lambda *args: pytest.fail("interpreted kernels were timed"))
-    assert kernel_perf.main("cpu") == 0
+    assert cli.main(["selfcheck", "kernels", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.endswith(NO_TIMING)]
     assert {row.split()[0] for row in rows} == {check.kernel for check in CHECKS}
@@ -239,13 +240,13 @@ def test_reduced_mode_checks_every_kernel_and_prints_no_timing(monkeypatch, caps
 def test_reduced_mode_fails_on_a_wrong_result(monkeypatch, capsys):
     monkeypatch.setattr(kernel_perf, "CHECKS", (check_for("rms_norm"),))
     monkeypatch.setattr(kernel_perf, "relative_error", lambda actual, expected: 0.5)
-    assert kernel_perf.main("cpu") == 1
+    assert cli.main(["selfcheck", "kernels", "--device", "cpu"]) == 1
     assert "WRONG: rel err 5.0e-01" in capsys.readouterr().out
 
 
 def test_main_rejects_bad_input(monkeypatch):
     with pytest.raises(UsageError, match="preset"):
-        kernel_perf.main("cpu", preset="huge")
+        kernel_perf.check_kernels("cpu", preset="huge")
     monkeypatch.setattr(kernel_perf.kernels, "INTERPRETED", False)
     with pytest.raises(UsageError, match="TRITON_INTERPRET"):
-        kernel_perf.main("cpu")
+        kernel_perf.check_kernels("cpu")

@@ -1,6 +1,7 @@
 """Every loader, fed random, mutated and truncated input, returns or raises its documented error (UsageError;
 ReplayError, a UsageError, for replay logs), never anything else; and what it accepts, its readers can use."""
 
+import contextlib
 import csv
 import io
 import json
@@ -13,7 +14,6 @@ from hypothesis import strategies as st
 
 from wattbench import summary
 from wattbench.errors import UsageError
-from wattbench.gate import run_gate
 from wattbench.gate.config import GateConfig, load_config, parse_table
 from wattbench.power import replay
 from wattbench.report import plots
@@ -115,6 +115,15 @@ def test_random_bytes_are_a_usage_error(tmp_path, data):
     (tmp_path / "pyproject.toml").write_bytes(data)
     load_or_usage_error(load_config, tmp_path)
 
+
+
+def run_gate(baseline: Path, current: Path, config_root: Path, force: bool = False, **thresholds) -> int:
+    """`wattbench gate` run in `config_root` (where it reads its settings); the exit code."""
+    from wattbench import cli
+
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in thresholds.items()] + ["--force"] * force
+    with contextlib.chdir(config_root):
+        return cli.main(["gate", "--baseline", str(baseline), "--current", str(current), *flags])
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(where=st.sampled_from(RUN_PATHS), value=JSON_VALUES | st.just(REMOVE))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from wattbench import cli
 from wattbench.errors import UsageError
 from wattbench.report.load import load_runs
 from wattbench.report.select import format_ranking, rank_devices, select_devices
@@ -112,15 +113,21 @@ def test_bad_options_are_usage_errors(kwargs, message):
         rank_devices(frame, "gemm.infer", **kwargs)
 
 
+def select(*runs, workload, max_latency_ms=None, metric="units_per_joule", skip_bad=False, allow_fallback=False):
+    """`wattbench select RUN... --workload W ...`; the exit code."""
+    args = ["select", *map(str, runs), "--workload", workload, "--metric", metric]
+    args += [f"--max-latency-ms={max_latency_ms}"] if max_latency_ms is not None else []
+    return cli.main(args + ["--skip-bad"] * skip_bad + ["--allow-fallback"] * allow_fallback)
+
+
 def test_select_prints_the_ranking_and_returns_its_exit_code(tmp_path, capsys):
     with pytest.raises(UsageError, match=r"missing\.json: cannot read: .*; pass --skip-bad"):
         select_devices([CPU, H100, L4, tmp_path / "missing.json"], "gemm.train", None, "units_per_joule")
-    assert select_devices([CPU, H100, L4, tmp_path / "missing.json"], "gemm.train", None, "units_per_joule",
-                          skip_bad=True) == 0
+    assert select(CPU, H100, L4, tmp_path / "missing.json", workload="gemm.train", skip_bad=True) == 0
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "missing.json" in captured.err and "skipped" not in captured.out
     assert H100_NAME in captured.out and L4_NAME in captured.out and "margin to next" in captured.out
-    assert select_devices([H100], "gemm.infer", 1e-6, "units_per_joule") == 1
+    assert select(H100, workload="gemm.infer", max_latency_ms=1e-6) == 1
     assert "no device meets the bound" in capsys.readouterr().out
 
 
@@ -133,12 +140,12 @@ def test_select_with_no_usable_file_is_a_usage_error(tmp_path):
 
 
 def test_an_energy_metric_without_energy_data_is_refused_unless_the_fallback_is_allowed(capsys):
-    assert select_devices([CPU], "gemm.infer", None, "units_per_joule") == 1
+    assert select(CPU, workload="gemm.infer") == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("wattbench: not ranked by units_per_joule: energy was not measured for "
                                    "gemm.infer on any device (no power source")
     assert captured.err.endswith("pass --allow-fallback to rank by units_per_s instead\n")
-    assert select_devices([CPU], "gemm.infer", None, "units_per_joule", allow_fallback=True) == 0
+    assert select(CPU, workload="gemm.infer", allow_fallback=True) == 0
     captured = capsys.readouterr()
     assert "ranked by units_per_s instead" in captured.err and "by units_per_s (throughput" in captured.out

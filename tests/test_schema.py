@@ -228,7 +228,7 @@ def test_pytest_benchmark_json_without_wattbench_fields_is_refused(tmp_path):
 def test_a_saved_baseline_is_a_valid_run_file_and_its_block_is_checked(tmp_path, capsys):
     source = tmp_path / "run.json"
     source.write_text(json.dumps(small_run()))
-    saved = json.loads(save_baseline(source, "cpu", tmp_path / "baselines").read_text())
+    saved = json.loads(save_baseline(source, "cpu", tmp_path / "baselines").path.read_text())
     check_run(saved)
     del saved["wattbench"]["baseline"]["name"]
     with pytest.raises(UsageError, match=r"^run\.json: wattbench\.baseline\.name: required, but missing$"):

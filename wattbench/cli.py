@@ -166,18 +166,38 @@ def _report(args) -> int:
 
 
 def _select(args) -> int:
+    """The ranking on stdout: 0 when a device qualifies, 1 when none does, or when the metric asked for was
+    not measured and --allow-fallback is not given."""
     from wattbench.report import select_devices
+    from wattbench.report.select import format_ranking
 
-    return select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad,
-                          allow_fallback=args.allow_fallback)
+    ranking = select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad)
+    if ranking.fallback and not args.allow_fallback:
+        print(f"wattbench: not ranked by {args.metric}: {ranking.fallback}; pass --allow-fallback to rank by "
+              "units_per_s instead", file=sys.stderr)
+        return 1
+    if ranking.fallback:
+        print(f"wattbench: note: {ranking.fallback}: ranked by units_per_s instead", file=sys.stderr)
+    print(format_ranking(ranking))
+    return 0 if ranking.entries else 1
 
 
 def _gate(args) -> int:
     from wattbench.gate import run_gate
 
-    return run_gate(args.baseline, args.current, time_threshold=args.time_threshold,
-                    energy_threshold=args.energy_threshold, strict=args.strict, force=args.force,
-                    markdown_out=args.markdown, junit_out=args.junit)
+    result = run_gate(args.baseline, args.current, time_threshold=args.time_threshold,
+                      energy_threshold=args.energy_threshold, strict=args.strict, force=args.force,
+                      markdown_out=args.markdown, junit_out=args.junit)
+    return show_gate(result, args.markdown, args.junit)
+
+
+def show_gate(result, markdown_out: Path | None = None, junit_out: Path | None = None, write=print) -> int:
+    """The gate's verdict on the console, then its reports: 0 pass, 1 regression (the pytest plugin shows it too)."""
+    from wattbench.gate.output import console_table, write_reports
+
+    write(console_table(result))
+    write_reports(result, markdown_out, junit_out)
+    return result.exit_code
 
 
 def _baseline(args) -> int:
@@ -185,7 +205,7 @@ def _baseline(args) -> int:
 
     if args.baseline_command is None:
         raise UsageError("baseline: give what to do: `wattbench baseline save RUN.json [--name N] [--force]`")
-    save_baseline(args.run, args.name, force=args.force)
+    print("\n".join(save_baseline(args.run, args.name, force=args.force).lines()))
     return 0
 
 
@@ -219,9 +239,11 @@ def _selfcheck(args) -> int:
 
         return gpu_selfcheck(args.device, args.out, args.budget, args.steps)
     if args.check == "kernels":
-        from wattbench.selfcheck.kernels import main as kernel_perf
+        from wattbench.selfcheck.kernels import check_kernels
 
-        return kernel_perf(args.device, args.preset or "quick", args.specs)
+        report = check_kernels(args.device, args.preset or "quick", args.specs)
+        print(report.text())
+        return 0 if report.passed else 1
     if args.check == "compile":
         from wattbench.compile_check import main as compile_check
 

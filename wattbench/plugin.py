@@ -15,6 +15,7 @@ resuming is wattbench.journal; measuring one case is wattbench.measure.
 from __future__ import annotations
 
 import copy
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -210,17 +211,28 @@ def pytest_sessionfinish(session, exitstatus):
         return
     baseline = state.config.gate
     if baseline:
-        from wattbench.gate import gate_output_json
-
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         try:
-            code = gate_output_json(state.output_json or {}, Path(baseline), session.config.rootpath,
-                                    write=reporter.write_line if reporter else print)
+            code = gate_session(state.output_json or {}, Path(baseline), session.config.rootpath,
+                                write=reporter.write_line if reporter else print)
         except KeyboardInterrupt:
             session.exitstatus = pytest.ExitCode.INTERRUPTED
             return
         # The gate's 2 (bad input) would read as pytest's 2 (interrupted): it is pytest's usage error here.
         session.exitstatus = max(int(session.exitstatus), pytest.ExitCode.USAGE_ERROR if code == 2 else code)
+
+
+def gate_session(output_json: dict, baseline: Path, config_root: Path, write: Callable[[str], None] = print) -> int:
+    """The gate at the end of a pytest run (--wattbench-gate): the verdict through `write`, bad input as one
+    line on stderr; 0 pass, 1 regression, 2 bad input."""
+    from wattbench.cli import show_gate
+    from wattbench.gate import gate_output_json
+
+    try:
+        return show_gate(gate_output_json(output_json, baseline, config_root), write=write)
+    except UsageError as exc:
+        print(f"wattbench: error: {exc}", file=sys.stderr)
+        return 2
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,8 +1,9 @@
 """The CI regression gate: compare a run against a baseline on time and energy, telling noise from change.
 
-- `run_gate(baseline, current, ...)`: `wattbench gate`; returns the exit code (0 pass, 1 regression, 2 bad input).
+- `run_gate(baseline, current, ...)`: `wattbench gate`; the GateResult (its exit_code: 0 pass, 1 regression).
 - `gate_output_json(output_json, baseline, config_root, ...)`: the same at the end of a pytest run.
-- `save_baseline(run, name, folder)`: `wattbench baseline save`.
+- `save_baseline(run, name, folder)`: `wattbench baseline save`; the SavedBaseline.
+Bad input raises UsageError; cli.py (and the plugin) print the results and map them to exit codes.
 - `wattbench selfcheck gate` is wattbench.selfcheck.gate.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,8 +53,23 @@ def default_name(run: dict) -> str:
     return f"{device}-{suffix}"
 
 
-def save_baseline(run: Path, name: str | None = None, folder: Path = BASELINES, force: bool = False) -> Path:
-    """Copy run file `run` to FOLDER/NAME.json with its provenance; prints where, and any caveat.
+@dataclass(frozen=True)
+class SavedBaseline:
+    """A baseline just saved: where, under which name, what it holds and any caveat about it."""
+
+    path: Path
+    name: str
+    label: str
+    benchmarks: int
+    caveat: str | None = None
+
+    def lines(self) -> list[str]:
+        saved = f"saved baseline {self.name!r} to {self.path}: {self.label}, {self.benchmarks} benchmarks"
+        return [saved, *([f"note: {self.caveat}"] if self.caveat else [])]
+
+
+def save_baseline(run: Path, name: str | None = None, folder: Path = BASELINES, force: bool = False) -> SavedBaseline:
+    """Copy run file `run` to FOLDER/NAME.json with its provenance.
     An existing baseline of that name is replaced only with `force`: the gate's reference never changes unasked."""
     data = load_run(Path(run))
     if not data["benchmarks"]:
@@ -73,9 +89,9 @@ def save_baseline(run: Path, name: str | None = None, folder: Path = BASELINES, 
         write_json_atomic(path, data)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
-    print(f"saved baseline {name!r} to {path}: {describe_run(data, str(run))}, {len(data['benchmarks'])} benchmarks")
     failed = len(data["wattbench"].get("failed") or [])
+    caveat = None
     if facts["complete"] is False or failed:
         why = "was cut short" if facts["complete"] is False else f"had {failed} failed benchmark(s)"
-        print(f"note: this run {why}: benchmarks it lacks will show as new when gating against it")
-    return path
+        caveat = f"this run {why}: benchmarks it lacks will show as new when gating against it"
+    return SavedBaseline(path, name, describe_run(data, str(run)), len(data["benchmarks"]), caveat)

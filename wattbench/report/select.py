@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,9 +177,9 @@ def format_ranking(ranking: Ranking) -> str:
 
 
 def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None = None,
-                   metric: str = "units_per_joule", skip_bad: bool = False, allow_fallback: bool = False) -> int:
-    """Print the ranking; 0 when a device qualifies, 1 when none does or when the metric asked for was not
-    measured and `allow_fallback` is not given (bad input, unusable files without `skip_bad`: UsageError)."""
+                   metric: str = "units_per_joule", skip_bad: bool = False) -> Ranking:
+    """The ranking of `workload`'s devices over the run files (bad input, unusable files without `skip_bad`:
+    UsageError). Its `fallback` says when the metric asked for was not measured and throughput stands in."""
     check_options(metric, max_latency_ms)
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank devices for, e.g. --workload gemm.infer")
@@ -188,12 +187,4 @@ def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None
     check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
-    ranking = rank_devices(loaded.frame, workload, max_latency_ms, metric)
-    if ranking.fallback and not allow_fallback:
-        print(f"wattbench: not ranked by {metric}: {ranking.fallback}; pass --allow-fallback to rank by "
-              "units_per_s instead", file=sys.stderr)
-        return 1
-    if ranking.fallback:
-        print(f"wattbench: note: {ranking.fallback}: ranked by units_per_s instead", file=sys.stderr)
-    print(format_ranking(ranking))
-    return 0 if ranking.entries else 1
+    return rank_devices(loaded.frame, workload, max_latency_ms, metric)

@@ -357,9 +357,29 @@ def _summary(outcomes: list[Outcome], spec: DeviceSpec | None, interpreted: bool
     return f"result: {passed} of {len(outcomes)} cases meet their targets"
 
 
-def main(device: str | None = None, preset: str = "quick", specs: Path | None = None) -> int:
-    """Print the kernel performance table. Returns 0 when every target is met (interpreted: when
-    every Triton result matched its reference), 1 otherwise."""
+@dataclass(frozen=True)
+class KernelReport:
+    """What `selfcheck kernels` found: every case's outcome on `device`, judged against `spec`."""
+
+    device: Device
+    preset: str
+    spec: DeviceSpec | None
+    interpreted: bool
+    outcomes: list[Outcome]
+
+    @property
+    def passed(self) -> bool:
+        """Every target met (interpreted: every Triton result matched its reference)."""
+        return all(verdict(outcome, self.spec)[1] for outcome in self.outcomes)
+
+    def text(self) -> str:
+        return "\n".join([*_preamble(self.device, self.preset, self.spec, self.interpreted),
+                          format_table(self.outcomes, self.spec, self.interpreted),
+                          _summary(self.outcomes, self.spec, self.interpreted)])
+
+
+def check_kernels(device: str | None = None, preset: str = "quick", specs: Path | None = None) -> KernelReport:
+    """Check (and on a GPU, time) every kernel's cases; bad input raises UsageError."""
     check_preset(preset)
     target = detect(device)
     interpreted = kernels.INTERPRETED
@@ -371,6 +391,4 @@ def main(device: str | None = None, preset: str = "quick", specs: Path | None = 
     with target.current():
         outcomes = [measure(check, case, target, not interpreted, plan)
                     for check in CHECKS for case in check.cases(preset, interpreted)]
-    print("\n".join([*_preamble(target, preset, spec, interpreted), format_table(outcomes, spec, interpreted),
-                     _summary(outcomes, spec, interpreted)]))
-    return 0 if all(verdict(outcome, spec)[1] for outcome in outcomes) else 1
+    return KernelReport(target, preset, spec, interpreted, outcomes)
