@@ -6,7 +6,8 @@ import time
 import pytest
 
 from wattbench.conditions import (QUANTITIES, BoundedCaller, CallTimeout, ConditionSensors, WindowWatch,
-                                  decode_clock_events, is_throttle, summarize, throttled_benchmarks, wait_until_cool)
+                                  decode_clock_events, is_throttle, summarize_conditions, throttled_benchmarks,
+                                  wait_until_cool)
 
 POWER_CAP, HW_THERMAL, IDLE, APP_CLOCKS = 0x4, 0x40, 0x1, 0x2
 
@@ -138,7 +139,7 @@ def test_a_window_whose_readings_hang_ends_with_the_reason(never_returns):
     result = watches[0].result()
     assert result["temperature_c"] == [50, None]  # read before the hang; after it nothing is asked
     assert "reading clock_events did not return within 0.05 s" in result["hung"]
-    summary = summarize([result], hung_sensors)
+    summary = summarize_conditions([result], hung_sensors)
     assert summary["hung"] == result["hung"] and summary["throttled"] is None  # unread is not calm
 
 
@@ -157,26 +158,26 @@ def test_summary_flags_a_benchmark_throttled_in_any_window():
                 "clock_events": ["gpu_idle"]},
                {"temperature_c": [66, 71], "sm_clock_mhz": [1980, 1755], "mem_clock_mhz": [2619, 2619],
                 "clock_events": ["sw_power_cap", "applications_clocks_setting"]}]
-    summary = summarize(windows, sensors())
+    summary = summarize_conditions(windows, sensors())
     assert summary["temperature_c"] == [60, 71] and summary["sm_clock_mhz"] == [1980, 1755]
     assert summary["clock_events"] == ["gpu_idle", "sw_power_cap", "applications_clocks_setting"]
     assert summary["throttle_reasons"] == ["sw_power_cap"] and summary["throttled"] is True
     assert summary["windows"] == windows
-    calm = summarize(windows[:1], sensors())
+    calm = summarize_conditions(windows[:1], sensors())
     assert calm["throttle_reasons"] == [] and calm["throttled"] is False
 
 
 def test_summary_explains_what_could_not_be_read():
     window = {"sm_clock_mhz": [1980, 1980], "mem_clock_mhz": [2619, 2619]}
-    summary = summarize([window], sensors({"temperature_c": "temperature_c: not supported on this GPU",
+    summary = summarize_conditions([window], sensors({"temperature_c": "temperature_c: not supported on this GPU",
                                            "clock_events": "clock_events: permission denied"}))
     assert summary["temperature_c"] == {"unknown": True, "reason": "temperature_c: not supported on this GPU"}
     assert summary["throttle_reasons"]["unknown"] and "permission denied" in summary["throttle_reasons"]["reason"]
     assert summary["throttled"] is None
-    nothing = summarize([{}], ConditionSensors.unavailable("nvmlInit: NVML library not found"))
+    nothing = summarize_conditions([{}], ConditionSensors.unavailable("nvmlInit: NVML library not found"))
     assert nothing == {"unknown": True, "reason": "nvmlInit: NVML library not found"}
     with pytest.raises(ValueError, match="windows"):
-        summarize([], sensors())
+        summarize_conditions([], sensors())
 
 
 def test_cool_down_polls_until_the_target_is_reached():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from wattbench.device import detect
-from wattbench.metrics import FORMULAS, RequestTiming, latency_metrics, percentile, summarize
+from wattbench.metrics import FORMULAS, RequestTiming, latency_metrics, percentile, latency_percentiles
 from wattbench.workloads import case_by_id
 
 
@@ -17,7 +17,7 @@ def test_percentile_matches_numpy_linear_interpolation(q):
 def test_percentile_of_nothing_is_refused():
     with pytest.raises(ValueError):
         percentile([], 50)
-    assert summarize([]) is None
+    assert latency_percentiles([]) is None
 
 
 def test_latency_metrics_follow_their_definitions():

@@ -243,7 +243,7 @@ class WindowWatch:
         return result
 
 
-def summarize(windows: list[dict], sensors: ConditionSensors) -> dict:
+def summarize_conditions(windows: list[dict], sensors: ConditionSensors) -> dict:
     """A benchmark's `energy["conditions"]`: its first window's start and last window's end,
     every clock event seen in any window, the throttles among them, and each window's detail.
 

@@ -41,7 +41,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summarize(values_s: list[float]) -> dict | None:
+def latency_percentiles(values_s: list[float]) -> dict | None:
     """p50/p90/p99 in milliseconds, or None when there is nothing to summarise."""
     if not values_s:
         return None
@@ -55,8 +55,9 @@ def latency_metrics(requests: list[RequestTiming]) -> dict:
     tpot = [(r.token_times_s[-1] - r.token_times_s[0]) / (len(r.token_times_s) - 1)
             for r in requests if len(r.token_times_s) > 1]
     itl = [later - earlier for r in requests for earlier, later in zip(r.token_times_s, r.token_times_s[1:])]
-    return {"ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot), "itl_ms": summarize(itl),
-            "e2e_ms": summarize(e2e), "requests": len(requests), "formulas": FORMULAS}
+    return {"ttft_ms": latency_percentiles(ttft), "tpot_ms": latency_percentiles(tpot),
+            "itl_ms": latency_percentiles(itl),
+            "e2e_ms": latency_percentiles(e2e), "requests": len(requests), "formulas": FORMULAS}
 
 
 MFU_FORMULA = ("model FLOPs per second (6N + 12·L·H·Q·T per token, PaLM appendix B) / the device's dense peak "

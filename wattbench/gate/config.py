@@ -30,7 +30,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib
 
-METRICS = schema.GATE_METRICS
+GATE_METRICS = schema.GATE_METRICS  # the metrics a threshold is set for: 'time', 'energy'
 #: Energy as time: two energy records at the monitor's default ±2% target combine to ±2.8%, so an
 #: 8% threshold could flag only changes above 11%; at 5% a +10% change is flagged and an unchanged
 #: pair would need a ratio above 1.08 (`wattbench selfcheck gate` measures both).
@@ -51,8 +51,8 @@ class GateConfig:
     source: str = "defaults"
 
     def threshold(self, benchmark_id: str, metric: str) -> float:
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if metric not in GATE_METRICS:
+            raise ValueError(f"metric must be one of {GATE_METRICS}, got {metric!r}")
         if metric in self.overrides:
             return self.overrides[metric]
         value = self.thresholds[metric]
@@ -65,9 +65,9 @@ class GateConfig:
         """Command-line thresholds (`time=`, `energy=`); None leaves a metric as configured."""
         given = {metric: parse_fraction(value, f"--{metric}-threshold")
                  for metric, value in thresholds.items() if value is not None}
-        unknown = set(given) - set(METRICS)
+        unknown = set(given) - set(GATE_METRICS)
         if unknown:
-            raise UsageError(f"unknown gate metric {sorted(unknown)[0]!r}: choose from {', '.join(METRICS)}")
+            raise UsageError(f"unknown gate metric {sorted(unknown)[0]!r}: choose from {', '.join(GATE_METRICS)}")
         return replace(self, overrides={**self.overrides, **given})
 
 
@@ -130,4 +130,4 @@ def parse_table(table, where: str) -> GateConfig:
 
 def _metric_values(table: dict, where: str, path: tuple = ()) -> dict[str, float]:
     return {metric: parse_fraction(table[metric], f"{where} {schema.field_path((*path, metric))}")
-            for metric in METRICS if metric in table}
+            for metric in GATE_METRICS if metric in table}

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from wattbench.conditions import ConditionSensors, WindowWatch, summarize, wait_until_cool
+from wattbench.conditions import ConditionSensors, WindowWatch, summarize_conditions, wait_until_cool
 from wattbench.device import Device
 from wattbench.power import hwmon, nvml, rapl, replay
 from wattbench.power.base import Channel, Probe, SourceStatus
@@ -524,7 +524,7 @@ class PowerMonitor:
 
     def _add_conditions(self, record: dict, conditions: list[dict], cooldown: dict | None) -> None:
         """The windows' conditions and the cool-down into the record, with a warning for each problem."""
-        record["conditions"] = summarize(conditions, self.sensors)
+        record["conditions"] = summarize_conditions(conditions, self.sensors)
         if record["conditions"].get("throttled"):
             record["warnings"].append("throttled during the energy windows: "
                                       + ", ".join(record["conditions"]["throttle_reasons"]))

@@ -8,7 +8,7 @@
 
 from wattbench.report.load import load_runs
 from wattbench.report.render import write_report
-from wattbench.report.select import METRICS, rank_devices, select_devices
+from wattbench.report.select import RANKING_METRICS, rank_devices, select_devices
 from wattbench.specs import load_specs
 
-__all__ = ["METRICS", "load_runs", "load_specs", "rank_devices", "select_devices", "write_report"]
+__all__ = ["RANKING_METRICS", "load_runs", "load_specs", "rank_devices", "select_devices", "write_report"]

@@ -24,7 +24,7 @@ class Metric:
     label: str
 
 
-METRICS = {
+RANKING_METRICS = {
     "units_per_joule": Metric("units_per_joule", True, True, "energy_uncertainty_pct", "work per joule"),
     "joules_per_unit": Metric("joules_per_unit", False, True, "energy_uncertainty_pct", "energy per unit of work"),
     "units_per_s": Metric("units_per_s", True, False, "time_uncertainty_pct", "throughput"),
@@ -73,11 +73,11 @@ def check_workload(frame: pd.DataFrame, workload: str) -> None:
 
 
 def check_options(metric: str, max_latency_ms: float | None) -> Metric:
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if metric not in RANKING_METRICS:
+        raise UsageError(f"unknown metric {metric!r}: choose one of {', '.join(RANKING_METRICS)}")
     if max_latency_ms is not None and (not is_finite_number(max_latency_ms) or max_latency_ms <= 0):
         raise UsageError(f"max latency must be a positive number of milliseconds, got {max_latency_ms!r}")
-    return METRICS[metric]
+    return RANKING_METRICS[metric]
 
 
 def _intervals_overlap(first: Entry, second: Entry, higher_is_better: bool) -> bool | None:
@@ -114,7 +114,7 @@ def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | Non
         if measured.empty:
             ranking.fallback = (f"energy was not measured for {workload} on any device "
                                 f"({'; '.join(reasons) or 'no reason recorded'})")
-            ranking.metric, chosen = "units_per_s", METRICS["units_per_s"]
+            ranking.metric, chosen = "units_per_s", RANKING_METRICS["units_per_s"]
         else:
             for device in sorted(set(rows["device_name"]) - set(measured["device_name"])):
                 why = "; ".join(sorted(set(rows.loc[rows["device_name"] == device, "energy_reason"].dropna())))
@@ -149,7 +149,7 @@ def format_number(value, digits: str = ".4g", suffix: str = "") -> str:
 
 def format_ranking(ranking: Ranking) -> str:
     """The ranking as the table `wattbench select` prints, warnings after it (a fallback is said on stderr)."""
-    metric = METRICS[ranking.metric]
+    metric = RANKING_METRICS[ranking.metric]
     bound = f", median latency per call <= {ranking.max_latency_ms:g} ms" if ranking.max_latency_ms else ""
     order = "higher" if metric.higher_is_better else "lower"
     lines = [f"{ranking.workload}: {len(ranking.entries)} device(s) ranked by {ranking.metric} "

@@ -34,7 +34,7 @@ BOUNDS = {"max_latency_ms": ("median_ms", "median latency per call"),
 
 
 def _p50(info: dict, metric: str) -> float:
-    """The p50 of a latency summary such as `ttft_ms` (wattbench.metrics.summarize), NaN where there is none."""
+    """The p50 of a latency summary such as `ttft_ms` (wattbench.metrics.latency_percentiles), NaN where there is none."""
     summary = info.get(metric)
     value = summary.get("p50") if isinstance(summary, dict) else None
     return float(value) if is_finite_number(value) else math.nan

@@ -37,7 +37,7 @@ NO_SPEC = "no spec"
 #: Relative-norm tolerance of the Triton result against the PyTorch one, by the activations' dtype
 #: (both sides round to that dtype, so the bound is a few of its ulps).
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
-METRICS = ("speedup", "bandwidth")
+TARGET_METRICS = ("speedup", "bandwidth")
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class Target:
     strict: bool = False  # the figure must exceed `minimum`, not merely reach it
 
     def __post_init__(self):
-        if self.metric not in METRICS:
-            raise ValueError(f"Target.metric must be one of {METRICS}, got {self.metric!r}")
+        if self.metric not in TARGET_METRICS:
+            raise ValueError(f"Target.metric must be one of {TARGET_METRICS}, got {self.metric!r}")
         if not isinstance(self.minimum, (int, float)) or not math.isfinite(self.minimum) or self.minimum <= 0:
             raise ValueError(f"Target.minimum must be a positive number, got {self.minimum!r}")
 
