@@ -16,11 +16,11 @@ from wattbench.kernels.adamw import adamw_step  # noqa: E402
 from wattbench.kernels.attention import attention  # noqa: E402
 from wattbench.kernels.cross_entropy import cross_entropy  # noqa: E402
 from wattbench.kernels.decode_attention import decode_attention  # noqa: E402
-from wattbench.kernels.matmul import matmul  # noqa: E402
+from wattbench.kernels.matmul import dot_precision, matmul  # noqa: E402
 from wattbench.kernels.matmul_int8 import matmul_int8w, quantize_int8  # noqa: E402
 from wattbench.kernels.norms import layer_norm, rms_norm  # noqa: E402
 from wattbench.kernels.softmax import softmax  # noqa: E402
 from wattbench.kernels.swiglu import swiglu  # noqa: E402
 
-__all__ = ["INTERPRETED", "adamw_step", "attention", "cross_entropy", "decode_attention", "layer_norm", "matmul",
-           "matmul_int8w", "quantize_int8", "rms_norm", "softmax", "swiglu"]
+__all__ = ["INTERPRETED", "adamw_step", "attention", "cross_entropy", "decode_attention", "dot_precision", "layer_norm",
+           "matmul", "matmul_int8w", "quantize_int8", "rms_norm", "softmax", "swiglu"]

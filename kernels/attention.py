@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from wattbench.kernels import INTERPRETED
+from wattbench.kernels import INTERPRETED, targets
 from wattbench.kernels.matmul import check_devices, dot_precision, interpreter_upcast
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -29,20 +29,100 @@ _LOG2_E = 1.4426950408889634
 _MODES = ("fwd", "bwd", "fwd_bwd")
 
 
-def _configs(owned: str, streamed: str) -> list[triton.Config]:
-    """Tiles for a kernel whose programs each keep one `owned` block and loop over `streamed` blocks.
+#: Tiles as (owned block, streamed block, num_warps, num_stages): each program keeps one owned block
+#: (queries in the forward pass and for dq, keys for dk and dv) and loops over streamed blocks. One
+#: list per pass, per what its dots run on (16-bit and fp32-with-TF32 operands on tensor cores, fp32
+#: with TF32 off on FMA loops, whose operands all sit in registers) and per head dim (64 and less, or
+#: 128). None of them spills registers on sm_80, sm_89 or sm_90 (`wattbench selfcheck compile`); each
+#: target tries those that fit its shared memory.
+_TILES = {
+    "fwd": {"16bit": {64: [(64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3)],
+                      128: [(64, 64, 4, 3), (64, 128, 4, 3), (64, 128, 8, 2), (64, 128, 8, 3), (128, 64, 8, 2),
+                            (128, 64, 8, 3)]},
+            "tf32": {128: [(64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (64, 64, 8, 3), (128, 64, 8, 2)]},
+            "ieee": {64: [(16, 32, 4, 2), (16, 64, 8, 2), (64, 32, 8, 2)],
+                     128: [(16, 16, 4, 2), (16, 64, 8, 2), (32, 64, 8, 2)]}},
+    "dkdv": {"16bit": {64: [(64, 32, 4, 3), (64, 64, 8, 3), (128, 64, 8, 2), (128, 64, 8, 3)],
+                       128: [(32, 64, 4, 2), (64, 32, 4, 2), (64, 64, 8, 2), (64, 64, 8, 3)]},
+             "tf32": {128: [(32, 32, 4, 2)]},
+             "ieee": {64: [(16, 32, 4, 2), (32, 16, 4, 2), (32, 32, 8, 2)], 128: [(16, 16, 4, 2), (32, 16, 4, 2)]}},
+    "dq": {"16bit": {64: [(64, 64, 4, 3), (64, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3)],
+                     128: [(64, 32, 4, 3), (64, 64, 8, 2), (64, 64, 8, 3), (64, 128, 8, 2), (64, 128, 8, 3)]},
+           "tf32": {128: [(32, 32, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (64, 64, 8, 3)]},
+           "ieee": {64: [(32, 32, 8, 2), (32, 64, 8, 2), (64, 16, 4, 2)],
+                    128: [(16, 64, 4, 2), (32, 32, 8, 2), (64, 16, 4, 2)]}},
+}
+#: 16-bit D=128 tiles with 128 owned rows, tried only on the targets where they compile without
+#: spilling: the forward pass's 128x128 on 8 warps spills on sm_89 (16 B per thread) but not on sm_80
+#: or with Hopper's wgmma; dq's 128x64 spills on sm_80 (8 B) but not with wgmma. (dk/dv with 128 owned
+#: keys spills everywhere, 48 B to 0.9 KB: its two 128xD accumulators fill the registers.)
+_WIDE_TILES = {"fwd": [(128, 128, 8, 2), (128, 128, 8, 3)], "dq": [(128, 64, 8, 2), (128, 64, 8, 3)]}
+_WIDE_TILE_TARGETS = {"fwd": lambda capability: capability == (8, 0) or capability >= (9, 0),
+                      "dq": lambda capability: capability >= (9, 0)}
+_BLOCK_NAMES = {"fwd": ("BLOCK_M", "BLOCK_N"), "dkdv": ("BLOCK_N", "BLOCK_M"), "dq": ("BLOCK_M", "BLOCK_N")}
 
-    Real Ampere/Hopper tiles on GPU; one small tile under the interpreter, where autotuning
-    would run every config.
-    """
+
+def _tile_rows(kind: str, dtype: torch.dtype, precision: str, head_dim: int, capability: tuple[int, int]) -> list:
+    """The tiles a call tries, before its target's shared-memory pruning."""
+    operands = "16bit" if dtype != torch.float32 else precision
+    by_head_dim = _TILES[kind][operands]
+    rows = by_head_dim[64] if head_dim <= 64 and 64 in by_head_dim else by_head_dim[128]
+    if operands == "16bit" and head_dim > 64 and kind in _WIDE_TILES and _WIDE_TILE_TARGETS[kind](capability):
+        rows = rows + _WIDE_TILES[kind]
+    return rows
+
+
+def _configs(kind: str, rows) -> list[triton.Config]:
+    owned, streamed = _BLOCK_NAMES[kind]
+    return [triton.Config({owned: o, streamed: s}, num_warps=w, num_stages=st) for o, s, w, st in rows]
+
+
+def _autotune_configs(kind: str) -> list[triton.Config]:
+    """Every tile of the pass, once; one small tile under the interpreter, where autotuning would run them all."""
     if INTERPRETED:
+        owned, streamed = _BLOCK_NAMES[kind]
         return [triton.Config({owned: 32, streamed: 16})]
-    return [triton.Config({owned: owned_size, streamed: streamed_size}, num_warps=warps, num_stages=stages)
-            for owned_size in (64, 128) for streamed_size in (32, 64) for warps in (4, 8) for stages in (2, 3, 4)]
+    rows = [row for by_head_dim in _TILES[kind].values() for tiles in by_head_dim.values() for row in tiles]
+    return list(dict.fromkeys(_configs(kind, rows + _WIDE_TILES.get(kind, []))))
 
 
-@triton.autotune(configs=_configs(owned="BLOCK_M", streamed="BLOCK_N"),
-                 key=["S_q", "S_k", "HEAD_DIM", "CAUSAL"])
+def _shared_memory(kind: str, owned: int, streamed: int, head_dim: int, element: int, precision: str,
+                   stages: int, capability: tuple[int, int]) -> int:
+    """An upper estimate of a tile's shared memory, fitted to Triton 3.9's allocations on sm_80 to sm_90:
+    the owned block's operands, a pipeline buffer of the streamed block's per stage, and, before
+    Hopper, the probabilities' layout conversion for the second dot (none for 16-bit 128-row owned
+    blocks); fp32 with TF32 adds a 16 KB scratch."""
+    if kind == "fwd":  # q; k and v
+        resident, stage = owned * head_dim * element, 2 * streamed * head_dim * element
+    elif kind == "dkdv":  # k and v; q, do and their log-sum-exp and delta rows
+        resident, stage = 2 * owned * head_dim * element, 2 * streamed * (head_dim * element + 4)
+    else:  # q and do; k and v
+        resident, stage = 2 * owned * head_dim * element, 2 * streamed * head_dim * element
+    conversion = 0
+    if capability < (9, 0) and not (element == 2 and owned >= 128):
+        conversion = owned * streamed * element * 9 // 8 + (16384 if element == 4 and precision == "tf32" else 0)
+    return resident + targets.pipeline_buffers(capability, stages) * stage + conversion + 1024
+
+
+def _pruner(kind: str):
+    owned_name, streamed_name = _BLOCK_NAMES[kind]
+
+    def choose(args, capability):
+        return _configs(kind, _tile_rows(kind, args["Q"].dtype, args["DOT_PRECISION"], args["HEAD_DIM"], capability))
+
+    def needs(config, args, capability):
+        return _shared_memory(kind, config.kwargs[owned_name], config.kwargs[streamed_name], args["HEAD_DIM"],
+                              args["Q"].element_size(), args["DOT_PRECISION"], config.num_stages, capability)
+
+    return targets.shared_memory_pruner(f"attention ({kind})", choose, needs)
+
+
+def _autotune(kind: str):
+    return triton.autotune(configs=_autotune_configs(kind), key=["S_q", "S_k", "HEAD_DIM", "CAUSAL", "DOT_PRECISION"],
+                           prune_configs_by={"early_config_prune": _pruner(kind)})
+
+
+@_autotune("fwd")
 @triton.jit
 def _attention_fwd_kernel(Q, K, V, O, LSE, qk_scale, H, S_q, S_k,
                           stride_qb, stride_qh, stride_qs, stride_qd,
@@ -117,8 +197,7 @@ def _attention_bwd_delta_kernel(O, DO, DELTA, H, S_q,
     tl.store(DELTA + bh * S_q + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=row_ok)
 
 
-@triton.autotune(configs=_configs(owned="BLOCK_N", streamed="BLOCK_M"),
-                 key=["S_q", "S_k", "HEAD_DIM", "CAUSAL"])
+@_autotune("dkdv")
 @triton.jit
 def _attention_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_scale, H, S_q, S_k,
                                stride_qb, stride_qh, stride_qs, stride_qd,
@@ -179,8 +258,7 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_sca
              dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
 
 
-@triton.autotune(configs=_configs(owned="BLOCK_M", streamed="BLOCK_N"),
-                 key=["S_q", "S_k", "HEAD_DIM", "CAUSAL"])
+@_autotune("dq")
 @triton.jit
 def _attention_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, H, S_q, S_k,
                              stride_qb, stride_qh, stride_qs, stride_qd,

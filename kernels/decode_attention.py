@@ -17,10 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from wattbench.kernels import INTERPRETED
+from wattbench.kernels import INTERPRETED, targets
 from wattbench.kernels.attention import _LOG2_E, HEAD_DIMS, check_sm_scale, resolve_sm_scale
 from wattbench.kernels.matmul import check_devices, dot_precision, interpreter_upcast
-from wattbench.kernels.targets import device_limits
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LENGTH_DTYPES = (torch.int32, torch.int64)
@@ -28,17 +27,53 @@ _LENGTH_DTYPES = (torch.int32, torch.int64)
 _SPLIT_GRANULE = 16 if INTERPRETED else 128
 # The interpreter has no SMs to fill; this small target still splits test-sized caches so the merge runs.
 _INTERPRETED_TARGET_PROGRAMS = 8
+# Splits the merge combines at a time: a (32, HEAD_DIM) fp32 tile is 32 registers per thread at HEAD_DIM 128.
+# Under the interpreter, 2, so that test caches (8 splits) take several rounds.
+_MERGE_BLOCK = 2 if INTERPRETED else 32
 
 
-def _configs() -> list[triton.Config]:
-    """Real Ampere/Hopper tiles on GPU; one small tile under the interpreter (autotuning would run them all)."""
+#: Key blocks as (BLOCK_N, num_warps, num_stages), by what the dots run on: tensor cores for 16-bit
+#: operands and fp32 with TF32; FMA loops for fp32 with TF32 off, whose operands all sit in registers.
+#: A group of 32 or more query heads (BLOCK_G) takes 8 warps and at most 64 keys per block. None of
+#: them spills registers on sm_80, sm_89 or sm_90 (`wattbench selfcheck compile`); each target tries
+#: those that fit its shared memory.
+_TENSOR_CORE_TILES = [(n, w, s) for n in (32, 64) for w in (4, 8) for s in (2, 3)] + [(128, 8, 2), (128, 8, 3)]
+_FMA_TILES = [(16, 4, 2), (16, 4, 3), (16, 8, 2), (16, 8, 3), (32, 8, 2)]
+_WIDE_GROUP = 32
+
+
+def _configs(rows) -> list[triton.Config]:
+    return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n, w, s in rows]
+
+
+def _autotune_configs() -> list[triton.Config]:
+    """Every tile, once; one small tile under the interpreter (autotuning would run them all)."""
     if INTERPRETED:
         return [triton.Config({"BLOCK_N": 16})]
-    return [triton.Config({"BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
-            for block_n in (32, 64, 128) for warps in (2, 4, 8) for stages in (2, 3)]
+    return list(dict.fromkeys(_configs(_TENSOR_CORE_TILES + _FMA_TILES)))
 
 
-@triton.autotune(configs=_configs(), key=["SPLIT_SIZE", "HEAD_DIM", "BLOCK_G"])
+def _shared_memory(config, args, capability) -> int:
+    """An upper estimate: the queries, a pipeline buffer of keys and values per stage and, before
+    Hopper, the probabilities' layout conversion for the second dot."""
+    block_n, group, head_dim = config.kwargs["BLOCK_N"], args["BLOCK_G"], args["HEAD_DIM"]
+    element = args["Q"].element_size()
+    conversion = group * block_n * element * 9 // 8 if capability < (9, 0) else 0
+    return (group * head_dim * element + targets.pipeline_buffers(capability, config.num_stages)
+            * 2 * block_n * head_dim * element + conversion + 1024)
+
+
+def _choose(args, capability):
+    fma = args["Q"].dtype == torch.float32 and args["DOT_PRECISION"] == "ieee"
+    rows = _FMA_TILES if fma else _TENSOR_CORE_TILES
+    if args["BLOCK_G"] >= _WIDE_GROUP:
+        rows = [(n, w, s) for n, w, s in rows if w == 8 and n <= 64]
+    return _configs(rows)
+
+
+@triton.autotune(configs=_autotune_configs(), key=["SPLIT_SIZE", "HEAD_DIM", "BLOCK_G", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": targets.shared_memory_pruner("decode_attention", _choose,
+                                                                                      _shared_memory)})
 @triton.jit
 def _decode_split_kernel(Q, K, V, SEQ_LENS, O_PART, LSE_PART, qk_scale, H, H_kv, S_max, GROUP, SPLIT_SIZE, NUM_SPLITS,
                          stride_lens, stride_qb, stride_qh, stride_qd,
@@ -99,26 +134,36 @@ def _decode_split_kernel(Q, K, V, SEQ_LENS, O_PART, LSE_PART, qk_scale, H, H_kv,
 @triton.jit
 def _decode_merge_kernel(O_PART, LSE_PART, O, H, NUM_SPLITS, stride_ob, stride_oh, stride_od,
                          HEAD_DIM: tl.constexpr, BLOCK_SPLITS: tl.constexpr):
-    """Combine one head's split outputs, each weighted by its share of the softmax denominator."""
+    """Combine one head's split outputs, each weighted by its share of the softmax denominator,
+    BLOCK_SPLITS splits at a time (rescaled as the running maximum grows), so a long cache's
+    hundreds of splits never sit in registers at once."""
     bh = tl.program_id(0)
     b = bh // H
     h = bh % H
-    offs_s = tl.arange(0, BLOCK_SPLITS)
     offs_d = tl.arange(0, HEAD_DIM)
-    split_ok = offs_s < NUM_SPLITS
-    rows = bh.to(tl.int64) * NUM_SPLITS + offs_s
-    lse = tl.load(LSE_PART + rows, mask=split_ok, other=float("-inf"))
-    weights = tl.math.exp2(lse - tl.max(lse, 0))  # split 0 is never empty, so the max is finite
-    parts = tl.load(O_PART + rows[:, None] * HEAD_DIM + offs_d[None, :], mask=split_ok[:, None], other=0.0)
-    out = tl.sum(weights[:, None] * parts, 0) / tl.sum(weights, 0)
-    tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d * stride_od, out.to(O.dtype.element_ty))
+    m = tl.full((), float("-inf"), tl.float32)
+    total = tl.zeros((), tl.float32)
+    acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    for start in range(0, NUM_SPLITS, BLOCK_SPLITS):
+        offs_s = start + tl.arange(0, BLOCK_SPLITS)
+        split_ok = offs_s < NUM_SPLITS
+        rows = bh.to(tl.int64) * NUM_SPLITS + offs_s
+        lse = tl.load(LSE_PART + rows, mask=split_ok, other=float("-inf"))
+        m_new = tl.maximum(m, tl.max(lse, 0))  # split 0 is never empty, so this is finite from the first block
+        alpha = tl.math.exp2(m - m_new)
+        weights = tl.math.exp2(lse - m_new)
+        parts = tl.load(O_PART + rows[:, None] * HEAD_DIM + offs_d[None, :], mask=split_ok[:, None], other=0.0)
+        acc = acc * alpha + tl.sum(weights[:, None] * parts, 0)
+        total = total * alpha + tl.sum(weights, 0)
+        m = m_new
+    tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d * stride_od, (acc / total).to(O.dtype.element_ty))
 
 
 def _target_programs(device: torch.device) -> int:
     """Enough programs to give every SM two, so short batches still fill the GPU."""
     if INTERPRETED:
         return _INTERPRETED_TARGET_PROGRAMS
-    return 2 * device_limits(device).sm_count
+    return 2 * targets.device_limits(device).sm_count
 
 
 def _split_size(batch_kv_heads: int, s_max: int, device: torch.device) -> int:
@@ -189,7 +234,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         UPCAST=interpreter_upcast(q.dtype),
         DOT_PRECISION=dot_precision(q.dtype))
     _decode_merge_kernel[(B * H,)](out_part, lse_part, out, H, num_splits, *out.stride(),
-                                   HEAD_DIM=D, BLOCK_SPLITS=triton.next_power_of_2(num_splits))
+                                   HEAD_DIM=D, BLOCK_SPLITS=min(triton.next_power_of_2(num_splits), _MERGE_BLOCK))
     return out
 
 

@@ -26,23 +26,76 @@ ACTIVATIONS = {
 }
 
 
-def _gemm_configs() -> list[triton.Config]:
-    """Ampere/Hopper tile shapes on GPU; one small tile under the interpreter, which would
-    otherwise run (slowly) every config to pick a winner."""
-    if INTERPRETED:
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2})]
-    shapes = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps
-        (128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-        (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 4), (64, 32, 32, 5, 2),
-        (32, 64, 32, 5, 2), (16, 64, 128, 4, 4), (16, 128, 64, 4, 4),  # the last two for decode-sized M
-    ]
-    return tile_configs(shapes)
+#: GEMM tiles, (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps), by what the dot runs on. Each
+#: target tries those that fit its shared memory (`gemm_pruner`), 16-row tiles only for decode-sized M
+#: and, under an erf or sigmoid epilogue, only tiles of at most 64 accumulators per thread.
+#: 16-bit operands on tensor cores (mma.sync on sm_80/sm_89, wgmma on sm_90).
+GEMM_16BIT = [
+    (128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
+    (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 32, 32, 4, 2), (32, 64, 32, 4, 4), (16, 64, 128, 4, 4),
+]
+#: fp32 with TF32 allowed, on tensor cores: the 16-bit tiles at half the K step (each stage holds as
+#: many bytes), and 8 warps for the 128x128 tile, whose 4-warp form runs out of registers.
+GEMM_TF32 = [
+    (128, 256, 32, 3, 8), (256, 128, 32, 3, 8), (128, 128, 32, 3, 8), (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4), (64, 64, 32, 4, 4), (64, 32, 32, 5, 2), (32, 64, 32, 5, 2),
+    (16, 64, 64, 4, 4), (16, 128, 32, 4, 4),
+]
+#: fp32 with TF32 off (torch's default): FMA loops, whose accumulators and operand fragments all sit
+#: in registers, so at most 64 accumulators per thread and short K steps.
+GEMM_FP32 = [
+    (128, 128, 32, 3, 8), (128, 128, 16, 3, 8), (128, 64, 16, 3, 8), (64, 128, 16, 3, 8),
+    (64, 64, 32, 3, 8), (32, 64, 32, 3, 4), (16, 64, 64, 3, 4), (16, 128, 16, 3, 4),
+]
+#: Largest M that 16-row (decode) tiles are tried for; larger products never pick them.
+DECODE_ROWS = 64
+#: Accumulators per thread that an erf (gelu) or sigmoid (silu) epilogue leaves room for.
+_ACTIVATION_ACCUMULATORS = 64
 
 
 def tile_configs(shapes: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
     """GEMM configs from (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) rows, all with GROUP_M 8."""
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
             for m, n, k, s, w in shapes]
+
+
+def autotune_configs(*row_lists, interpreted: triton.Config) -> list[triton.Config]:
+    """Every config of the row lists, once; one small tile under the interpreter, which would
+    otherwise run (slowly) every config to pick a winner."""
+    if INTERPRETED:
+        return [interpreted]
+    return list(dict.fromkeys(config for rows in row_lists for config in tile_configs(rows)))
+
+
+def dot_rows(dtype: torch.dtype, precision: str, rows_16bit, rows_tf32, rows_fp32):
+    """The tile list for a dot's operand dtype and precision ("ieee" or "tf32")."""
+    if dtype != torch.float32:
+        return rows_16bit
+    return rows_tf32 if precision == "tf32" else rows_fp32
+
+
+def gemm_pruner(kernel: str, rows_16bit, rows_tf32, rows_fp32, b_name: str, b_converted: bool = False):
+    """`early_config_prune` for a GEMM kernel: the list for its operands (`a_ptr`'s dtype, PRECISION),
+    less the tiles whose pipeline buffers exceed the GPU's shared memory. Each buffer holds one A and
+    one B tile (B as stored: int8 for a quantised weight); with `b_converted`, wgmma and FMA loops
+    also read B converted to A's dtype from shared memory."""
+    def choose(args, capability):
+        rows = dot_rows(args["a_ptr"].dtype, args["PRECISION"], rows_16bit, rows_tf32, rows_fp32)
+        if args["M"] > DECODE_ROWS:
+            rows = [row for row in rows if row[0] > 16]
+        if args.get("ACTIVATION") in ("gelu", "silu"):
+            rows = [row for row in rows if row[0] * row[1] <= _ACTIVATION_ACCUMULATORS * 32 * row[4]]
+        return tile_configs(rows)
+
+    def needs(config, args, capability):
+        m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+        a_bytes, b_bytes = args["a_ptr"].element_size(), args[b_name].element_size()
+        stage = m * k * a_bytes + k * n * b_bytes
+        converted_read = capability >= (9, 0) or args["PRECISION"] == "ieee"  # by wgmma, or by FMA loops
+        converted = k * n * a_bytes if b_converted and converted_read else 0
+        return targets.pipeline_buffers(capability, config.num_stages) * stage + converted
+
+    return targets.shared_memory_pruner(kernel, choose, needs)
 
 
 def gemm_grid(M: int, N: int):
@@ -52,7 +105,8 @@ def gemm_grid(M: int, N: int):
 
 def dot_precision(dtype: torch.dtype) -> str:
     """Follow torch's TF32 switch for fp32 operands, so both impls compute the same thing
-    (fp16/bf16 ignore it: "tf32" is Triton's default)."""
+    (fp16/bf16 ignore it: "tf32" is Triton's default). For fp32, what ran: "ieee" is FMA loops
+    (torch's default), "tf32" tensor cores; a benchmark record of fp32 dots should say which."""
     return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
 
 
@@ -102,7 +156,11 @@ def _activation_slope(z, ACTIVATION: tl.constexpr):
     return slope
 
 
-@triton.autotune(configs=_gemm_configs(), key=["M", "N", "K"])
+@triton.autotune(configs=autotune_configs(GEMM_16BIT, GEMM_TF32, GEMM_FP32, interpreted=triton.Config(
+                     {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2})),
+                 key=["M", "N", "K", "PRECISION"],
+                 prune_configs_by={"early_config_prune": gemm_pruner("matmul", GEMM_16BIT, GEMM_TF32, GEMM_FP32,
+                                                                     "b_ptr")})
 @triton.jit
 def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, preact_ptr, M, N, K,
                    stride_am, stride_ak, stride_bk, stride_bn, stride_bias, stride_cm, stride_cn,

@@ -14,9 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from wattbench.kernels import INTERPRETED
-from wattbench.kernels.matmul import (check_devices, check_tensor, dot_precision, gemm_grid, grouped_tile,
-                                      interpreter_upcast, matmul_flops, tile_configs)
+from wattbench.kernels.matmul import (autotune_configs, check_devices, check_tensor, dot_precision, gemm_grid,
+                                      gemm_pruner, grouped_tile, interpreter_upcast, matmul_flops)
 
 _ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -24,19 +23,27 @@ _ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INT8_MAX = 127
 
 
-def _decode_configs() -> list[triton.Config]:
-    """Small-M tiles (tl.dot needs at least 16 rows) with wide K steps to stream the weight;
-    narrow N tiles give enough programs to fill an H100 when M is 1. One tile under the interpreter."""
-    if INTERPRETED:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1})]
-    shapes = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps
-        (16, 32, 128, 4, 4), (16, 32, 256, 3, 4), (16, 64, 128, 4, 4), (16, 64, 256, 3, 4),
-        (16, 128, 128, 3, 4), (32, 64, 128, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 3, 4),
-    ]
-    return tile_configs(shapes)
+#: Small-M tiles (tl.dot needs at least 16 rows) with wide K steps to stream the weight; narrow N
+#: tiles give enough programs to fill an H100 when M is 1. (BLOCK_M, BLOCK_N, BLOCK_K, num_stages,
+#: num_warps), by what the dot runs on; each target tries those that fit its shared memory.
+#: 16-bit activations, and fp32 ones with TF32 allowed: on tensor cores. A stage holds an int8 weight
+#: tile and the activations, so fp32 needs no smaller tiles than 16-bit.
+DECODE_TENSOR_CORES = [
+    (16, 32, 128, 4, 4), (16, 32, 256, 3, 4), (16, 64, 128, 4, 4), (16, 64, 256, 3, 4),
+    (16, 128, 64, 4, 4), (32, 64, 128, 4, 8), (32, 128, 64, 4, 8), (64, 64, 64, 4, 4), (64, 128, 64, 3, 4),
+]
+#: fp32 with TF32 off: FMA loops, whose operand fragments sit in registers: K steps of 64 at most.
+DECODE_FP32 = [
+    (16, 32, 32, 4, 4), (16, 32, 64, 3, 4), (16, 64, 32, 4, 4), (16, 128, 32, 3, 4), (32, 32, 32, 4, 4),
+    (32, 64, 32, 3, 4),
+]
 
 
-@triton.autotune(configs=_decode_configs(), key=["M", "N", "K"])
+@triton.autotune(configs=autotune_configs(DECODE_TENSOR_CORES, DECODE_FP32, interpreted=triton.Config(
+                     {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1})),
+                 key=["M", "N", "K", "PRECISION"],
+                 prune_configs_by={"early_config_prune": gemm_pruner(
+                     "matmul_int8w", DECODE_TENSOR_CORES, DECODE_TENSOR_CORES, DECODE_FP32, "q_ptr", b_converted=True)})
 @triton.jit
 def _matmul_int8w_kernel(a_ptr, q_ptr, scale_ptr, bias_ptr, c_ptr, M, N, K,
                          stride_am, stride_ak, stride_qk, stride_qn, stride_scale, stride_bias, stride_cm, stride_cn,

@@ -63,6 +63,14 @@ def test_decode_attention_long_cache_is_split_and_merged():
     _check(batch, heads, kv_heads, s_max, 16, torch.float32)
 
 
+def test_decode_attention_merges_many_splits_in_rounds():
+    """One sequence on one cache head splits the most; the merge combines the splits a block at a time."""
+    batch, heads, kv_heads, s_max = 1, 4, 1, 5000
+    split_size = decode_module._split_size(batch * kv_heads, s_max, DEVICE)
+    assert -(-s_max // split_size) > decode_module._MERGE_BLOCK, "the merge should take several rounds"
+    _check(batch, heads, kv_heads, s_max, 16, torch.float32)
+
+
 def test_decode_attention_clamps_lengths_past_the_cache():
     gen = generator_for("decode-clamp")
     q, k, v, seq_lens = _inputs(2, 2, 2, 17, 16, torch.float32, torch.int64, False, gen)
