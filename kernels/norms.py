@@ -1,15 +1,21 @@
 """RMSNorm and LayerNorm over the last dimension, with Triton forward and backward passes.
 
-Forward: one program per row holds the whole row in registers (hidden sizes up to
-MAX_HIDDEN), computes the statistics in fp32 and saves them (rstd, and the mean for
-LayerNorm) for the backward pass.
+One kernel serves both norms (LAYER_NORM chooses), computing in fp32 whatever the storage dtype.
+
+Forward: one program per row. A row of up to MAX_BLOCK elements is held in registers and read
+once; a wider one (up to MAX_HIDDEN) is read in MAX_BLOCK-wide blocks, twice: once for its
+statistics (LayerNorm combines each block's mean and sum of squared deviations, Chan et al.,
+so the variance is taken around the mean), once to normalise. The statistics (rstd, and the
+mean for LayerNorm) are saved for the backward pass.
 
 Backward: the weight (and bias) gradient is a sum over every row. Rather than have every row
 add into one vector with atomics (contended, and non-deterministic in floating point), a
 fixed number of programs each walk a contiguous chunk of rows, write dx per row, and keep
 their own partial dw (db) in fp32 registers, stored once per program. A (programs, N) sum in
 PyTorch then finishes the reduction: it is small next to the (rows, N) tensors and its
-order is fixed, so gradients are reproducible run to run.
+order is fixed, so gradients are reproducible run to run. dx needs two sums over its row; a
+row wider than MAX_BLOCK gets them from a first kernel, and the programs then also split the
+row into MAX_BLOCK-wide column blocks, so no program holds more than one block.
 """
 
 from __future__ import annotations
@@ -19,77 +25,116 @@ import triton
 import triton.language as tl
 
 from wattbench.kernels import INTERPRETED
-from wattbench.kernels.softmax import _ROW_CONFIGS
-from wattbench.kernels.targets import device_limits
+from wattbench.kernels.targets import device_limits, prune_row_configs
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-#: Widest row one program normalises in registers.
+#: Widest row the norms accept.
 MAX_HIDDEN = 65536
 
+#: Widest block one program holds in registers; wider rows are processed block by block.
+MAX_BLOCK = 8192
 
-@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N"])
+#: Row elements per thread beyond which the kernels spill registers (sm_80 to sm_90, fp32 math):
+#: configs with fewer warps than that needs are not tried.
+_FORWARD_ELEMENTS_PER_THREAD = 64
+_BACKWARD_ELEMENTS_PER_THREAD = 32
+
+# Each program owns a block of a row (or a whole one), so only warps are tuned; not 32, whose 1024
+# threads get 64 registers each, which the backward kernels spill at.
+_ROW_CONFIGS = ([triton.Config({}, num_warps=1)] if INTERPRETED
+                else [triton.Config({}, num_warps=w) for w in (4, 8, 16)])
+
+
+@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N", "LAYER_NORM"],
+                 prune_configs_by={"early_config_prune": prune_row_configs(_FORWARD_ELEMENTS_PER_THREAD)})
 @triton.jit
-def _rms_norm_forward_kernel(x_ptr, w_ptr, y_ptr, rstd_ptr, N, stride_xm, stride_xn, stride_w, stride_ym, eps,
-                             BLOCK_N: tl.constexpr):
+def _norm_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, stride_xm, stride_xn, stride_w, stride_b,
+                         stride_ym, eps, LAYER_NORM: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_xm
+    y_row = y_ptr + row * stride_ym
+    cols = tl.arange(0, BLOCK_N)
+    if SINGLE_BLOCK:
+        mask = cols < N
+        x = tl.load(x_row + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=0) / N if LAYER_NORM else 0.0
+        centred = tl.where(mask, x - mean, 0.0)
+        rstd = tl.rsqrt(tl.sum(centred * centred, axis=0) / N + eps)
+    else:
+        mean = tl.zeros((), tl.float32)
+        squares = tl.zeros((), tl.float32)  # sum of squared deviations from `mean` (from 0 for RMSNorm)
+        seen = tl.zeros((), tl.float32)  # elements in `mean` and `squares` so far
+        for start in range(0, N, BLOCK_N):
+            mask = start + cols < N
+            x = tl.load(x_row + (start + cols) * stride_xn, mask=mask, other=0.0).to(tl.float32)
+            if LAYER_NORM:
+                count = tl.sum(mask.to(tl.float32), axis=0)
+                block_mean = tl.sum(x, axis=0) / count
+                deviation = tl.where(mask, x - block_mean, 0.0)
+                delta = block_mean - mean
+                squares += tl.sum(deviation * deviation, axis=0) + delta * delta * seen * count / (seen + count)
+                mean += delta * count / (seen + count)
+                seen += count
+            else:
+                squares += tl.sum(x * x, axis=0)
+        rstd = tl.rsqrt(squares / N + eps)
+    if LAYER_NORM:
+        tl.store(mean_ptr + row, mean)
+    tl.store(rstd_ptr + row, rstd)
+    for start in range(0, N, BLOCK_N):
+        mask = start + cols < N
+        if not SINGLE_BLOCK:
+            x = tl.load(x_row + (start + cols) * stride_xn, mask=mask, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + (start + cols) * stride_w, mask=mask, other=0.0).to(tl.float32)
+        y = (x - mean) * rstd * w
+        if LAYER_NORM:
+            y += tl.load(b_ptr + (start + cols) * stride_b, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_row + start + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _normalised(x, mean, rstd, mask, LAYER_NORM: tl.constexpr):
+    """x_hat: (x - mean) * rstd for LayerNorm, x * rstd for RMSNorm; 0 outside the row."""
+    if LAYER_NORM:
+        x = x - mean
+    return tl.where(mask, x * rstd, 0.0)
+
+
+@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N", "LAYER_NORM"],
+                 prune_configs_by={"early_config_prune": prune_row_configs(_BACKWARD_ELEMENTS_PER_THREAD)})
+@triton.jit
+def _norm_row_sums_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, sums_ptr, N, stride_dym, stride_dyn, stride_xm,
+                          stride_xn, stride_w, LAYER_NORM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """For a row wider than one block: sum(x_hat * w * dy) / N and (LayerNorm) sum(w * dy) / N, the
+    two terms every dx of the row needs, block by block."""
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
-    mask = cols < N
-    x = tl.load(x_ptr + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(w_ptr + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / N + eps)
-    tl.store(rstd_ptr + row, rstd)
-    tl.store(y_ptr + row * stride_ym + cols, (x * rstd * w).to(y_ptr.dtype.element_ty), mask=mask)
+    mean = tl.load(mean_ptr + row) if LAYER_NORM else 0.0
+    rstd = tl.load(rstd_ptr + row)
+    hat_sum = tl.zeros((), tl.float32)
+    plain_sum = tl.zeros((), tl.float32)
+    for start in range(0, N, BLOCK_N):
+        mask = start + cols < N
+        dy = tl.load(dy_ptr + row * stride_dym + (start + cols) * stride_dyn, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + row * stride_xm + (start + cols) * stride_xn, mask=mask, other=0.0).to(tl.float32)
+        w_dy = tl.load(w_ptr + (start + cols) * stride_w, mask=mask, other=0.0).to(tl.float32) * dy
+        hat_sum += tl.sum(_normalised(x, mean, rstd, mask, LAYER_NORM) * w_dy, axis=0)
+        plain_sum += tl.sum(w_dy, axis=0)
+    tl.store(sums_ptr + 2 * row, hat_sum / N)
+    tl.store(sums_ptr + 2 * row + 1, plain_sum / N)
 
 
-@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N"])
+@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N", "LAYER_NORM", "SUMS_GIVEN"],
+                 prune_configs_by={"early_config_prune": prune_row_configs(_BACKWARD_ELEMENTS_PER_THREAD)})
 @triton.jit
-def _rms_norm_backward_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_partial_ptr, M, N, rows_per_program,
-                              stride_dym, stride_dyn, stride_xm, stride_xn, stride_w, stride_dxm,
-                              BLOCK_N: tl.constexpr):
+def _norm_backward_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, sums_ptr, dx_ptr, dw_partial_ptr, db_partial_ptr,
+                          M, N, rows_per_program, stride_dym, stride_dyn, stride_xm, stride_xn, stride_w, stride_dxm,
+                          LAYER_NORM: tl.constexpr, SUMS_GIVEN: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dx for a chunk of rows and one column block, with the block's partial dw (db) over those rows.
+    Without SUMS_GIVEN the block is the whole row and the row sums are taken here."""
     program = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    mask = cols < N
-    w = tl.load(w_ptr + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
-    dw = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    first = program.to(tl.int64) * rows_per_program
-    for row in range(first, tl.minimum(first + rows_per_program, M)):
-        dy = tl.load(dy_ptr + row * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(tl.float32)
-        x = tl.load(x_ptr + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(rstd_ptr + row)
-        x_hat = x * rstd
-        w_dy = w * dy
-        dx = (w_dy - x_hat * (tl.sum(x_hat * w_dy, axis=0) / N)) * rstd
-        tl.store(dx_ptr + row * stride_dxm + cols, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-        dw += dy * x_hat
-    tl.store(dw_partial_ptr + program * N + cols, dw, mask=mask)
-
-
-@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N"])
-@triton.jit
-def _layer_norm_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N,
-                               stride_xm, stride_xn, stride_w, stride_b, stride_ym, eps, BLOCK_N: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK_N)
-    mask = cols < N
-    x = tl.load(x_ptr + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(w_ptr + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + cols * stride_b, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=0) / N
-    centred = tl.where(mask, x - mean, 0.0)
-    rstd = tl.rsqrt(tl.sum(centred * centred, axis=0) / N + eps)
-    tl.store(mean_ptr + row, mean)
-    tl.store(rstd_ptr + row, rstd)
-    tl.store(y_ptr + row * stride_ym + cols, (centred * rstd * w + b).to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.autotune(configs=_ROW_CONFIGS, key=["N", "BLOCK_N"])
-@triton.jit
-def _layer_norm_backward_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_partial_ptr, db_partial_ptr,
-                                M, N, rows_per_program, stride_dym, stride_dyn, stride_xm, stride_xn, stride_w,
-                                stride_dxm, BLOCK_N: tl.constexpr):
-    program = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = cols < N
     w = tl.load(w_ptr + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
     dw = tl.zeros((BLOCK_N,), dtype=tl.float32)
@@ -98,83 +143,105 @@ def _layer_norm_backward_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr
     for row in range(first, tl.minimum(first + rows_per_program, M)):
         dy = tl.load(dy_ptr + row * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(mean_ptr + row)
+        mean = tl.load(mean_ptr + row) if LAYER_NORM else 0.0
         rstd = tl.load(rstd_ptr + row)
-        x_hat = tl.where(mask, (x - mean) * rstd, 0.0)
+        x_hat = _normalised(x, mean, rstd, mask, LAYER_NORM)
         w_dy = w * dy
-        c_hat = tl.sum(x_hat * w_dy, axis=0) / N
-        c_mean = tl.sum(w_dy, axis=0) / N
-        dx = (w_dy - x_hat * c_hat - c_mean) * rstd
-        tl.store(dx_ptr + row * stride_dxm + cols, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        if SUMS_GIVEN:
+            hat_sum = tl.load(sums_ptr + 2 * row)
+            plain_sum = tl.load(sums_ptr + 2 * row + 1)
+        else:
+            hat_sum = tl.sum(x_hat * w_dy, axis=0) / N
+            plain_sum = tl.sum(w_dy, axis=0) / N
+        dx = w_dy - x_hat * hat_sum
+        if LAYER_NORM:
+            dx -= plain_sum
+            db += dy
+        tl.store(dx_ptr + row * stride_dxm + cols, (dx * rstd).to(dx_ptr.dtype.element_ty), mask=mask)
         dw += dy * x_hat
-        db += dy
     tl.store(dw_partial_ptr + program * N + cols, dw, mask=mask)
-    tl.store(db_partial_ptr + program * N + cols, db, mask=mask)
+    if LAYER_NORM:
+        tl.store(db_partial_ptr + program * N + cols, db, mask=mask)
 
 
-def _backward_programs(rows: int, device: torch.device) -> int:
-    """Enough programs to fill the GPU a few times over; each adds one partial row to reduce."""
+def _block_for(n: int) -> int:
+    return min(triton.next_power_of_2(n), MAX_BLOCK)
+
+
+def _backward_programs(rows: int, column_blocks: int, device: torch.device) -> int:
+    """Enough programs, over all column blocks, to fill the GPU a few times over; each adds one
+    partial row to reduce."""
     if INTERPRETED:
         return min(rows, 4)
-    return min(rows, 4 * device_limits(device).sm_count)
+    return max(1, min(rows, 4 * device_limits(device).sm_count // column_blocks))
+
+
+def _forward(x, weight, bias, eps):
+    """(y, rows, mean or None, rstd) for x's last dimension, normalised."""
+    N = x.shape[-1]
+    rows = x.reshape(-1, N)  # a view whenever the leading dimensions allow it
+    y = torch.empty(rows.shape, device=x.device, dtype=x.dtype)
+    rstd = torch.empty(rows.shape[0], device=x.device, dtype=torch.float32)
+    mean = torch.empty_like(rstd) if bias is not None else None
+    block = _block_for(N)
+    _norm_forward_kernel[(rows.shape[0],)](
+        rows, weight, bias if bias is not None else weight, y, mean if mean is not None else rstd, rstd, N,
+        rows.stride(0), rows.stride(1), weight.stride(0), bias.stride(0) if bias is not None else 0, y.stride(0), eps,
+        LAYER_NORM=bias is not None, BLOCK_N=block, SINGLE_BLOCK=N <= block)
+    return y.view(x.shape), rows, mean, rstd
+
+
+def _backward(grad_y, rows, weight, mean, rstd):
+    """(dx, dweight, dbias or None); `mean` is None for RMSNorm."""
+    layer_norm = mean is not None
+    M, N = rows.shape
+    dy = grad_y.reshape(M, N)
+    dx = torch.empty((M, N), device=rows.device, dtype=rows.dtype)
+    block = _block_for(N)
+    column_blocks = triton.cdiv(N, block)
+    mean_or_rstd = mean if layer_norm else rstd  # RMSNorm reads no mean
+    sums = rstd  # stands in for the row sums when the kernel takes them itself
+    if column_blocks > 1:
+        sums = torch.empty((M, 2), device=rows.device, dtype=torch.float32)
+        _norm_row_sums_kernel[(M,)](dy, rows, weight, mean_or_rstd, rstd, sums, N, dy.stride(0), dy.stride(1),
+                                    rows.stride(0), rows.stride(1), weight.stride(0), LAYER_NORM=layer_norm,
+                                    BLOCK_N=block)
+    programs = _backward_programs(M, column_blocks, rows.device)
+    dw_partial = torch.empty((programs, N), device=rows.device, dtype=torch.float32)
+    db_partial = torch.empty_like(dw_partial) if layer_norm else dw_partial
+    _norm_backward_kernel[(programs, column_blocks)](
+        dy, rows, weight, mean_or_rstd, rstd, sums, dx, dw_partial, db_partial, M, N, triton.cdiv(M, programs),
+        dy.stride(0), dy.stride(1), rows.stride(0), rows.stride(1), weight.stride(0), dx.stride(0),
+        LAYER_NORM=layer_norm, SUMS_GIVEN=column_blocks > 1, BLOCK_N=block)
+    dbias = db_partial.sum(0).to(weight.dtype) if layer_norm else None
+    return dx.view(grad_y.shape), dw_partial.sum(0).to(weight.dtype), dbias
 
 
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps):
-        N = x.shape[-1]
-        rows = x.reshape(-1, N)
-        y = torch.empty(rows.shape, device=x.device, dtype=x.dtype)
-        rstd = torch.empty(rows.shape[0], device=x.device, dtype=torch.float32)
-        block = triton.next_power_of_2(N)
-        _rms_norm_forward_kernel[(rows.shape[0],)](rows, weight, y, rstd, N, rows.stride(0), rows.stride(1),
-                                                   weight.stride(0), y.stride(0), eps, BLOCK_N=block)
+        y, rows, _, rstd = _forward(x, weight, None, eps)
         ctx.save_for_backward(rows, weight, rstd)
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
         rows, weight, rstd = ctx.saved_tensors
-        M, N = rows.shape
-        dy = grad_y.reshape(M, N)
-        dx = torch.empty((M, N), device=rows.device, dtype=rows.dtype)
-        programs = _backward_programs(M, rows.device)
-        dw_partial = torch.empty((programs, N), device=rows.device, dtype=torch.float32)
-        _rms_norm_backward_kernel[(programs,)](dy, rows, weight, rstd, dx, dw_partial, M, N, triton.cdiv(M, programs),
-                                               dy.stride(0), dy.stride(1), rows.stride(0), rows.stride(1),
-                                               weight.stride(0), dx.stride(0), BLOCK_N=triton.next_power_of_2(N))
-        return dx.view(grad_y.shape), dw_partial.sum(0).to(weight.dtype), None
+        dx, dweight, _ = _backward(grad_y, rows, weight, None, rstd)
+        return dx, dweight, None
 
 
 class _LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        N = x.shape[-1]
-        rows = x.reshape(-1, N)
-        y = torch.empty(rows.shape, device=x.device, dtype=x.dtype)
-        mean = torch.empty(rows.shape[0], device=x.device, dtype=torch.float32)
-        rstd = torch.empty_like(mean)
-        _layer_norm_forward_kernel[(rows.shape[0],)](rows, weight, bias, y, mean, rstd, N, rows.stride(0),
-                                                     rows.stride(1), weight.stride(0), bias.stride(0), y.stride(0),
-                                                     eps, BLOCK_N=triton.next_power_of_2(N))
+        y, rows, mean, rstd = _forward(x, weight, bias, eps)
         ctx.save_for_backward(rows, weight, mean, rstd)
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
         rows, weight, mean, rstd = ctx.saved_tensors
-        M, N = rows.shape
-        dy = grad_y.reshape(M, N)
-        dx = torch.empty((M, N), device=rows.device, dtype=rows.dtype)
-        programs = _backward_programs(M, rows.device)
-        dw_partial = torch.empty((programs, N), device=rows.device, dtype=torch.float32)
-        db_partial = torch.empty_like(dw_partial)
-        _layer_norm_backward_kernel[(programs,)](dy, rows, weight, mean, rstd, dx, dw_partial, db_partial, M, N,
-                                                 triton.cdiv(M, programs), dy.stride(0), dy.stride(1), rows.stride(0),
-                                                 rows.stride(1), weight.stride(0), dx.stride(0),
-                                                 BLOCK_N=triton.next_power_of_2(N))
-        return (dx.view(grad_y.shape), dw_partial.sum(0).to(weight.dtype), db_partial.sum(0).to(weight.dtype),
-                None)
+        return (*_backward(grad_y, rows, weight, mean, rstd), None)
 
 
 def _check_inputs(op: str, x: torch.Tensor, eps: float, **params: torch.Tensor) -> None:

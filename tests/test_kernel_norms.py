@@ -7,6 +7,7 @@ import torch
 from kernel_checks import DEVICE, assert_rel_close, float64_leaf, generator_for, randn
 
 from wattbench.kernels.norms import (
+    MAX_BLOCK,
     MAX_HIDDEN,
     layer_norm,
     layer_norm_bytes,
@@ -61,6 +62,23 @@ def test_layer_norm_matches_reference(request, leading, hidden, dtype):
     _check_against_reference(layer_norm, layer_norm_reference, dtype, x, [weight, bias], dy, eps=1e-4)
 
 
+# Rows wider than one block: three blocks, the last one partial.
+WIDE = 2 * MAX_BLOCK + 101
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op, reference, n_params", [(rms_norm, rms_norm_reference, 1),
+                                                     (layer_norm, layer_norm_reference, 2)], ids=["rms", "layer"])
+def test_rows_wider_than_a_block_match_reference(request, op, reference, n_params, dtype):
+    """The block-by-block forward (two reads of the row) and backward (row sums first, then column
+    blocks) give what the one-block path gives: the reference."""
+    gen = generator_for(request.node.name)
+    x = randn(3, WIDE, dtype=dtype, generator=gen)
+    params = [randn(WIDE, dtype=dtype, generator=gen) for _ in range(n_params)]
+    dy = randn(3, WIDE, dtype=dtype, generator=gen)
+    _check_against_reference(op, reference, dtype, x, params, dy)
+
+
 def test_layer_norm_is_stable_for_a_large_mean(request):
     """The variance is taken around the mean, not as E[x^2] - E[x]^2, which cancels to noise here.
 
@@ -69,10 +87,11 @@ def test_layer_norm_is_stable_for_a_large_mean(request):
     would be off by about 100%.
     """
     gen = generator_for(request.node.name)
-    x = randn(6, 300, generator=gen) + 3000.0
-    weight, bias = randn(300, generator=gen), randn(300, generator=gen)
-    dy = randn(6, 300, generator=gen)
-    _check_against_reference(layer_norm, layer_norm_reference, torch.float32, x, [weight, bias], dy, tol=1e-3)
+    for hidden in (300, WIDE):  # one block; blocks combined by their means and squared deviations
+        x = randn(2, hidden, generator=gen) + 3000.0
+        weight, bias = randn(hidden, generator=gen), randn(hidden, generator=gen)
+        dy = randn(2, hidden, generator=gen)
+        _check_against_reference(layer_norm, layer_norm_reference, torch.float32, x, [weight, bias], dy, tol=1e-3)
 
 
 @pytest.mark.parametrize("op, reference, n_params", [(rms_norm, rms_norm_reference, 1),
