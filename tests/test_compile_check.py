@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import pytest
 
 from wattbench import cli
-from wattbench.compile_check import (TARGETS, CompileResult, Launch, Variant, _enumerate_worker, _init_worker,
-                                     dot_instructions, dot_label, error_line, exit_code, parse_resource_usage,
-                                     summarize)
+from wattbench.compile_check import (DRIVER_FOR_CUDA, TARGETS, CompileResult, Launch, Variant, _enumerate_worker,
+                                     _init_worker, dot_instructions, dot_label, driver_note, driver_requirement,
+                                     error_line, exit_code, parse_resource_usage, run_check, summarize)
 
 RESOURCE_USAGE = """
 Resource usage:
@@ -125,6 +126,115 @@ def test_launches_are_enumerated_as_triton_would_specialise_them(compile_worker)
     assert len(configs) == len(matmul.variants) <= matmul.configs_listed  # one variant per config tried
 
 
+@pytest.mark.parametrize("capability", [80, 89, 90])
+def test_a_driver_too_old_for_tritons_ptxas_is_named(capability):
+    cuda, needed = driver_requirement(capability)
+    assert needed == DRIVER_FOR_CUDA[int(cuda.split(".")[0])]
+    assert "TOO OLD" in driver_note(f"{needed - 1}.86.10", capability)
+    assert driver_note(f"{needed}.65.06", capability).endswith(": ok")
+    assert f"sm_{capability} cubins with ptxas {cuda}" in driver_note(None, capability)
+    assert "unknown" in driver_note(None, capability)
+
+
+def test_devices_says_when_the_hosts_driver_is_too_old_for_an_h100(monkeypatch):
+    """`wattbench devices`: Triton 3.9 assembles sm_90 with a CUDA 13 ptxas, whose cubins need driver 580."""
+    import torch
+
+    from wattbench import environment
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (9, 0))
+    monkeypatch.setattr(environment, "nvidia_driver_version", lambda: "575.57.08")
+    cuda, needed = driver_requirement(90)
+    note = cli._driver_note(0)
+    assert f"sm_90 cubins with ptxas {cuda}" in note
+    assert ("driver 575.57.08 is TOO OLD" in note) == (needed > 575)
+    monkeypatch.setattr(environment, "nvidia_driver_version", lambda: {"unknown": "no NVIDIA kernel driver"})
+    assert cli._driver_note(0).endswith("the host's driver version is unknown")
+
+
 def test_unknown_target_is_refused_in_one_line(capsys):
     assert cli.main(["selfcheck", "compile", "--arch", "sm_75"]) == 2
     assert "unknown target sm_75" in capsys.readouterr().err
+
+
+#: What CI compiles for real, end to end (some 90 variants, about a minute on 2 cores): the cases issue 20
+#: found, each on the target it was found on. `wattbench selfcheck compile` compiles every variant of every
+#: registry GPU case and API probe for all three targets (docs/kernel-performance.md).
+PINNED = {
+    "sm_80": r"^api attention bf16 D128 causal=True train$",
+    "sm_89": r"^api (attention fp32 D128 causal=False train|matmul fp32 None bias=True train)$",
+    "sm_90": r"^api (attention bf16 D128 causal=True train|(rms|layer)_norm bf16 N65536 train"
+             r"|decode_attention bf16 D128 group8 B1 S32768)$",
+}
+
+
+@pytest.fixture(scope="module")
+def pinned():
+    """{arch: (exit code, report, printed report)} of `run_check` on the pinned probes."""
+    checked = {}
+    for arch, probes in PINNED.items():
+        out = io.StringIO()
+        code, (report,) = run_check([arch], "quick", probes, workers=2, out=out)
+        checked[arch] = code, report, out.getvalue()
+    return checked
+
+
+@pytest.mark.parametrize("arch", PINNED)
+def test_pinned_launches_compile_fit_and_do_not_spill(pinned, arch):
+    code, report, printed = pinned[arch]
+    assert code == 0 and report.failures == 0 and report.unfit == [] and report.drive_errors == [], printed
+    over_limit = [v.describe() for k in report.kernels.values() for v, _ in k.over_limit]
+    spilling = [v.describe() for k in report.kernels.values() for v, _ in k.spilling]
+    assert over_limit == [] and spilling == [], printed
+    assert f"{arch}: {report.variants} variants of {len(report.kernels)} kernels, 0 failed, 0 spill" in printed
+
+
+def _kernel(pinned, arch, name):
+    return pinned[arch][1].kernels[name]
+
+
+def test_fp32_attention_backward_at_d128_fits_an_l4(pinned):
+    """Issue 20 case 1: the fp32 (TF32 off) backward at D=128 once needed 104 KB; an L4 has 99 KB per block."""
+    for name in ("attention._attention_bwd_dkdv_kernel", "attention._attention_bwd_dq_kernel"):
+        kernel = _kernel(pinned, "sm_89", name)
+        assert kernel.variants > 0 and set(kernel.dots) == {"FMA (fp32, TF32 off)"}
+        assert kernel.max_shared <= TARGETS["sm_89"].shared_limit
+
+
+def test_fp32_gemm_tries_only_small_fma_tiles_that_fit_an_l4(pinned):
+    """Cases 2 and 3: fp32 with TF32 off runs FMA loops; the 16-bit tiles spilled and needed 192 KB there."""
+    matmul = _kernel(pinned, "sm_89", "matmul._matmul_kernel")
+    assert set(matmul.dots) == {"FMA (fp32, TF32 off)"}
+    assert matmul.max_shared <= TARGETS["sm_89"].shared_limit and matmul.spilling == []
+
+
+def test_16bit_attention_at_d128_gets_wide_8_warp_tiles_without_spills(pinned):
+    """Case 7: 128x128 forward tiles on 8 warps (sm_80 and Hopper) and 128-wide key blocks, none spilling;
+    on Hopper the dots are wgmma."""
+    for arch in ("sm_80", "sm_90"):
+        forward = pinned[arch][1].launches_of("attention._attention_fwd_kernel")
+        tiles = {(dict(v.config)["BLOCK_M"], dict(v.config)["BLOCK_N"], dict(v.options)["num_warps"])
+                 for launch in forward for v in launch.variants}
+        assert {(128, 128, 8), (64, 128, 8)} <= tiles, arch
+    assert _kernel(pinned, "sm_90", "attention._attention_fwd_kernel").dots.keys() == {"wgmma"}
+
+
+def test_norms_at_their_widest_hidden_size_do_not_spill(pinned):
+    """Case 4: at N=65536 every norm config spilled; the rows are now processed in MAX_BLOCK-wide blocks."""
+    from wattbench.kernels.norms import MAX_BLOCK
+
+    kernels = {name: k for name, k in pinned["sm_90"][1].kernels.items() if name.startswith("norms.")}
+    assert set(kernels) == {"norms._norm_forward_kernel", "norms._norm_row_sums_kernel", "norms._norm_backward_kernel"}
+    assert all(k.spilling == [] for k in kernels.values())
+    blocks = {dict(v.call)["BLOCK_N"] for launch in pinned["sm_90"][1].launches_of(*kernels) for v in launch.variants}
+    assert blocks == {MAX_BLOCK}
+
+
+def test_decode_merges_the_most_splits_a_block_at_a_time_without_spills(pinned):
+    """Case 5: one 32K sequence on one cache head splits 256 ways on an H100; the merge once held them all.
+    Case 6: decode-sized dots run mma.sync on Hopper too (no wgmma at 16 rows; docs/kernel-performance.md)."""
+    merge = _kernel(pinned, "sm_90", "decode_attention._decode_merge_kernel")
+    assert merge.spilling == [] and merge.max_registers < 128
+    (launch,) = pinned["sm_90"][1].launches_of("decode_attention._decode_merge_kernel")
+    assert dict(launch.variants[0].call)["BLOCK_SPLITS"] == 32
+    assert set(_kernel(pinned, "sm_90", "decode_attention._decode_split_kernel").dots) == {"mma"}

@@ -221,10 +221,24 @@ def _devices(args) -> int:
         print("compute: no CUDA device (torch.cuda.is_available() is False): Triton runs through its interpreter")
     for dev in found:
         print(f"device {dev.spec}: {dev.name}")
+        if dev.type == "cuda":
+            print(f"  toolchain  {_driver_note(dev.index)}")
         for status in describe_sources(dev):
             mark = "yes" if status.available else "no "
             print(f"  power source {status.name:<7} {mark}  {status.detail}")
     return 0
+
+
+def _driver_note(index: int) -> str:
+    """Whether this host's driver loads the cubins Triton builds for GPU `index` (a too-old one fails every launch)."""
+    import torch
+
+    from wattbench.compile_check import driver_note
+    from wattbench.environment import nvidia_driver_version
+
+    major, minor = torch.cuda.get_device_capability(index)
+    driver = nvidia_driver_version()
+    return driver_note(driver if isinstance(driver, str) else None, 10 * major + minor)
 
 
 def _sweep(args) -> int:

@@ -3,8 +3,8 @@
 Triton's compiler, and the ptxas it bundles, run on any CPU: a kernel goes to PTX and cubin for a
 chosen target without a device. The check finds the variants a GPU would compile by driving the
 kernels' public entry points the way the registry's GPU cases call them, plus the public API's other
-variants (`api_probes`), on fake CUDA tensors (torch's FakeTensorMode: shapes, strides and dtypes, no
-memory, no arithmetic) while torch.cuda answers device queries for a representative GPU of the target.
+variants (`api_probes`), on meta tensors (shapes, strides and dtypes; no memory, no arithmetic) while
+torch.cuda answers device queries for a representative GPU of the target.
 Each launch is stopped where Triton would compile: an autotuned kernel gives one variant per config
 its autotuner would try (after the kernel's own pruning for that target), a plain kernel one variant;
 each is specialised as Triton specialises it (dtypes, 16-byte alignment, integers equal to 1 or
@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -121,10 +121,49 @@ class CompileResult:
     spill_bytes: int | None = None  # local memory (stack frame) per thread: register spills
     dot: str | None = None  # "wgmma", "mma", "FMA", or None for a kernel without tl.dot
     error: str | None = None
-    seconds: float = 0.0
+    #: CPU time of the compile, ptxas and cuobjdump included: what it costs on an idle machine.
+    cpu_seconds: float = 0.0
 
 
-# Driving the entry points on fake CUDA tensors ----------------------------------------------------
+# The toolchain: which ptxas Triton assembles a target's cubins with, and the driver they need -----------
+
+#: The oldest driver branch that loads cubins from each CUDA major version's ptxas (NVIDIA's CUDA minor
+#: version compatibility: a 12.x toolkit's binaries run on R525 or newer, a 13.x toolkit's on R580 or newer).
+DRIVER_FOR_CUDA = {12: 525, 13: 580}
+
+
+def triton_ptxas(capability: int) -> tuple[str, str]:
+    """(path, CUDA version such as "13.4") of the ptxas the installed Triton uses for `capability`
+    (e.g. 90): Triton 3.9 assembles sm_90 and newer with its CUDA 13 ptxas, older targets with CUDA 12's."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    tool = get_ptxas(capability)
+    return tool.path, tool.version
+
+
+def driver_requirement(capability: int) -> tuple[str, int | None]:
+    """(ptxas CUDA version, oldest driver branch that loads its cubins; None if unknown) for `capability`."""
+    cuda = triton_ptxas(capability)[1]
+    return cuda, DRIVER_FOR_CUDA.get(int(cuda.split(".")[0]))
+
+
+def driver_note(driver: str | None, capability: int) -> str:
+    """One line for `wattbench devices`: which ptxas Triton uses for this GPU, the driver its cubins need,
+    and whether the host's driver (e.g. "575.57.08", None if unknown) is new enough."""
+    import triton
+
+    cuda, needed = driver_requirement(capability)
+    arch = f"sm_{capability}"
+    need = f"driver {needed} or newer" if needed else "a driver for CUDA " + cuda
+    line = f"Triton {triton.__version__} builds {arch} cubins with ptxas {cuda} (CUDA {cuda.split('.')[0]}: {need})"
+    if driver is None:
+        return f"{line}; the host's driver version is unknown"
+    if needed and int(driver.split(".")[0]) < needed:
+        return f"{line}; driver {driver} is TOO OLD: Triton's kernels will not load on this GPU until it is upgraded"
+    return f"{line}; driver {driver}: ok"
+
+
+# Driving the entry points on meta tensors ---------------------------------------------------------
 
 class _AlignedPointer:
     """What Triton's specialisation reads from a tensor: its dtype and its address, here the
@@ -375,11 +414,11 @@ def compile_variant(variant: Variant) -> CompileResult:
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in variant.aligned}
     source = ASTSource(jit_fn, dict(variant.signature), dict(variant.constexprs), attrs)
     target = GPUTarget("cuda", TARGETS[variant.arch].cc, 32)
-    start = time.perf_counter()
+    start = _cpu_seconds()
     try:
         compiled = triton.compile(source, target=target, options=dict(variant.options))
     except Exception as exc:  # noqa: BLE001 - a compile failure is the finding
-        return CompileResult(error=error_line(exc), seconds=time.perf_counter() - start)
+        return CompileResult(error=error_line(exc), cpu_seconds=_cpu_seconds() - start)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
@@ -389,7 +428,13 @@ def compile_variant(variant: Variant) -> CompileResult:
     return CompileResult(shared=compiled.metadata.shared, registers=usage.get("REG"),
                          spill_bytes=usage.get("STACK", 0) + usage.get("LOCAL", 0),
                          dot=dot_instructions(compiled.asm["ptx"], "tt.dot" in compiled.asm["ttir"]),
-                         seconds=time.perf_counter() - start)
+                         cpu_seconds=_cpu_seconds() - start)
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time and its finished children's (ptxas, cuobjdump)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _init_worker(cache_dir: str) -> None:
@@ -544,6 +589,11 @@ class TargetReport:
     #: Launches whose every variant failed or needs more shared memory than the target has.
     unfit: list[Launch]
     drive_errors: list[DriveError]
+    launches: list[Launch] = field(default_factory=list)
+
+    def launches_of(self, *kernels: str) -> list[Launch]:
+        """The launches of the kernels named ("module.kernel", as in `kernels`)."""
+        return [launch for launch in self.launches if launch.variants[0].name in kernels]
 
     @property
     def variants(self) -> int:
@@ -586,14 +636,15 @@ def summarize(target: Target, launches: list[Launch], errors: list[DriveError],
         if label:
             summary.dots[label] += 1
     unfit = [launch for launch in launches if not any(fits(results[v], target) for v in launch.variants)]
-    return TargetReport(target, dict(sorted(kernels.items())), unfit, errors)
+    return TargetReport(target, dict(sorted(kernels.items())), unfit, errors, launches)
 
 
 def _bytes(n: int) -> str:
     return f"{n:,} B"
 
 
-def print_report(reports: list[TargetReport], preset: str, seconds: float, workers: int, out: TextIO) -> None:
+def print_report(reports: list[TargetReport], preset: str, seconds: float, cpu_seconds: float, workers: int,
+                 out: TextIO) -> None:
     import triton
 
     print(f"wattbench selfcheck compile: Triton {triton.__version__}; every variant the registry's GPU cases "
@@ -601,8 +652,9 @@ def print_report(reports: list[TargetReport], preset: str, seconds: float, worke
     print(f"not driven: {NOT_DRIVEN[1]}", file=out)
     for report in reports:
         t = report.target
+        cuda, driver = driver_requirement(t.cc)
         print(f"\n{t.arch}: stands for {t.gpu} ({t.sm_count} SMs, {_bytes(t.shared_limit)} shared memory per "
-              f"block)", file=out)
+              f"block); cubins from ptxas {cuda}, which need driver {driver} or newer", file=out)
         header = ("kernel", "variants", "failed", "max shared", "max regs", "spilling", "max spill", "over limit",
                   "dot instructions")
         rows = [(k.kernel, str(k.variants), str(len(k.failures)), _bytes(k.max_shared), str(k.max_registers),
@@ -632,7 +684,8 @@ def print_report(reports: list[TargetReport], preset: str, seconds: float, worke
         print(f"  {t.arch}: {report.variants} variants of {len(report.kernels)} kernels, {report.failures} failed, "
               f"{spilling} spill, {over} over the shared-memory limit, {len(report.unfit)} launches without a "
               f"fitting config, {len(report.drive_errors)} drive errors", file=out)
-    print(f"\ncompiled in {seconds:.0f} s with {workers} worker processes", file=out)
+    print(f"\ncompiled in {seconds:.0f} s with {workers} worker processes; the compiles took {cpu_seconds:.0f} s of "
+          f"CPU time", file=out)
 
 
 def exit_code(reports: list[TargetReport]) -> int:
@@ -668,7 +721,8 @@ def run_check(archs: Iterable[str], preset: str = "full", select: str | None = N
         variants = list(dict.fromkeys(v for launches, _ in found for launch in launches for v in launch.variants))
         results = dict(zip(variants, pool.map(compile_variant, variants, chunksize=1)))
     reports = [summarize(TARGETS[arch], launches, errors, results) for arch, (launches, errors) in zip(archs, found)]
-    print_report(reports, preset, time.perf_counter() - start, workers, out)
+    print_report(reports, preset, time.perf_counter() - start, sum(r.cpu_seconds for r in results.values()), workers,
+                 out)
     return exit_code(reports), reports
 
 
