@@ -64,6 +64,9 @@ def test_summary_answers_first_then_plots_then_details(many_devices):
         "### Device rankings per workload", "### Triton vs torch", "### Settings compared", "### Compared records",
         "### Interpreted records (not compared)", "### Notes"]
     assert "TEST FIXTURE: synthetic numbers" in summary.split("## Verdict")[0]
+    details = summary.split("## Details")[1]
+    assert details.startswith("\n\n<details><summary>Every record and note: Runs, Device rankings per workload,")
+    assert details.endswith("\n\n</details>\n")  # collapsed where the Markdown is rendered
     verdict = summary.split("## Verdict")[1].split("###")[0]
     assert "Wins: TEST-FIXTURE NVIDIA L4 4 of 5, TEST-FIXTURE NVIDIA H100 80GB HBM3 1 of 5." in verdict
     rows = [line for line in verdict.splitlines() if line.startswith("| ")][1:]

@@ -373,9 +373,12 @@ def to_markdown(report: Report) -> str:
     parts += report.plot_notes
     for plot in report.plots:
         parts.append(f"![{plot.title}](plots/{plot.name}.png)\n\n*{plot.title}.* {plot.caption}")
-    parts.append("## Details")
+    # Collapsed where Markdown renders HTML (GitHub, GitLab); plain text elsewhere.
+    parts += ["## Details", f"<details><summary>Every record and note: {', '.join(s.title for s in report.details)}"
+                            "</summary>"]
     for section in report.details:
         parts += _markdown_section(section, "###")
+    parts.append("</details>")
     return "\n\n".join(parts) + "\n"
 
 
