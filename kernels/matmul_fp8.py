@@ -196,10 +196,10 @@ def check_fp8_device(device: torch.device) -> None:
     """Refuse a GPU without e4m3 tensor cores, in one line, before anything launches."""
     if INTERPRETED:
         return
-    limits = targets.device_limits(device if device.type == "cuda" else torch.device("cuda",
-                                                                                      torch.cuda.current_device()))
-    if limits.capability < FP8_CAPABILITY:
-        major, minor = limits.capability
+    if device.type != "cuda":  # meta tensors under `wattbench selfcheck compile`: the GPU they stand for
+        device = torch.device("cuda", torch.cuda.current_device())
+    major, minor = targets.device_limits(device).capability
+    if (major, minor) < FP8_CAPABILITY:
         raise targets.UnsupportedDevice(
             f"matmul_fp8: e4m3 tensor cores need compute capability {FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]} or newer "
             f"(Ada, Hopper); this GPU is {major}.{minor}: run bf16 or int8w/int4w here")
