@@ -27,12 +27,21 @@ def info(**changes) -> dict:
 
 def test_identity_is_the_one_definition_in_its_order():
     record = Record.from_json(info())
-    assert IDENTITY_FIELDS == ("workload", "impl", "style", "precision", "size", "device_name")
-    assert record.identity() == ("gemm.infer", "torch", "infer", "int8w-bf16", "M16-K512-N512",
+    assert IDENTITY_FIELDS == ("workload", "impl", "style", "precision", "size", "setting", "device_name")
+    assert record.identity() == ("gemm.infer", "torch", "infer", "int8w-bf16", "M16-K512-N512", "default",
                                  "NVIDIA H100 80GB HBM3")
     assert record.identity(with_device=False) == record.identity()[:-1]
     assert CASE_FIELDS == IDENTITY_FIELDS[:-1]
-    assert schema.IDENTITY == CASE_FIELDS
+    assert schema.IDENTITY == tuple(name for name in CASE_FIELDS if name != "setting")
+
+
+def test_a_sweep_setting_is_part_of_the_identity_and_old_records_read_as_default():
+    old, swept = Record.from_json(info()), Record.from_json(info(setting="sm1200mhz"))
+    assert old.setting is None and old.setting_id == "default" and "setting" not in old.to_json()
+    assert swept.setting_id == "sm1200mhz" and swept.to_json()["setting"] == "sm1200mhz"
+    assert swept.identity() != old.identity() and swept.identity()[:5] == old.identity()[:5]
+    assert Record.from_json(info(setting="default")).identity() == old.identity()
+    schema.EXTRA_INFO.check(info(), ())  # a record from before sweeps is still a valid record
 
 
 def test_name_is_the_registry_case_id():

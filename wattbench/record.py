@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 #: What names a benchmark across runs, the device it ran on last: the gate pairs records on it, the report
-#: groups by it. A new dimension of a benchmark (a power sweep's setting) is added here and as a Record field.
-IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "device_name")
-#: The identity without the device: a record gives all of these or none (pytest-benchmark's own records).
+#: groups by it. A new dimension of a benchmark is added here and as a Record field.
+IDENTITY_FIELDS = ("workload", "impl", "style", "precision", "size", "setting", "device_name")
+#: The device settings of a record that names none: the host's own (and every record from before power sweeps).
+DEFAULT_SETTING = "default"
+#: Identity fields a record may leave out, and what it then reads as.
+IDENTITY_DEFAULTS = {"setting": DEFAULT_SETTING}
+#: The identity without the device.
 CASE_FIELDS = tuple(name for name in IDENTITY_FIELDS if name != "device_name")
+#: The case fields a record gives all of or none of (pytest-benchmark's own records).
+STATED_CASE_FIELDS = tuple(name for name in CASE_FIELDS if name not in IDENTITY_DEFAULTS)
 #: Why an interpreted record is compared with nothing (the run's summary, the report, the gate).
 INTERPRETED = "Triton ran through its interpreter, so its timing and energy mean nothing"
 
@@ -120,6 +126,9 @@ class Record:
     impl: str | None = _field("string")
     precision: str | None = _field("string")
     size: str | None = _field("string")
+    #: The device setting of a power sweep (wattbench.power.knobs.Setting.id: `pl300w`, `sm1200mhz`); None:
+    #: DEFAULT_SETTING.
+    setting: str | None = _field("string")
     shape: dict | None = _field("object")
     device: str | None = _field("string")
     device_name: str | None = _field("string?")
@@ -135,6 +144,8 @@ class Record:
     tflops: float | None = _field("number?")
     gbps: float | None = _field("number?")
     note: str | None = _field("string")
+    #: How a decode-style step ran its tokens: "cuda_graph" (one replay per token) or "eager".
+    decode: str | None = _field("string")
     energy: EnergyRecord | None = _field("energy?")
     extra: dict = field(default_factory=dict)
 
@@ -152,14 +163,24 @@ class Record:
         """False for pytest-benchmark's own records, which carry none of wattbench's fields."""
         return self.workload is not None
 
+    def identity_value(self, name: str):
+        """An identity field's value, IDENTITY_DEFAULTS' where the record leaves it out."""
+        value = getattr(self, name)
+        return IDENTITY_DEFAULTS.get(name) if value is None else value
+
     def missing_identity(self, with_device: bool = True) -> str | None:
         """The first identity field this record lacks, or None."""
         fields = IDENTITY_FIELDS if with_device else CASE_FIELDS
-        return next((name for name in fields if not isinstance(getattr(self, name), str)), None)
+        return next((name for name in fields if not isinstance(self.identity_value(name), str)), None)
 
     def identity(self, with_device: bool = True) -> tuple:
         """The benchmark this record measures (IDENTITY_FIELDS' values), with or without the device's name."""
-        return tuple(getattr(self, name) for name in (IDENTITY_FIELDS if with_device else CASE_FIELDS))
+        return tuple(self.identity_value(name) for name in (IDENTITY_FIELDS if with_device else CASE_FIELDS))
+
+    @property
+    def setting_id(self) -> str:
+        """The device setting it was measured at (DEFAULT_SETTING where it names none)."""
+        return self.identity_value("setting")
 
     @property
     def name(self) -> str:

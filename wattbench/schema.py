@@ -299,8 +299,9 @@ def _fields(record_type, kinds: dict) -> dict:
 #: A record's energy block (record.EnergyRecord).
 ENERGY = Obj(optional=_fields(record.EnergyRecord, _KINDS), together=record.EnergyRecord.TOGETHER)
 
-#: What names a benchmark across runs (with the device); a record gives all of them or none.
-IDENTITY = record.CASE_FIELDS
+#: What names a benchmark across runs (with the device, and its setting where a sweep gives one); a record gives
+#: all of them or none.
+IDENTITY = record.STATED_CASE_FIELDS
 
 #: wattbench's fields of one record (record.Record). None is required: pytest-benchmark's own records have none.
 EXTRA_INFO = Obj(together={name: IDENTITY for name in IDENTITY},

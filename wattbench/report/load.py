@@ -29,7 +29,7 @@ MEDIAN_CI_FACTOR = 1.96 * math.sqrt(math.pi / 2) / 1.349
 
 COLUMNS = [
     "run_file", "run_started", "host", "device", "device_name", "wattbench_version", "commit",
-    "workload", "op", "style", "impl", "precision", "size", "batch", "unit", "interpreted",
+    "workload", "op", "style", "impl", "precision", "size", "setting", "batch", "unit", "interpreted",
     "timing_method", "rounds", "median_s", "mean_s", "stddev_s", "min_s", "max_s", "q1_s", "q3_s",
     "p90_s", "p99_s", "median_ms", "time_uncertainty_pct", "units_per_s", "flops", "bytes", "tflops",
     "gbps",
@@ -129,7 +129,8 @@ def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
         "commit": commit["id"][:12] + ("+dirty" if commit.get("dirty") else "") if commit.get("id") else None,
         "workload": record.workload or bench.get("group") or bench.get("name"),
         "op": record.op, "style": record.style, "impl": record.impl, "precision": precision,
-        "size": record.size, "batch": _number(record.units_per_call), "unit": record.unit,
+        "size": record.size, "setting": record.setting_id, "batch": _number(record.units_per_call),
+        "unit": record.unit,
         "interpreted": bool(record.interpreted),
         "timing_method": timing.get("method"),
         "rounds": _number(timing.get("rounds", stats.get("rounds"))),

@@ -520,13 +520,12 @@ def history_changes(frame: pd.DataFrame, metric: str = "units_per_s") -> pd.Data
         raise ValueError(f"metric must be a column of the run table, got {metric!r}")
     rows = frame[~frame["interpreted"] & frame[metric].notna() & frame["run_started"].notna()]
     rows = rows.sort_values("run_started", kind="stable")
-    group = [*IDENTITY, "setting"] if "setting" in rows.columns else IDENTITY  # a sweep's settings apart
     changes = []
-    for key, series in rows.groupby(group, sort=True):
+    for key, series in rows.groupby(IDENTITY, sort=True):  # a sweep's settings apart (the setting is in IDENTITY)
         if series["run_started"].nunique() < 2:
             continue
         first, last = series[metric].iloc[0], series[metric].iloc[-1]
-        changes.append({"setting": "default", **dict(zip(group, key)), "unit": series["unit"].iloc[-1] or "units",
+        changes.append({**dict(zip(IDENTITY, key)), "unit": series["unit"].iloc[-1] or "units",
                         "runs": series["run_started"].nunique(), "first": first,
                         "last": last, "change_pct": 100 * (last / first - 1) if first else math.nan,
                         "when": list(series["run_started"]), "values": list(series[metric])})

@@ -3,7 +3,7 @@ limit or locked clock a sweep ran, the Pareto frontier of the two, and the energ
 bound, with its saving and its slowdown against the default, each with its 95% uncertainty.
 
 A sweep's record names its setting in `extra_info.setting` (`pl300w`, `sm1200mhz`; a record without one ran at the
-host's own settings: `default`) and says whether the setting held over its energy windows in
+host's own settings: `default`, record.DEFAULT_SETTING) and says whether the setting held over its energy windows in
 `extra_info.energy.setting` (wattbench.power.knobs.held_over): a record whose setting did not hold is left out,
 with the reason. The uncertainties are the records' own 95% half-widths (energy `uncertainty_pct`, the median's
 from its rounds), combined in quadrature for a ratio of two independent measurements.
@@ -21,12 +21,12 @@ from wattbench.errors import UsageError
 from wattbench.report.load import record_row
 from wattbench.report.select import check_workload, format_number
 from wattbench.specs import SpecTable, load_specs
-from wattbench.record import IDENTITY_FIELDS
+from wattbench.record import DEFAULT_SETTING, IDENTITY_FIELDS
 from wattbench.results import aligned_lines
 from wattbench.schema import is_finite_number
 
-#: One comparison: a benchmark's identity on one host (a sweep changes one host's devices).
-GROUP = [*IDENTITY_FIELDS, "host"]
+#: One comparison: a benchmark's identity but its setting, on one host (a sweep changes one host's devices).
+GROUP = [*(name for name in IDENTITY_FIELDS if name != "setting"), "host"]
 
 #: A bound on each latency a record may carry: the option, the column, and the words for it.
 BOUNDS = {"max_latency_ms": ("median_ms", "median latency per call"),
@@ -40,26 +40,22 @@ def _p50(info: dict, metric: str) -> float:
     return float(value) if is_finite_number(value) else math.nan
 
 
-def _setting_columns(path: Path, position: int, info: dict) -> dict:
-    setting = info.get("setting", "default")
-    if not isinstance(setting, str) or not setting:
-        raise UsageError(f"{path}: benchmarks[{position}].extra_info.setting: expected a setting's name such as "
-                         f"pl300w, got {setting!r}")
+def _setting_columns(info: dict) -> dict:
     check = (info.get("energy") or {}).get("setting")
     held = check.get("held") if isinstance(check, dict) else None
     reasons = check.get("reasons") if isinstance(check, dict) and isinstance(check.get("reasons"), list) else []
-    return {"setting": setting, "setting_checked": isinstance(check, dict),
+    return {"setting_checked": isinstance(check, dict),
             "setting_held": held if isinstance(held, bool) else None,
             "setting_reasons": "; ".join(map(str, reasons)),
             "ttft_p50_ms": _p50(info, "ttft_ms"), "tpot_p50_ms": _p50(info, "tpot_ms")}
 
 
 def setting_rows(runs: list[tuple[Path, dict]], specs: SpecTable | None = None) -> pd.DataFrame:
-    """One row per record of `runs` (`Loaded.runs`): report.load's columns, and its setting, whether it was
-    checked and held (and why not), and its TTFT and TPOT p50 (NaN where it has none)."""
+    """One row per record of `runs` (`Loaded.runs`): report.load's columns (its setting among them), and whether
+    the setting was checked and held (and why not), and its TTFT and TPOT p50 (NaN where it has none)."""
     specs = specs or load_specs()
-    rows = [{**record_row(path, run, bench, specs), **_setting_columns(path, position, bench["extra_info"])}
-            for path, run in runs for position, bench in enumerate(run["benchmarks"])]
+    rows = [{**record_row(path, run, bench, specs), **_setting_columns(bench["extra_info"])}
+            for path, run in runs for bench in run["benchmarks"]]
     return pd.DataFrame(rows)
 
 
@@ -175,7 +171,7 @@ def _compare_group(group: dict, rows: pd.DataFrame, bounds: dict) -> Comparison:
     comparison.points.sort(key=lambda p: p.median_ms)
     for point in pareto_frontier(comparison.points):
         point.on_frontier = True
-    comparison.default = next((p for p in comparison.points if p.setting == "default"), None)
+    comparison.default = next((p for p in comparison.points if p.setting == DEFAULT_SETTING), None)
     eligible = comparison.points
     for name, bound in bounds.items():
         column, words = BOUNDS[name]

@@ -20,7 +20,7 @@ from wattbench.results import run_environment
 from wattbench.summary import summarize
 
 #: A benchmark at one setting on one host: the latest run of each is compared.
-GROUP = [*IDENTITY, "host", "setting"]
+GROUP = [*IDENTITY, "host"]
 
 PER_JOULE, PER_SECOND = "units_per_joule", "units_per_s"
 UNCERTAINTY = {PER_JOULE: "energy_uncertainty_pct", PER_SECOND: "time_uncertainty_pct"}
