@@ -17,10 +17,14 @@ from wattbench.kernels.attention import attention  # noqa: E402
 from wattbench.kernels.cross_entropy import cross_entropy  # noqa: E402
 from wattbench.kernels.decode_attention import decode_attention  # noqa: E402
 from wattbench.kernels.matmul import dot_precision, matmul  # noqa: E402
+from wattbench.kernels.matmul_fp8 import matmul_fp8  # noqa: E402
+from wattbench.kernels.matmul_int4 import matmul_int4w  # noqa: E402
 from wattbench.kernels.matmul_int8 import matmul_int8w, quantize_int8  # noqa: E402
 from wattbench.kernels.norms import layer_norm, rms_norm  # noqa: E402
+from wattbench.kernels.quantize import quantize_fp8_weight, quantize_int4  # noqa: E402
 from wattbench.kernels.softmax import softmax  # noqa: E402
 from wattbench.kernels.swiglu import swiglu  # noqa: E402
 
 __all__ = ["INTERPRETED", "adamw_step", "attention", "cross_entropy", "decode_attention", "dot_precision", "layer_norm",
-           "matmul", "matmul_int8w", "quantize_int8", "rms_norm", "softmax", "swiglu"]
+           "matmul", "matmul_fp8", "matmul_int4w", "matmul_int8w", "quantize_fp8_weight", "quantize_int4",
+           "quantize_int8", "rms_norm", "softmax", "swiglu"]
