@@ -17,6 +17,10 @@ Each window also records the GPU's conditions (temperature and clocks at its edg
 clock-event reasons seen during it; see `wattbench.conditions`), and with `cooldown_c` set,
 `measure` first waits for the GPU to cool back to within `cooldown_c` degrees of the
 temperature at the end of the idle baseline.
+
+In a power sweep (`readback` given: wattbench.power.knobs' `Applied.readback`), the settings in force
+are read back before the first window and after each one, and the record's `setting` block
+(knobs.held_over) says whether the sweep's setting held throughout; a record where it did not is warned about.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, Callable
 
 from wattbench.conditions import ConditionSensors, WindowWatch, summarize_conditions, wait_until_cool
 from wattbench.device import Device
-from wattbench.power import hwmon, nvml, rapl, replay
+from wattbench.power import hwmon, knobs, nvml, rapl, replay
 from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.sampler import ChannelWindow, Sampler
 from wattbench.record import EnergyRecord
@@ -353,6 +357,7 @@ class _LiveRun:
         self.monitor, self.step, self.sync, self.name = monitor, step, sync, name
         self.results = []
         self.conditions = []
+        self.readbacks = []
         #: Calls made outside the windows, to hold the power steady across their edges.
         self.edge_calls = 0
 
@@ -373,7 +378,13 @@ class _LiveRun:
             self.sync()
             end = time.perf_counter()
         self.conditions.append(watch.result())
+        self.read_back()
         return start, end, calls
+
+    def read_back(self) -> None:
+        """The sweep's settings in force now (outside the windows, like the condition sensors)."""
+        if self.monitor.readback is not None:
+            self.readbacks.append(self.monitor.readback())
 
     def evaluate(self, start_s: float, end_s: float, call_s: float) -> ChannelWindow:
         sampler = self.monitor.sampler
@@ -387,11 +398,12 @@ class PowerMonitor:
     """Owns the power sampler for one run (a context manager).
 
     `probes` replaces the probing of real sources (tests and self-checks pass simulated ones);
-    `conditions` replaces NVML's condition sensors of the device.
+    `conditions` replaces NVML's condition sensors of the device; `readback` reads a power sweep's
+    settings back (knobs.Applied.readback), None outside a sweep.
     """
 
     def __init__(self, device: Device, config: PowerConfig = PowerConfig(), probes: list[Probe] | None = None,
-                 conditions: ConditionSensors | None = None):
+                 conditions: ConditionSensors | None = None, readback: Callable[[], dict] | None = None):
         if not isinstance(config, PowerConfig):
             raise TypeError(f"config must be a PowerConfig, got {type(config).__name__}")
         if conditions is not None and not isinstance(conditions, ConditionSensors):
@@ -408,6 +420,7 @@ class PowerMonitor:
         self.idle_reason: str | None = None
         self.idle_by_channel: dict[str, float | None] = {}
         self._given_conditions = conditions
+        self.readback = readback
         self.sensors: ConditionSensors | None = None
         self.idle_temperature_c: float | None = None
         self.update_s: float | None = None
@@ -501,6 +514,7 @@ class PowerMonitor:
         cooldown = self._cool_down() if self.config.cooldown_c is not None else None
         rule = self.window_rule()
         live = _LiveRun(self, step, sync, f"benchmark{self._measured}")
+        live.read_back()
         self.sampler.resume()
         try:
             _, calls, stopped = run_windows(live, rule, self._rng)
@@ -509,7 +523,20 @@ class PowerMonitor:
         record = self.record(live.results, calls, units_per_call, rule, stopped)
         record["edge_calls"] = live.edge_calls
         self._add_conditions(record, live.conditions, cooldown)
+        if self.readback is not None:
+            self._add_setting(record, live.readbacks)
         return record
+
+    @staticmethod
+    def _add_setting(record: dict, readbacks: list[dict]) -> None:
+        """Whether the sweep's setting held over the windows, with a warning when it did not (or is unknown)."""
+        record["setting"] = knobs.held_over(readbacks)
+        held, reasons = record["setting"]["held"], "; ".join(record["setting"]["reasons"])
+        if held is False:
+            record["warnings"].append(f"the setting {readbacks[0]['setting']} did not hold during the energy "
+                                      f"windows: {reasons}")
+        elif held is None:
+            record["warnings"].append(f"whether the sweep's setting held is unknown: {reasons}")
 
     def window_rule(self) -> WindowRule:
         """The stopping rules for the next benchmark, from the config, the measured update period
