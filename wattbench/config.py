@@ -10,10 +10,9 @@ builder (`from_options`) all derive from it, so a new run option is one RunConfi
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -62,13 +61,8 @@ class RunConfig:
     save_trace: str | None = None
     #: A baseline run file to gate this run against at the end of a plain pytest session.
     gate: str | None = None
-
-    @functools.cached_property
-    def specs(self):
-        """The user's spec table (read on first use: the builder uses it once, so a bad file is refused early)."""
-        if self.specs_path is None:
-            return None
-        return load_specs(Path(self.specs_path))
+    #: The spec table read from `specs_path` (once, by the builder); None: the shipped table.
+    specs: Any = field(default=None, compare=False, repr=False)
 
     @property
     def measuring(self) -> Settings:
@@ -90,7 +84,7 @@ class RunConfig:
             os.environ.setdefault(INTERPRET_ENV, "1")
 
     def to_json(self) -> dict:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "specs"}
         return {**data, "format": CONFIG_FORMAT, "device": self.device.spec, "plan": asdict(self.plan),
                 "power": asdict(self.power)}
 
@@ -101,10 +95,8 @@ class RunConfig:
         if data.get("format") != CONFIG_FORMAT:
             raise UsageError(f"not a {CONFIG_FORMAT} run configuration: format {data.get('format')!r}")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        config = cls(**{**fields, "device": detect(data["device"]), "plan": TimingPlan(**data["plan"]),
-                        "power": PowerConfig(**data["power"])})
-        config.specs  # noqa: B018  (read now: a bad file is one line before anything runs)
-        return config
+        return cls(**{**fields, "device": detect(data["device"]), "plan": TimingPlan(**data["plan"]),
+                      "power": PowerConfig(**data["power"]), "specs": _spec_table(data.get("specs_path"))})
 
 
 # The declaration -------------------------------------------------------------------------------------
@@ -149,6 +141,10 @@ class Option:
         if not math.isfinite(value) or value < low or (above and value == low) or value > high:
             bound = f"above {low:g}" if above else f"at least {low:g}"
             raise UsageError(f"{self.flag} must be {bound} and at most {high:g} {unit}, got {value!r}")
+
+
+def _spec_table(path: str | None):
+    return None if path is None else load_specs(Path(path))
 
 
 def _usable_cpus() -> int:
@@ -283,9 +279,8 @@ def from_options(option: Callable[[str], Any]) -> RunConfig:
         check_keyword(keyword)
     plan = {"min_time_s": DEFAULT_MIN_TIME_S[top.get("preset", RunConfig.preset)], **fields["plan"]}
     power = PowerConfig(**fields["power"], save_trace=top.get("save_trace") is not None)
-    config = RunConfig(device=device, plan=TimingPlan(**plan), power=power, keyword=keyword, **top)
-    config.specs  # noqa: B018  (read once, now: a bad file is refused before anything runs)
-    return config
+    return RunConfig(device=device, plan=TimingPlan(**plan), power=power, keyword=keyword,
+                     specs=_spec_table(top.get("specs_path")), **top)
 
 
 def check_keyword(keyword: str) -> None:

@@ -16,7 +16,6 @@ from wattbench.conditions import throttled_benchmarks
 from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
 from wattbench.journal import recorded_cases
-from wattbench.results import check_writable  # noqa: F401  (wattbench.gpu_selfcheck takes it from here)
 
 SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
 
