@@ -1,4 +1,5 @@
-"""`wattbench select`: which device gives the most work per joule for a workload, under a latency bound."""
+"""`wattbench select`: which device (and, where a power sweep ran, which setting) gives the most work per joule for
+a workload, under latency bounds: the median per call, and the TTFT and TPOT p50 of LLM cases."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ class Metric:
     label: str
 
 
+#: A bound on each latency a record may carry: the option's name, the column, and the words for it.
+BOUNDS = {"max_latency_ms": ("median_ms", "median latency per call"),
+          "max_ttft_ms": ("ttft_p50_ms", "TTFT p50"), "max_tpot_ms": ("tpot_p50_ms", "TPOT p50")}
+
 RANKING_METRICS = {
     "units_per_joule": Metric("units_per_joule", True, True, "energy_uncertainty_pct", "work per joule"),
     "joules_per_unit": Metric("joules_per_unit", False, True, "energy_uncertainty_pct", "energy per unit of work"),
@@ -42,6 +47,8 @@ class Entry:
     impl: str
     precision: str
     size: str
+    #: The power sweep's setting (record.DEFAULT_SETTING: the host's own).
+    setting: str
     unit: str
     value: float
     uncertainty_pct: float
@@ -54,7 +61,8 @@ class Entry:
 class Ranking:
     workload: str
     metric: str
-    max_latency_ms: float | None
+    #: The latency bounds given (BOUNDS' names), in milliseconds.
+    bounds: dict
     entries: list[Entry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: Why the ranking is by units_per_s, not the metric asked for (energy not measured anywhere), else None.
@@ -72,12 +80,24 @@ def check_workload(frame: pd.DataFrame, workload: str) -> None:
     raise UsageError(f"no workload {workload!r} in the run files; {hint}")
 
 
-def check_options(metric: str, max_latency_ms: float | None) -> Metric:
+def check_bounds(bounds: dict) -> dict:
+    """The bounds given (BOUNDS' names), each a positive number of milliseconds; those that are None left out."""
+    for name, value in bounds.items():
+        if name not in BOUNDS:
+            raise UsageError(f"unknown bound {name!r}: choose among {', '.join(BOUNDS)}")
+        if value is not None and (not is_finite_number(value) or value <= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of milliseconds, got {value!r}")
+    return {name: value for name, value in bounds.items() if value is not None}
+
+
+def bound_words(bounds: dict) -> str:
+    return ", ".join(f"{BOUNDS[name][1]} <= {value:g} ms" for name, value in bounds.items())
+
+
+def check_options(metric: str, bounds: dict) -> tuple[Metric, dict]:
     if metric not in RANKING_METRICS:
         raise UsageError(f"unknown metric {metric!r}: choose one of {', '.join(RANKING_METRICS)}")
-    if max_latency_ms is not None and (not is_finite_number(max_latency_ms) or max_latency_ms <= 0):
-        raise UsageError(f"max latency must be a positive number of milliseconds, got {max_latency_ms!r}")
-    return RANKING_METRICS[metric]
+    return RANKING_METRICS[metric], check_bounds(bounds)
 
 
 def _intervals_overlap(first: Entry, second: Entry, higher_is_better: bool) -> bool | None:
@@ -90,21 +110,29 @@ def _intervals_overlap(first: Entry, second: Entry, higher_is_better: bool) -> b
 
 
 def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | None = None,
-                 metric: str = "units_per_joule") -> Ranking:
-    """Devices ranked by `metric` (best configuration each) among those meeting the latency bound.
+                 metric: str = "units_per_joule", max_ttft_ms: float | None = None,
+                 max_tpot_ms: float | None = None) -> Ranking:
+    """Devices ranked by `metric` (best configuration and setting each) among those meeting every latency bound.
 
-    Interpreted records are left out. When an energy metric was not measured on any device,
-    the ranking falls back to throughput and says so.
+    Interpreted records are left out, and so are a sweep's records whose setting did not hold (`frame` from
+    settings.setting_rows; load_runs' frame has no such column). When an energy metric was not measured on any
+    device, the ranking falls back to throughput and says so.
     """
-    chosen = check_options(metric, max_latency_ms)
+    chosen, bounds = check_options(metric, {"max_latency_ms": max_latency_ms, "max_ttft_ms": max_ttft_ms,
+                                            "max_tpot_ms": max_tpot_ms})
     check_workload(frame, workload)
-    ranking = Ranking(workload, metric, max_latency_ms)
+    ranking = Ranking(workload, metric, bounds)
     rows = frame[frame["workload"] == workload]
     interpreted = int(rows["interpreted"].sum())
     if interpreted:
         ranking.notes.append(f"left out {interpreted} interpreted record(s): Triton ran through its interpreter, "
                              "so their timing means nothing")
     rows = comparable(rows)
+    if "setting_held" in rows.columns:
+        for row in rows[rows["setting_held"].isin([False])].itertuples():
+            ranking.notes.append(f"left out: {row.device_name} at {row.setting} ({row.impl} {row.precision} "
+                                 f"{row.size}): the setting did not hold ({row.setting_reasons})")
+        rows = rows[~rows["setting_held"].isin([False])]
     if rows.empty:
         ranking.notes.append(f"no record of {workload} can be compared: every one was interpreted")
         return ranking
@@ -121,16 +149,19 @@ def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | Non
                 ranking.notes.append(f"not ranked: {device}: energy not measured ({why or 'no reason recorded'})")
             rows = measured
     rows = rows[rows[chosen.column].notna()]
-    if max_latency_ms is not None:
-        fast = rows[rows["median_ms"] <= max_latency_ms]
+    for name, bound in bounds.items():
+        column, words = BOUNDS[name]
+        values = rows[column] if column in rows.columns else pd.Series(math.nan, index=rows.index)
+        fast = rows[values <= bound]
         for device in sorted(set(rows["device_name"]) - set(fast["device_name"])):
-            best = rows.loc[rows["device_name"] == device, "median_ms"].min()
-            ranking.notes.append(f"not ranked: {device}: fastest median {best:.4g} ms is over the "
-                                 f"{max_latency_ms:g} ms bound")
+            best = values[rows["device_name"] == device].min()
+            why = f"fastest {words} {best:.4g} ms is over" if math.isfinite(best) else f"no {words} to check against"
+            ranking.notes.append(f"not ranked: {device}: {why} the {bound:g} ms bound")
         rows = fast
     best_rows = rows.sort_values(chosen.column, ascending=not chosen.higher_is_better, kind="stable") \
         .drop_duplicates("device_name", keep="first")
-    ranking.entries = [Entry(r.device_name, r.host, r.impl, r.precision, r.size, r.unit, getattr(r, chosen.column),
+    ranking.entries = [Entry(r.device_name, r.host, r.impl, r.precision, r.size, r.setting, r.unit,
+                             getattr(r, chosen.column),
                              getattr(r, chosen.uncertainty_column), r.median_ms)
                        for r in best_rows.itertuples()]
     for first, second in zip(ranking.entries, ranking.entries[1:]):
@@ -150,13 +181,13 @@ def format_number(value, digits: str = ".4g", suffix: str = "") -> str:
 def format_ranking(ranking: Ranking) -> str:
     """The ranking as the table `wattbench select` prints, warnings after it (a fallback is said on stderr)."""
     metric = RANKING_METRICS[ranking.metric]
-    bound = f", median latency per call <= {ranking.max_latency_ms:g} ms" if ranking.max_latency_ms else ""
+    bound = f", {bound_words(ranking.bounds)}" if ranking.bounds else ""
     order = "higher" if metric.higher_is_better else "lower"
     lines = [f"{ranking.workload}: {len(ranking.entries)} device(s) ranked by {ranking.metric} "
                  f"({metric.label}, {order} is better){bound}"]
-    header = ["rank", "device", "host", "impl", "precision", "size", ranking.metric, "±95%", "median ms",
-              "margin to next"]
-    rows = [[str(i), e.device_name, e.host, e.impl, e.precision, e.size, format_number(e.value),
+    header = ["rank", "device", "host", "impl", "precision", "size", "setting", ranking.metric, "±95%",
+              "median ms", "margin to next"]
+    rows = [[str(i), e.device_name, e.host, e.impl, e.precision, e.size, e.setting, format_number(e.value),
              format_number(e.uncertainty_pct, ".2g", "%"), format_number(e.median_ms),
              format_number(e.margin_pct, "+.1f", "%")]
             for i, e in enumerate(ranking.entries, start=1)]
@@ -172,19 +203,23 @@ def format_ranking(ranking: Ranking) -> str:
                          f"so a {first.margin_pct:.1f}% margin may not be real")
     lines += ranking.notes
     if not ranking.entries:
-        lines.append("no device meets the bound" if ranking.max_latency_ms else "no device could be ranked")
+        lines.append("no device meets the bound" if ranking.bounds else "no device could be ranked")
     return "\n".join(lines)
 
 
 def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None = None,
-                   metric: str = "units_per_joule", skip_bad: bool = False) -> Ranking:
-    """The ranking of `workload`'s devices over the run files (bad input, unusable files without `skip_bad`:
-    UsageError). Its `fallback` says when the metric asked for was not measured and throughput stands in."""
-    check_options(metric, max_latency_ms)
+                   metric: str = "units_per_joule", skip_bad: bool = False, max_ttft_ms: float | None = None,
+                   max_tpot_ms: float | None = None) -> Ranking:
+    """The ranking of `workload`'s devices and settings over the run files (bad input, unusable files without
+    `skip_bad`: UsageError). Its `fallback` says when the metric asked for was not measured and throughput stands
+    in."""
+    from wattbench.report.settings import setting_rows
+
+    check_options(metric, {"max_latency_ms": max_latency_ms, "max_ttft_ms": max_ttft_ms, "max_tpot_ms": max_tpot_ms})
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank devices for, e.g. --workload gemm.infer")
     loaded = load_runs(list(runs))
     check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
-    return rank_devices(loaded.frame, workload, max_latency_ms, metric)
+    return rank_devices(setting_rows(loaded.runs), workload, max_latency_ms, metric, max_ttft_ms, max_tpot_ms)

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from wattbench.errors import UsageError
 from wattbench.report.load import record_row
-from wattbench.report.select import check_workload, format_number
+from wattbench.report.select import BOUNDS, bound_words, check_bounds, check_workload, format_number
 from wattbench.specs import SpecTable, load_specs
 from wattbench.record import DEFAULT_SETTING, IDENTITY_FIELDS
 from wattbench.results import aligned_lines
@@ -27,11 +26,6 @@ from wattbench.schema import is_finite_number
 
 #: One comparison: a benchmark's identity but its setting, on one host (a sweep changes one host's devices).
 GROUP = [*(name for name in IDENTITY_FIELDS if name != "setting"), "host"]
-
-#: A bound on each latency a record may carry: the option, the column, and the words for it.
-BOUNDS = {"max_latency_ms": ("median_ms", "median latency per call"),
-          "max_ttft_ms": ("ttft_p50_ms", "TTFT p50"), "max_tpot_ms": ("tpot_p50_ms", "TPOT p50")}
-
 
 def _p50(info: dict, metric: str) -> float:
     """The p50 of a latency summary such as `ttft_ms` (wattbench.metrics.latency_percentiles), NaN where there is none."""
@@ -141,16 +135,6 @@ def _overlap(first: Point, second: Point) -> bool:
     return low_a <= high_b and low_b <= high_a
 
 
-def check_bounds(bounds: dict) -> dict:
-    """The bounds given (max_latency_ms, max_ttft_ms, max_tpot_ms), each a positive number of milliseconds."""
-    for name, value in bounds.items():
-        if name not in BOUNDS:
-            raise UsageError(f"unknown bound {name!r}: choose among {', '.join(BOUNDS)}")
-        if value is not None and (not is_finite_number(value) or value <= 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of milliseconds, got {value!r}")
-    return {name: value for name, value in bounds.items() if value is not None}
-
-
 def _point(row) -> Point:
     return Point(row.setting, row.joules_per_unit, row.energy_uncertainty_pct, row.units_per_s, row.median_ms,
                  row.time_uncertainty_pct, row.ttft_p50_ms, row.tpot_p50_ms)
@@ -213,10 +197,6 @@ def compare_settings(frame: pd.DataFrame, workload: str | None = None, max_laten
     return comparisons
 
 
-def _bound_words(bounds: dict) -> str:
-    return ", ".join(f"{BOUNDS[name][1]} <= {value:g} ms" for name, value in bounds.items())
-
-
 def _change(pct: float, uncertainty_pct: float, up: str, down: str) -> str:
     """`12.0% ± 1.1% slower`, or `3.0% ± 1.1% faster` for a negative change."""
     return f"{abs(pct):.1f}% ± {format_number(uncertainty_pct, '.2g')}% {up if pct >= 0 else down}"
@@ -228,7 +208,7 @@ def format_comparison(comparison: Comparison) -> str:
     group, unit = comparison.group, comparison.unit
     title = (f"{group['workload']} {group['impl']} {group['precision']} {group['size']} on {group['device_name']} "
              f"({group['host']}): {len(comparison.points)} setting(s)")
-    lines = [title + (f", {_bound_words(comparison.bounds)}" if comparison.bounds else "")]
+    lines = [title + (f", {bound_words(comparison.bounds)}" if comparison.bounds else "")]
     llm = [column for column, words in (("ttft_p50_ms", "TTFT p50 ms"), ("tpot_p50_ms", "TPOT p50 ms"))
            if any(math.isfinite(getattr(p, column)) for p in comparison.points)]
     header = ["setting", f"J/{unit}", "±95%", f"{unit}/s", "median ms", "±95%",
