@@ -22,7 +22,7 @@ SPECS = {"format": "wattbench-device-specs/1", "devices": [
 RUN_OPTIONS = ["--wattbench-seed=7", "--wattbench-min-time=0.5", "--wattbench-cuda-graph", "--wattbench-no-flush",
                "--wattbench-energy-window=0.25", "--wattbench-energy-max-window=4", "--wattbench-energy-target=off",
                "--wattbench-energy-repeats=2", "--wattbench-idle=0", "--wattbench-cooldown=5",
-               "--wattbench-cpu-threads=1"]
+               "--wattbench-cpu-threads=1", "--wattbench-eager-decode"]
 
 
 @pytest.fixture
@@ -70,7 +70,8 @@ def test_the_command_and_a_pytest_session_build_the_same_config(tmp_path, inputs
                                         cooldown_c=5.0, replay_path=str(meter))
     assert (command.seed, command.keyword, command.cpu_threads, command.preset) == (7, "gemm and infer", 1, "full")
     assert command.specs.find("whatever CPU").name == "Any device"  # the user's table, read once
-    assert command.measuring == Settings(command.device, command.plan, 7, command.specs)  # what measure() takes
+    assert command.measuring == Settings(command.device, command.plan, 7, command.specs, preset="full",
+                                         eager_decode=True)  # what measure() takes
 
 
 def test_defaults_are_the_documented_ones(tmp_path, monkeypatch):

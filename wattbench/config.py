@@ -61,13 +61,16 @@ class RunConfig:
     save_trace: str | None = None
     #: A baseline run file to gate this run against at the end of a plain pytest session.
     gate: str | None = None
+    #: Decode-style steps run eagerly on a GPU, not as CUDA graph replays.
+    eager_decode: bool = False
     #: The spec table read from `specs_path` (once, by the builder); None: the shipped table.
     specs: Any = field(default=None, compare=False, repr=False)
 
     @property
     def measuring(self) -> Settings:
         """The part of the run that measuring one case needs."""
-        return Settings(device=self.device, plan=self.plan, seed=self.seed, specs=self.specs)
+        return Settings(device=self.device, plan=self.plan, seed=self.seed, specs=self.specs, preset=self.preset,
+                        eager_decode=self.eager_decode)
 
     def writing_to(self, run_file: Path, trace: Path | None = None) -> RunConfig:
         """This run writing its run file (and its power trace) at paths `wattbench run` chose, checked."""
@@ -197,6 +200,9 @@ OPTIONS = (
            bounds=(0.0, True, MAX_SECONDS, "seconds")),
     Option("--wattbench-cuda-graph", "plan.cuda_graph",
            "replay a captured CUDA graph, for small kernels dominated by launch overhead", action="store_true"),
+    Option("--wattbench-eager-decode", "eager_decode",
+           "decode-style cases launch every kernel from Python on a GPU too, instead of replaying one CUDA graph "
+           "per batch size (the default there, as serving engines run)", action="store_true"),
     Option("--wattbench-no-flush", "plan.flush_l2", "do not flush the L2 cache between rounds",
            action="store_true", parse=lambda no_flush: not no_flush),
     Option("--wattbench-energy-window", "power.min_window_s",

@@ -26,7 +26,7 @@ from wattbench.metrics import model_flops_utilization
 from wattbench.power import PowerMonitor
 from wattbench.record import Record
 from wattbench.results import format_seconds
-from wattbench.workloads import Case
+from wattbench.workloads import Case, Context
 
 #: Under Triton's interpreter timing and energy mean nothing (the records say so): one round is enough.
 INTERPRETED_ROUNDS = 1
@@ -46,6 +46,13 @@ class Settings:
     seed: int
     #: The user's spec table for MFU (--wattbench-specs); None: the shipped table.
     specs: Any = None
+    preset: str = "quick"
+    #: Decode-style steps run eagerly on a GPU too, rather than as CUDA graph replays (--wattbench-eager-decode).
+    eager_decode: bool = False
+
+    @property
+    def context(self) -> Context:
+        return Context(self.device, self.preset, self.eager_decode)
 
 
 def skip_reason(case: Case, device: Device) -> str | None:
@@ -101,7 +108,7 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
 
     device, plan = settings.device, settings.plan
     interpreted = case.impl == "triton" and INTERPRETED
-    step = case.build(device, settings.seed)
+    step = case.build(device, settings.seed, settings.context)
     outputs = step()
     device.synchronize()
     check_finite(outputs, case)

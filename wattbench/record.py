@@ -146,6 +146,10 @@ class Record:
     note: str | None = _field("string")
     #: How a decode-style step ran its tokens: "cuda_graph" (one replay per token) or "eager".
     decode: str | None = _field("string")
+    #: The compiled impl's torch.compile settings ({"mode", "backend"}) and the wall seconds its compilation took
+    #: (outside the timed rounds and the energy windows).
+    compile: dict | None = _field("object")
+    compile_s: float | None = _field("number")
     energy: EnergyRecord | None = _field("energy?")
     extra: dict = field(default_factory=dict)
 

@@ -40,12 +40,15 @@ class StaticDecoder:
     the buffers hold then, and advancing them), so no decoding starts before `start` sets the buffers.
     """
 
-    def __init__(self, model: Transformer, ops: Ops, device: Device, batch_sizes: Sequence[int], mode: str):
+    def __init__(self, model: Transformer, ops: Ops, device: Device, batch_sizes: Sequence[int], mode: str,
+                 decode_fn: Callable | None = None):
+        """`decode_fn` stands for `model.decode` in the step (the compiled impl passes it compiled)."""
         if mode not in DECODE_MODES:
             raise ValueError(f"decode mode {mode!r}: choose one of {DECODE_MODES}")
         if mode == "cuda_graph" and device.type != "cuda":
             raise ValueError(f"CUDA graph decode needs a CUDA device, got {device.spec}")
         self.model, self.ops, self.device, self.mode = model, ops, device, mode
+        self.decode_fn = decode_fn or model.decode
         self.batch_sizes = tuple(sorted(set(batch_sizes)))
         where, largest = model.embed.device, self.batch_sizes[-1]
         self.cache = KVCache(model.config, largest, model.embed.dtype, where)
@@ -67,7 +70,7 @@ class StaticDecoder:
 
         def step():
             with torch.no_grad():
-                logits = self.model.decode(tokens, cache, self.ops, positions=positions)
+                logits = self.decode_fn(tokens, cache, self.ops, positions=positions)
                 tokens.copy_(logits.argmax(-1))
                 positions.add_(1)
             self._logits[batch] = logits  # under capture: the graph's own output, rewritten by each replay

@@ -114,6 +114,9 @@ class Workload:
     #: Why a step cannot be captured into a CUDA graph (host syncs, host copies, Python state that
     #: changes per call and would be frozen); None when it can. Graph mode runs such steps eagerly.
     not_capturable: str | None = None
+    #: The cases ("PRECISION-SIZE", e.g. "fp32-M16-K512-N512") that run the `compiled` impl on a CPU, where each
+    #: compilation takes seconds: a few only, to keep the quick preset short. On GPUs every case runs it.
+    cpu_compiled: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -123,6 +126,16 @@ class Workload:
         for precisions in self.precisions.values():
             for precision in precisions:
                 activation_dtype(precision)  # UnknownPrecision (a KeyError) for an unknown one
+
+
+@dataclass(frozen=True)
+class Context:
+    """What of the run a step may depend on beyond its inputs (they hold `inputs["context"]`): the device it
+    runs on, the preset (the compiled impl's mode) and whether decode is asked to run eagerly on a GPU."""
+
+    device: Device
+    preset: str = "quick"
+    eager_decode: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,10 +161,11 @@ class Case:
         key = f"{self.workload.name}-{self.precision}-{self.size.name}"
         return (base_seed + zlib.crc32(key.encode())) % 2**31
 
-    def build(self, device: Device, base_seed: int) -> Step:
+    def build(self, device: Device, base_seed: int, context: Context | None = None) -> Step:
         """Generate the inputs on `device` from the seed and return the step to benchmark."""
         generator = torch.Generator(device=device.torch).manual_seed(self.seed(base_seed))
         inputs = self.workload.make_inputs(self.size.params, self.precision, device.torch, generator)
+        inputs["context"] = context or Context(device)
         step = self.workload.impls[self.impl](inputs)
         return step if isinstance(step, Step) else FunctionStep(step)
 
@@ -219,6 +233,7 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
         if preset in size.presets and device.type in size.devices
         for precision in workload.precisions.get(device.type, ())
         for impl in workload.impls
+        if impl != "compiled" or device.type != "cpu" or f"{precision}-{size.name}" in workload.cpu_compiled
     ]
 
 

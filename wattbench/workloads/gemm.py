@@ -12,6 +12,7 @@ import functools
 from functools import partial
 import torch
 
+from wattbench.compiled import COMPILED, compiled
 from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
 from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
@@ -159,7 +160,8 @@ register(Workload(
     ),
     precisions=TRAIN_PRECISIONS,
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=True),
-    impls={"torch": _train_step(matmul_reference), "triton": _train_step(matmul)},
+    impls={"torch": _train_step(matmul_reference), "triton": _train_step(matmul),
+           COMPILED: compiled(_train_step(matmul_reference))},
     units_per_call=m_rows,
     flops=_train_flops,
     bytes=_train_bytes,
@@ -183,9 +185,10 @@ register(Workload(
     ),
     precisions=INFER_PRECISIONS,
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=False),
-    impls={"torch": _infer_step("torch"), "triton": _infer_step("triton")},
+    impls={"torch": _infer_step("torch"), "triton": _infer_step("triton"), COMPILED: compiled(_infer_step("torch"))},
     units_per_call=m_rows,
     flops=lambda p: matmul_flops(p["M"], p["N"], p["K"], bias=True),
     bytes=_infer_bytes,
     skip=_infer_skip,
+    cpu_compiled=("fp32-M16-K512-N512",),
 ))

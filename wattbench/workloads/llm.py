@@ -11,15 +11,23 @@ Prefill and decode are separate workloads so their energy is measured separately
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
 import time
+
+import pytest
 import torch
 
+from wattbench.compiled import COMPILED, compile_fn, compile_metrics, first_call
 from wattbench.metrics import RequestTiming, latency_metrics
+from wattbench.models.decode import StaticDecoder
 from wattbench.models.ops import ops_for
-from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
+from wattbench.models.memory import memory_needed
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer, TransformerConfig
 from wattbench.precision import Precision
-from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Inputs, Params, Step, Workload, activation_dtype,
-                                 device_sizes, element_size, register)
+from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Context, Inputs, Params, Step, Workload,
+                                 activation_dtype, device_sizes, element_size, register)
 
 TRAIN_PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
 INFER_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16")}
@@ -27,10 +35,10 @@ ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0
 
 
 def build_model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
-    model = Transformer(MODEL_CONFIGS[params["model"]], activation_dtype(precision), device, generator)
-    if Precision.parse(precision).weights == "int8":
-        model.quantize_int8()
-    return model
+    """The case's model: `params["model"]` names a config (or is one); int8 weights quantised as they are drawn."""
+    config = params["model"] if isinstance(params["model"], TransformerConfig) else MODEL_CONFIGS[params["model"]]
+    return Transformer(config, activation_dtype(precision), device, generator,
+                       int8_weights=Precision.parse(precision).weights == "int8")
 
 
 def _tokens(params: Params, length: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -81,15 +89,7 @@ def _train_flops(p: Params) -> int:
 
 def weight_bytes(p: Params, precision: str) -> int:
     """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
-    config = MODEL_CONFIGS[p["model"]]
-    element = element_size(precision)
-    if Precision.parse(precision).weights != "int8":
-        return config.parameter_count() * element
-    embedding_and_norms = config.vocab * config.dim + (2 * config.layers + 1) * config.dim
-    linear = config.parameter_count() - embedding_and_norms
-    kv_dim = config.kv_heads * config.head_dim
-    scales = config.layers * (3 * config.dim + 2 * kv_dim + 2 * config.ffn)  # one fp32 per output column
-    return embedding_and_norms * element + linear + 4 * scales
+    return MODEL_CONFIGS[p["model"]].weight_bytes(element_size(precision), Precision.parse(precision).weights == "int8")
 
 
 def _train_bytes(p: Params, precision: str) -> int:
@@ -100,8 +100,34 @@ def _train_bytes(p: Params, precision: str) -> int:
 
 # Inference -------------------------------------------------------------------------------------
 
+def device_memory_bytes(device: torch.device) -> int:
+    """An idle device's memory: the GPU's, or the host's for a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def skip_unless_fits(params: Params, precision: str, device: torch.device) -> None:
+    """Skip (with the memory check's reason) a case that could not fit, before any weight is drawn."""
+    config = MODEL_CONFIGS[params["model"]]
+    need = memory_needed(config, params["B"], _cache_length(params), element_size(precision),
+                         Precision.parse(precision).weights == "int8")
+    reason = need.shortfall(device_memory_bytes(device))
+    if reason:
+        pytest.skip(f"{params['model']} at batch {params['B']} does not fit: {reason}")
+
+
+def _cache_length(params: Params) -> int:
+    """Positions an inference case uses: its prompt and the tokens it generates."""
+    return params["P"] + params.get("T", 0)
+
+
 def _infer_inputs(params, precision, device, generator) -> Inputs:
-    model = build_model(params, precision, device, generator)
+    """The model with a KV cache and rotary tables of the case's positions, not the config's `max_seq`: the
+    cache of batch 512 at 2048 positions would not fit beside an 8B model's weights, one of 576 does."""
+    skip_unless_fits(params, precision, device)
+    sized = {**params, "model": dataclasses.replace(MODEL_CONFIGS[params["model"]], max_seq=_cache_length(params))}
+    model = build_model(sized, precision, device, generator)
     cache = KVCache(model.config, params["B"], activation_dtype(precision), device)
     return {"model": model, "cache": cache, "prompt": _tokens(params, params["P"], device, generator),
             "new_tokens": params.get("T", 0), "device": device}
@@ -121,26 +147,40 @@ def _prefill_build(impl: str):
     return build
 
 
-def _decode_build(impl: str):
-    """Decode `T` tokens after a prompt of `P`, the cache prefilled once outside the timed step."""
-    def build(inputs: Inputs) -> Step:
-        model, cache, prompt, ops = inputs["model"], inputs["cache"], inputs["prompt"], ops_for(impl)
-        with torch.no_grad():
-            first = model(prompt, ops, cache, last_only=True).argmax(-1)
-        prompt_length = cache.length
+def decode_mode(context: Context) -> str:
+    """CUDA graphs on a GPU (as serving engines decode) unless the run asks for eager decode; eager on a CPU."""
+    return "cuda_graph" if context.device.type == "cuda" and not context.eager_decode else "eager"
 
-        def step():
-            with torch.no_grad():
-                cache.length = prompt_length
-                token = first
-                for _ in range(inputs["new_tokens"]):
-                    logits = model.decode(token, cache, ops)
-                    token = logits.argmax(-1)
-                return logits
 
-        return step
+class DecodeStep(Step):
+    """Decode `T` tokens after a prompt of `P` through a StaticDecoder: the prompt prefilled once, outside the
+    timed step; each call restarts from the prompt's first token (device copies only) and decodes `T` tokens,
+    `T` graph replays in "cuda_graph" mode. The record's `decode` field says which mode ran."""
 
-    return build
+    def __init__(self, inputs: Inputs, impl: str):
+        context, prompt, model = inputs["context"], inputs["prompt"], inputs["model"]
+        self.context, self.mode, self.new_tokens = context, decode_mode(context), inputs["new_tokens"]
+        self.compile_s = None
+        if impl == COMPILED:  # the model's torch decode step compiled whole: its first calls compile it
+            started = time.perf_counter()
+            decode_fn = compile_fn(model.decode, context)
+            self.decoder, _ = first_call(lambda: StaticDecoder(model, ops_for("torch"), context.device,
+                                                               (prompt.shape[0],), self.mode, decode_fn), context)
+        else:
+            self.decoder = StaticDecoder(model, ops_for(impl), context.device, (prompt.shape[0],), self.mode)
+        self.decoder.prefill(prompt)
+        self.first, self.prompt_length = self.decoder.next_tokens.clone(), prompt.shape[1]
+        if impl == COMPILED:
+            if self.mode == "eager":  # a graph's capture has run the step already
+                first_call(self, context)
+            self.compile_s = time.perf_counter() - started
+
+    def __call__(self):
+        self.decoder.start(self.first, self.prompt_length)
+        return self.decoder.decode(self.new_tokens)
+
+    def metrics(self) -> dict:
+        return {"decode": self.mode, **({} if self.compile_s is None else compile_metrics(self.context, self.compile_s))}
 
 
 class GenerationStep(Step):
@@ -181,9 +221,7 @@ class GenerationStep(Step):
 
 def prefill_flops(p: Params) -> int:
     """Each prompt position attends over the positions up to it (causal): context i + 1 for position i."""
-    config = MODEL_CONFIGS[p["model"]]
-    attention = 4 * config.layers * config.dim * p["P"] * (p["P"] + 1) // 2
-    return p["B"] * (2 * config.parameter_count() * p["P"] + attention)
+    return p["B"] * MODEL_CONFIGS[p["model"]].prefill_flops(p["P"])
 
 
 def decode_flops(p: Params) -> int:
@@ -217,11 +255,18 @@ def _generated(p: Params) -> int:
     return p["B"] * p["T"]
 
 
-def _batch_sweep(cpu_batches, extra: dict) -> tuple[list[dict], list[dict], list[dict]]:
-    """Batch sizes 1, 4, 16, 64 on GPUs (the 1.3B model in the full preset); smaller on a CPU."""
+#: The batch curve's points on GPUs: those of ML.ENERGY's published curves (vLLM serving Llama-3.1-8B).
+GPU_BATCHES = (1, 8, 32, 64, 128, 256, 512)
+#: The model of the full preset on GPUs: the size people choose serving hardware for.
+FULL_MODEL = "llama3.1-8b"
+
+
+def _batch_sweep(cpu_batches, extra: dict, cuda_batches=GPU_BATCHES) -> tuple[list[dict], list[dict], list[dict]]:
+    """A batch curve: on GPUs the 125M model in the quick preset, Llama-3.1-8B in the full one (points that
+    do not fit the device's memory are skipped with the reason); the tiny model at smaller batches on a CPU."""
     cpu = [{"model": "tiny", "B": b, **extra["cpu"]} for b in cpu_batches]
-    cuda = [{"model": "125m", "B": b, **extra["cuda"]} for b in (1, 4, 16, 64)]
-    cuda_full = [{"model": "1.3b", "B": b, **extra["cuda"]} for b in (1, 4, 16, 64)]
+    cuda = [{"model": "125m", "B": b, **extra["cuda"]} for b in cuda_batches]
+    cuda_full = [{"model": FULL_MODEL, "B": b, **extra["cuda"]} for b in cuda_batches]
     return cpu, cuda, cuda_full
 
 
@@ -235,7 +280,7 @@ register(Workload(
     not_capturable=MODEL_STEP,
 ))
 
-_PREFILL = _batch_sweep((1, 4), {"cpu": {"P": 32}, "cuda": {"P": 512}})
+_PREFILL = _batch_sweep((1, 4, 16), {"cpu": {"P": 32}, "cuda": {"P": 512}})
 register(Workload(
     name="llm.prefill", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=device_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
@@ -245,16 +290,17 @@ register(Workload(
     not_capturable=MODEL_STEP,
 ))
 
-_DECODE = _batch_sweep((1, 4), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
+_DECODE = _batch_sweep((1, 4, 16), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
 register(Workload(
     name="llm.decode", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
-    impls={"torch": _decode_build("torch"), "triton": _decode_build("triton")},
+    impls={impl: functools.partial(DecodeStep, impl=impl) for impl in ("torch", "triton", COMPILED)},
+    cpu_compiled=("fp32-tiny-B4-P32-T4",),
     units_per_call=_generated, flops=decode_flops, bytes=decode_bytes,
-    not_capturable="the KV cache's length and the decode positions are Python ints that a graph would freeze",
+    not_capturable="the step replays graphs of its own: one per batch size, one replay per token",
 ))
 
-_GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
+_GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}}, cuda_batches=(1, 8, 64))
 register(Workload(
     name="llm.generate", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=device_sizes(*_GENERATE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,

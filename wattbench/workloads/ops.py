@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import torch
 
 from wattbench import kernels
+from wattbench.compiled import COMPILED, compiled
 from wattbench.kernels import reference
 from wattbench.kernels.adamw import adamw_step_bytes, adamw_step_flops
 from wattbench.kernels.attention import attention_bytes, attention_flops
@@ -76,13 +77,15 @@ def op_workloads(op: str, unit: str, args: Callable[[Params, torch.dtype, torch.
                  units: Callable[[Params], float], flops: Callable[[Params, bool], float],
                  bytes: Callable[[Params, bool, int], float], train_sizes: tuple[Size, ...] = (),
                  infer_sizes: tuple[Size, ...] = (),
-                 precisions: Mapping[str, tuple[str, ...]] = PRECISIONS) -> list[Workload]:
+                 precisions: Mapping[str, tuple[str, ...]] = PRECISIONS,
+                 cpu_compiled: Mapping[str, tuple[str, ...]] = {}) -> list[Workload]:
     """The workloads of kernel-library op `op` ("OP.train" where it has training sizes, "OP.infer" where it
     has inference sizes), its Triton kernel `kernels.OP` against its torch reference `reference.OP`.
 
     `args(params, dtype, device, generator, train)` returns the op's positional arguments; tensors that need
     gradients in training style are created with requires_grad. `flops(params, train)` and
-    `bytes(params, train, element_size)` count forward + backward when `train`, else forward only."""
+    `bytes(params, train, element_size)` count forward + backward when `train`, else forward only.
+    `cpu_compiled` (style -> "PRECISION-SIZE" names): the few cases that run the compiled impl on a CPU."""
     reference_fn, triton_fn = getattr(reference, op), getattr(kernels, op)
     made = []
     for style, sizes, train in (("train", train_sizes, True), ("infer", infer_sizes, False)):
@@ -92,7 +95,8 @@ def op_workloads(op: str, unit: str, args: Callable[[Params, torch.dtype, torch.
         made.append(Workload(
             name=f"{op}.{style}", op=op, style=style, unit=unit, sizes=sizes,
             precisions=precisions, make_inputs=_inputs(args, reference_fn, train),
-            impls={"torch": build(reference_fn), "triton": build(triton_fn)},
+            impls={"torch": build(reference_fn), "triton": build(triton_fn), COMPILED: compiled(build(reference_fn))},
+            cpu_compiled=cpu_compiled.get(style, ()),
             units_per_call=units,
             flops=lambda p, train=train: flops(p, train),
             bytes=lambda p, precision, train=train: bytes(p, train, element_size(precision)),
@@ -143,7 +147,7 @@ register_op(
     "rms_norm", "tokens", _norm_args(False), m_rows,
     flops=_fwd_bwd(lambda p, bwd: rms_norm_flops(p["M"], p["N"], backward=bwd)),
     bytes=_fwd_bwd(lambda p, bwd, es: rms_norm_bytes(p["M"], p["N"], es, backward=bwd)),
-    train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1])
+    train_sizes=_NORM_SIZES[0], infer_sizes=_NORM_SIZES[1], cpu_compiled={"infer": ("fp32-M64-N512",)})
 register_op(
     "layer_norm", "tokens", _norm_args(True), m_rows,
     flops=_fwd_bwd(lambda p, bwd: layer_norm_flops(p["M"], p["N"], backward=bwd)),
