@@ -76,3 +76,18 @@ def test_bf16_activations_are_held_to_the_bf16_peak_by_every_reader():
 def test_registry_cases_still_build_from_precision_strings():
     case = next(c for c in cases("quick", detect("cpu")) if c.precision == "int8w-fp32")
     assert case.dtype == torch.float32
+
+
+def test_the_quantised_formats_and_their_peaks():
+    """fp8 multiplies on the FP8 tensor cores with bf16 tensors around it; int4w on its activations' peak."""
+    import torch as _torch
+
+    fp8, int4 = Precision.parse("fp8"), Precision.parse("int4w-bf16")
+    assert (fp8.peak_dtype, fp8.weight_format, fp8.tensor_dtype, fp8.dense()) == \
+        ("fp8", "fp8", _torch.bfloat16, Precision("bf16"))
+    assert (int4.peak_dtype, int4.weight_format, int4.tensor_dtype) == ("bf16", "int4w", _torch.bfloat16)
+    assert Precision.parse("int4w-fp32").peak_dtype == "fp32"
+    spec = load_specs().find(H100)
+    assert spec.peak_for("fp8") == spec.peak_tflops["fp8"] > spec.peak_for("int4w-bf16") == spec.peak_tflops["bf16"]
+    assert [Precision.parse(t).quantized for t in ("fp32", "bf16", "fp8", "int8w-bf16", "int4w-fp32", "sp24-bf16")] \
+        == [False, False, True, True, True, True]

@@ -112,6 +112,7 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
     outputs = step()
     device.synchronize()
     check_finite(outputs, case)
+    guarded = step.guard(outputs) if step.guard else {}  # the accuracy guard, on the first call's outputs
     del outputs
     if interpreted:
         target, warmup = timing.Target(step, "perf_counter"), 0
@@ -128,6 +129,7 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
     samples = list(benchmark.stats.stats.data) if benchmark.stats else []
     info = record_fields(case, settings, target, samples, rounds, warmup, interpreted)
     info.update(step.metrics())
+    info.update(guarded)
     if case.workload.reports_mfu:
         info.update(model_flops_utilization(info["tflops"], device.name, case.precision, interpreted,
                                             settings.specs))

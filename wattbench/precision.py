@@ -2,13 +2,17 @@
 
 Records, the registry and the CLI name a precision by a short string, parsed here and nowhere else:
 
-    "fp32", "bf16", "fp16", "fp8"   dense weights and activations of that dtype
+    "fp32", "bf16", "fp16"          dense weights and activations of that dtype
+    "fp8"                           e4m3 weights and activations with fp32 scales: bf16 tensors quantised on
+                                    the way into each GEMM, whose output is bf16 (`tensor_dtype`)
     "int8w-bf16"                    weight-only int8 (int8 weights dequantised to bf16 in the kernel)
+    "int4w-bf16", "int4w-fp32"      weight-only int4 in groups along K (dequantised in the kernel)
     "sp24-bf16"                     2:4 semi-structured sparse bf16 weights
 
 `str(Precision.parse(text)) == text` for every accepted string, so records keep their strings. The
 arithmetic runs in the activations' dtype, so that is the spec-table peak a record is held to
-(`peak_dtype`): int8w-bf16 and sp24-bf16 run on the bf16 tensor-core peak (the table's peaks are dense).
+(`peak_dtype`): int8w-bf16, int4w-bf16 and sp24-bf16 run on the bf16 tensor-core peak (the table's peaks are
+dense), int4w-fp32 on the fp32 one, fp8 on the FP8 tensor-core peak.
 """
 
 from __future__ import annotations
@@ -83,6 +87,20 @@ class Precision:
         return getattr(torch, ACTIVATIONS[self.activations][0])
 
     @property
+    def tensor_dtype(self):
+        """The dtype of the tensors a step holds between its GEMMs: bf16 for fp8 (e4m3 lives only inside each
+        GEMM, activations quantised on the way in), else `dtype`."""
+        import torch
+
+        return torch.bfloat16 if self.activations == "fp8" else self.dtype
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the weights are stored other than dense in `tensor_dtype` (e4m3, int8, int4, 2:4 pruned): the
+        cases whose distance from the dense reference the accuracy guard measures."""
+        return self.weight_format != "dense"
+
+    @property
     def element_size(self) -> int:
         """Bytes per activation element, for byte counts."""
         return ACTIVATIONS[self.activations][1]
@@ -95,11 +113,15 @@ class Precision:
 
     @property
     def weight_format(self) -> str:
-        """How the weights are stored: 'dense', 'int8w' (weight-only int8), 'sp24' (2:4 sparse)."""
+        """How the weights are stored: 'dense', 'fp8' (e4m3), 'int8w' or 'int4w' (weight-only), 'sp24' (2:4
+        sparse)."""
         if self.sparsity:
             return SPARSITY[self.sparsity]
+        if self.activations == "fp8":
+            return "fp8"
         return f"{self.weights}w" if self.weights else "dense"
 
     def dense(self) -> Precision:
-        """The same activations with plain dense weights: the unquantised baseline of int8w-bf16 is bf16."""
-        return Precision(self.activations)
+        """The same activations with plain dense weights: the unquantised baseline of int8w-bf16 is bf16, of
+        fp8 bf16 (its tensors' dtype)."""
+        return Precision("bf16" if self.activations == "fp8" else self.activations)

@@ -150,6 +150,15 @@ class Record:
     #: (outside the timed rounds and the energy windows).
     compile: dict | None = _field("object")
     compile_s: float | None = _field("number")
+    #: The accuracy guard of a quantised case (wattbench.accuracy): a GEMM's relative error against the dense
+    #: reference, a model's top-1 agreement and KL divergence (nats per token) against the dense model, the
+    #: torch path it names (`reference_path`: "torch._scaled_mm" or a labelled fallback), and the verdict.
+    accuracy: float | None = _field("number")
+    top1_agreement: float | None = _field("number")
+    kl_divergence: float | None = _field("number")
+    reference_path: str | None = _field("string")
+    within_budget: bool | None = _field("bool")
+    accuracy_note: str | None = _field("string")
     energy: EnergyRecord | None = _field("energy?")
     extra: dict = field(default_factory=dict)
 

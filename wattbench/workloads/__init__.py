@@ -45,10 +45,16 @@ Inputs = dict[str, Any]
 class Step:
     """One call of a workload (`step()` returns its outputs), with the hooks measuring calls around it.
 
-    `reset()` runs before the timed rounds, `metrics()` after them and `energy_metrics(energy_record)`
-    after the energy windows; the dicts they return join the benchmark's record. Here they do nothing:
+    `reset()` runs before the timed rounds, `metrics()` after them, `energy_metrics(energy_record)` and
+    `energy_windows(spans, energy_at)` after the energy windows; the dicts they return join the benchmark's record. Here they do nothing:
     a step that records something (request timelines, MLPerf's figures) subclasses Step and overrides them.
-    A workload's impl may also return a plain function; `Case.build` wraps it in `FunctionStep`."""
+    A workload's impl may also return a plain function; `Case.build` wraps it in `FunctionStep`.
+
+    `guard` (set by `Case.build` from the inputs' "guard", which make_inputs or the impl put there for a
+    quantised precision) maps the step's first outputs to the accuracy guard's record fields
+    (wattbench.accuracy.guard_fields); None: the case is not guarded."""
+
+    guard: Callable[[Any], dict] | None = None
 
     def __call__(self) -> Any:
         raise NotImplementedError
@@ -60,6 +66,12 @@ class Step:
         return {}
 
     def energy_metrics(self, energy: Mapping) -> dict:
+        return {}
+
+    def energy_windows(self, spans: list[tuple[float, float]], energy_at: Callable[[float], float]) -> dict:
+        """After valid energy windows: their spans and the energy spent up to any time inside them (J, the
+        trace's clock: perf_counter s), for a step that shares a window's energy out over what it logged
+        (the server's requests and phases)."""
         return {}
 
 
@@ -167,7 +179,9 @@ class Case:
         inputs = self.workload.make_inputs(self.size.params, self.precision, device.torch, generator)
         inputs["context"] = context or Context(device)
         step = self.workload.impls[self.impl](inputs)
-        return step if isinstance(step, Step) else FunctionStep(step)
+        step = step if isinstance(step, Step) else FunctionStep(step)
+        step.guard = inputs.get("guard")
+        return step
 
     def accounting(self) -> dict:
         """Work per call: units of useful work, FLOP and compulsory bytes."""

@@ -1,9 +1,13 @@
 """A linear layer's GEMM: training-style (forward + both backward GEMMs, many tokens) and
 inference-style (forward only, decode-sized M). Useful work is counted in tokens (rows of M).
 
-Inference also runs with weight-only int8 ("int8w-*": int8 weights dequantised in the kernel)
-and, where this torch build supports it on the GPU (probed), a 2:4 pruned weight through
-PyTorch's semi-structured sparsity ("sp24-*", torch path only).
+Inference runs one precision family: dense (fp32, bf16, fp16), FP8 ("fp8": e4m3 weights with per-column
+scales, bf16 activations quantised per row in every call, bf16 out; capability 8.9 and newer), weight-only
+int8 and int4 ("int8w-*", "int4w-*": groups of 128, dequantised in the kernel) and, where this torch build
+supports it on the GPU (probed), a 2:4 pruned weight through PyTorch's semi-structured sparsity ("sp24-*",
+torch path only). Each quantised case records its accuracy guard (wattbench.accuracy): the relative error of
+its output against the dense GEMM of the unquantised weight on the same inputs (bf16 on a GPU, fp32 on a
+CPU), and the torch path that ran (`reference_path`, e.g. "torch._scaled_mm" or "dequantise-then-matmul").
 """
 
 from __future__ import annotations
@@ -15,22 +19,40 @@ import torch
 from wattbench.compiled import COMPILED, compiled
 from wattbench.device import Device
 from wattbench.kernels.matmul import matmul, matmul_bytes, matmul_flops, matmul_reference
+from wattbench.kernels.accuracy import gemm_accuracy
+from wattbench.kernels.matmul_fp8 import (FP8_REFERENCES, check_fp8_device, fp8_reference_path, matmul_fp8,
+                                          matmul_fp8_bytes)
+from wattbench.kernels.matmul_int4 import (int4_reference_path, matmul_int4w, matmul_int4w_bytes,
+                                           matmul_int4w_reference, prepare_int4_reference)
 from wattbench.kernels.matmul_int8 import matmul_int8w, matmul_int8w_bytes, matmul_int8w_reference, quantize_int8
+from wattbench.kernels.quantize import INT4_GROUP_SIZE, quantize_fp8_weight, quantize_int4
+from wattbench.kernels.targets import UnsupportedDevice
+from wattbench.accuracy import guard_fields
 from wattbench.precision import Precision
-from wattbench.workloads import (Inputs, Params, Size, Step, Workload, activation_dtype, element_size, m_rows,
+from wattbench.workloads import (Inputs, Params, Size, Step, Workload, element_size, m_rows,
                                  randn, register)
 
 TRAIN_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
-INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "int8w-fp32"), "cuda": ("fp32", "bf16", "fp16", "int8w-bf16", "sp24-bf16")}
+INFER_PRECISIONS = {"cpu": ("fp32", "bf16", "fp8", "int8w-fp32", "int4w-fp32"),
+                    "cuda": ("fp32", "bf16", "fp16", "fp8", "int8w-bf16", "int4w-bf16", "sp24-bf16")}
+#: FP8's scale granularity in these workloads: per weight column and per activation row (per-tensor scales
+#: are the kernels' other option; docs/kernel-performance.md measures both at the same accuracy).
+FP8_SCALING = "row"
 
 
 def _layer_inputs(params: Params, precision: str, device: torch.device,
                   generator: torch.Generator, train: bool) -> Inputs:
     M, K, N = params["M"], params["K"], params["N"]
-    draw = partial(randn, generator, device, activation_dtype(precision))
+    draw = partial(randn, generator, device, Precision.parse(precision).tensor_dtype)
     inputs = {"x": draw(M, K), "w": draw(K, N, scale=K ** -0.5), "bias": draw(N, scale=0.1),
               "format": weight_format(precision)}
-    if inputs["format"] == "int8w":
+    if inputs["format"] != "dense":  # the unquantised weight, for the accuracy guard
+        inputs["w_dense"] = inputs["w"]
+    if inputs["format"] == "fp8":
+        inputs["w"] = quantize_fp8_weight(inputs["w"], FP8_SCALING)
+    elif inputs["format"] == "int4w":
+        inputs["w"] = quantize_int4(inputs["w"], INT4_GROUP_SIZE)
+    elif inputs["format"] == "int8w":
         inputs["w"] = quantize_int8(inputs["w"])
     elif inputs["format"] == "sp24":
         inputs["w"] = torch.sparse.to_sparse_semi_structured(prune_2_4(inputs["w"]).t().contiguous())
@@ -72,20 +94,47 @@ def _sparse_linear(x, w_sparse, bias):
 
 INFER_LINEARS = {
     "torch": {"dense": matmul_reference, "int8w": lambda x, w, bias: matmul_int8w_reference(x, *w, bias),
-              "sp24": _sparse_linear},
-    "triton": {"dense": matmul, "int8w": lambda x, w, bias: matmul_int8w(x, *w, bias)},
+              "sp24": _sparse_linear, "int4w": matmul_int4w_reference, **FP8_REFERENCES},
+    "triton": {"dense": matmul, "int8w": lambda x, w, bias: matmul_int8w(x, *w, bias), "fp8": matmul_fp8,
+               "int4w": matmul_int4w},
 }
 
 
 def weight_format(precision: str) -> str:
-    """'dense', 'int8w' or 'sp24': which linear of INFER_LINEARS runs the precision."""
+    """'dense', 'fp8', 'int8w', 'int4w' or 'sp24': which linear of INFER_LINEARS runs the precision."""
     return Precision.parse(precision).weight_format
+
+
+def reference_path(impl: str, inputs: Inputs) -> str:
+    """The label of what a quantised case's linear runs: the Triton kernel, or the torch path this device has
+    (for fp8 also its key in INFER_LINEARS["torch"])."""
+    if impl == "triton":
+        return "triton"
+    x, w, form = inputs["x"], inputs["w"], inputs["format"]
+    if form == "fp8":
+        return fp8_reference_path(x.device, w.scaling, *w.shape)
+    if form == "int4w":
+        return int4_reference_path(x.device, x.dtype, *w.shape, w.group_size)
+    return {"int8w": "dequantise-then-matmul", "sp24": "torch.sparse semi-structured"}[form]
+
+
+def _prepared(impl: str, inputs: Inputs):
+    """The weight as the linear takes it: the torch int4 path's layout (tinygemm's where the device runs it) is
+    made once, here, outside the step."""
+    if impl != "triton" and inputs["format"] == "int4w":
+        return prepare_int4_reference(inputs["w"], inputs["x"].dtype)
+    return inputs["w"]
 
 
 def _infer_step(impl):
     def build(inputs: Inputs) -> Step:
-        x, w, bias = inputs["x"], inputs["w"], inputs["bias"]
-        linear = INFER_LINEARS[impl][inputs["format"]]
+        x, bias, w = inputs["x"], inputs["bias"], _prepared(impl, inputs)
+        form = inputs["format"]
+        path = reference_path(impl, inputs) if form != "dense" else None
+        linear = INFER_LINEARS[impl][path if impl == "torch" and form == "fp8" else form]
+        if "w_dense" in inputs:
+            w_dense = inputs["w_dense"]
+            inputs["guard"] = lambda out: guard_fields({"accuracy": gemm_accuracy(out, x, w_dense, bias)}, path)
 
         def step():
             with torch.no_grad():
@@ -97,6 +146,11 @@ def _infer_step(impl):
 
 
 def _infer_skip(impl: str, precision: str, device: Device) -> str | None:
+    if weight_format(precision) == "fp8" and device.type == "cuda":
+        try:
+            check_fp8_device(device.torch)
+        except UnsupportedDevice as exc:
+            return str(exc)
     if weight_format(precision) != "sp24":
         return None
     if impl == "triton":
@@ -128,6 +182,10 @@ def sparse_24_unsupported(device: torch.device) -> str | None:
 def _infer_bytes(p, precision):
     M, N, K = p["M"], p["N"], p["K"]
     size = element_size(precision)
+    if weight_format(precision) == "fp8":
+        return matmul_fp8_bytes(M, N, K, FP8_SCALING, bias=True)
+    if weight_format(precision) == "int4w":
+        return matmul_int4w_bytes(M, N, K, size, INT4_GROUP_SIZE, bias=True)
     if weight_format(precision) == "int8w":
         return matmul_int8w_bytes(M, N, K, size, bias=True)
     if weight_format(precision) == "sp24":  # half the weights, plus 2-bit metadata per kept value
