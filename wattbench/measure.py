@@ -138,6 +138,9 @@ def _measure_on_device(case: Case, settings: Settings, clock, power: PowerMonito
     else:
         info["energy"] = power.measure(target.call, device.synchronize, info["units_per_call"])
     info.update(step.energy_metrics(info["energy"]))  # figures derived from energy, e.g. MLPerf's mJ per query
+    windows = None if interpreted else power.window_energy(info["energy"])
+    if windows is not None:
+        info.update(step.energy_windows(*windows))  # energy shared within the windows, e.g. per request
     if planning_s is not None:
         info["timing"]["planning_call_s"] = planning_s
         found = disagreements(samples, planning_s, info["energy"].get("window_seconds_per_call"), device.type)

@@ -150,6 +150,8 @@ class Record:
     #: (outside the timed rounds and the energy windows).
     compile: dict | None = _field("object")
     compile_s: float | None = _field("number")
+    #: The server scenario's energy per request and per phase (wattbench.power.attribution.Attribution.as_dict).
+    energy_attribution: dict | None = _field("object")
     #: The accuracy guard of a quantised case (wattbench.accuracy): a GEMM's relative error against the dense
     #: reference, a model's top-1 agreement and KL divergence (nats per token) against the dense model, the
     #: torch path it names (`reference_path`: "torch._scaled_mm" or a labelled fallback), and the verdict.

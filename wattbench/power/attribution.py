@@ -73,6 +73,15 @@ class Attribution:
     requests: tuple[RequestEnergy, ...]
     partial_requests: int
 
+    @classmethod
+    def total(cls, windows: Sequence["Attribution"]) -> "Attribution":
+        """Several energy windows' attributions as one: energies added, the requests of every window pooled."""
+        return cls(window_j=sum(w.window_j for w in windows),
+                   phase_j={phase: sum(w.phase_j[phase] for w in windows) for phase in PHASES},
+                   between_steps_j=sum(w.between_steps_j for w in windows),
+                   requests=tuple(r for w in windows for r in w.requests),
+                   partial_requests=sum(w.partial_requests for w in windows))
+
     def as_dict(self) -> dict:
         """The record's `energy_attribution` block: medians and p90 over the window's complete requests."""
         block = {"rule": "step energy shared by tokens processed; scheduling and idle time between steps "

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from wattbench.conditions import ConditionSensors, WindowWatch, summarize_conditions, wait_until_cool
 from wattbench.device import Device
 from wattbench.power import hwmon, knobs, nvml, rapl, replay
+from wattbench.power.attribution import cumulative_energy
 from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.sampler import ChannelWindow, Sampler
 from wattbench.record import EnergyRecord
@@ -493,6 +494,18 @@ class PowerMonitor:
         self.update_s = max(periods)
 
     # -- measurement --------------------------------------------------------------------
+
+    def window_energy(self, record: dict) -> tuple[list[tuple[float, float]], Callable[[float], float]] | None:
+        """A measured record's windows on the trace's clock (perf_counter s) and the primary channels' energy
+        spent up to any time inside them (J), for sharing a window's energy out within it (per request, per
+        phase: wattbench.power.attribution); None when the record holds no valid windows."""
+        if self.sampler is None or not record.get("valid"):
+            return None
+        curves = [cumulative_energy(trace.timestamps, trace.values, channel.is_counter)
+                  for channel in self.primary for trace in [self.sampler.trace(channel)]]
+        spans = [(start + self.sampler.started_s, end + self.sampler.started_s)
+                 for start, end in record["window_spans_s"]]
+        return spans, lambda t: sum(curve(t) for curve in curves)
 
     def not_measured(self, reason: str) -> dict:
         return EnergyRecord.not_measured(reason).to_json()

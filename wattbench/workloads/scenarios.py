@@ -40,6 +40,7 @@ from wattbench.device import Device
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
 from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
+from wattbench.power.attribution import Attribution, EngineStep, attribute
 from wattbench.record import EnergyRecord
 from wattbench.schema import is_finite_number
 from wattbench.workloads import (SYNCHRONISES, Inputs, Params, Size, Step, Workload, activation_dtype,
@@ -102,6 +103,7 @@ class Engine(Protocol):
 @dataclass
 class _Running:
     arrival_s: float
+    request: int
     token_times_s: list[float] = field(default_factory=list)
 
 
@@ -115,6 +117,11 @@ class Server:
 
     Times are on the stream's clock: host seconds while `run` serves, standing still between calls,
     so that what the harness does between calls is not counted as queueing.
+
+    For energy per request and per phase, the server logs every engine call as an `EngineStep` on the
+    power trace's clock (`clock` itself: perf_counter, read before the call and after its synchronisation)
+    in `steps`, and each finished request's output tokens in `finished` (request number -> tokens), from
+    its creation on: a request's steps before some point must not be lost, or its share would look whole.
     """
 
     def __init__(self, engine: Engine, arrivals: Iterator[float], new_tokens: int,
@@ -128,6 +135,8 @@ class Server:
         self.running: dict[int, _Running] = {}
         self.free = list(range(engine.slots))
         self.done: list[RequestTiming] = []
+        self.steps: list[EngineStep] = []
+        self.finished: dict[int, int] = {}
 
     def run(self, finished: int) -> list[RequestTiming]:
         """Serve until `finished` more requests have their last token; their timings, in order of finishing.
@@ -142,16 +151,22 @@ class Server:
             while self.free and self.next_arrival_s <= self.clock() - offset:
                 slot = min(self.free)
                 self.free.remove(slot)
-                self.running[slot] = _Running(self.next_arrival_s)
+                self.running[slot] = _Running(self.next_arrival_s, self.next_request)
+                started = self.clock()
                 self.engine.prefill(self.next_request, slot)
-                self._token(slot, self.clock() - offset)
+                ended = self.clock()
+                # One request per prefill: its share is the whole step, whatever its token count.
+                self.steps.append(EngineStep(started, ended, "prefill", {self.next_request: 1}))
+                self._token(slot, ended - offset)
                 self.next_request, self.next_arrival_s = self.next_request + 1, next(self.arrivals)
             if self.running:
                 slots = sorted(self.running)
+                started = self.clock()
                 self.engine.decode(slots)
-                now = self.clock() - offset
+                ended = self.clock()
+                self.steps.append(EngineStep(started, ended, "decode", {self.running[s].request: 1 for s in slots}))
                 for slot in slots:
-                    self._token(slot, now)
+                    self._token(slot, ended - offset)
             elif len(self.done) < finished:
                 self.sleep(max(0.0, self.next_arrival_s - (self.clock() - offset)))
         self.stream_s = self.clock() - offset
@@ -164,6 +179,7 @@ class Server:
         if len(request.token_times_s) == self.new_tokens:
             del self.running[slot]
             self.free.append(slot)
+            self.finished[request.request] = self.new_tokens
             self.done.append(RequestTiming(request.arrival_s, tuple(request.token_times_s)))
 
 
@@ -346,6 +362,11 @@ class ServerStep(Step):
 
     def energy_metrics(self, energy: Mapping) -> dict:
         return mlperf_energy(energy, self.per_call, self.per_call)
+
+    def energy_windows(self, spans: list[tuple[float, float]], energy_at: Callable[[float], float]) -> dict:
+        """Energy per request and per phase: each window's energy shared out over the server's step log."""
+        windows = [attribute(self.server.steps, energy_at, start, end, self.server.finished) for start, end in spans]
+        return {"energy_attribution": Attribution.total(windows).as_dict()}
 
 
 def _engine(inputs: Inputs, impl: str) -> TransformerSlots:
