@@ -46,8 +46,9 @@ class Step:
     """One call of a workload (`step()` returns its outputs), with the hooks measuring calls around it.
 
     `reset()` runs before the timed rounds, `metrics()` after them, `energy_metrics(energy_record)` and
-    `energy_windows(spans, energy_at)` after the energy windows; the dicts they return join the benchmark's record. Here they do nothing:
-    a step that records something (request timelines, MLPerf's figures) subclasses Step and overrides them.
+    `energy_windows(spans, energy_at)` after the energy windows; the dicts they return join the benchmark's
+    record. Here they do nothing: a step that records something (request timelines, MLPerf's figures)
+    subclasses Step and overrides them.
     A workload's impl may also return a plain function; `Case.build` wraps it in `FunctionStep`.
 
     `guard` (set by `Case.build` from the inputs' "guard", which make_inputs or the impl put there for a
