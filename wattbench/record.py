@@ -86,6 +86,8 @@ class EnergyRecord:
     window_joules_per_call: list | None = _field("number?[]")
     edge_calls: int | None = _field("integer")
     adaptive: dict | None = _field("adaptive")
+    #: What the figures cover (wattbench.power.boundary): GPU only, host CPU, behind the plug; total vs above idle.
+    boundary: dict | None = _field("object")
     extra: dict = field(default_factory=dict)
 
     #: The figures every energy record carries, None where there is none.
@@ -96,7 +98,7 @@ class EnergyRecord:
 
     @classmethod
     def not_measured(cls, reason: str) -> EnergyRecord:
-        return cls(source="none", method="none", reason=reason)
+        return cls(source="none", method="none", reason=reason, boundary={"covers": "nothing: energy not measured"})
 
     @classmethod
     def from_json(cls, data: Mapping | None) -> EnergyRecord:

@@ -38,6 +38,7 @@ from wattbench.device import Device
 from wattbench.power import hwmon, knobs, nvml, rapl, replay
 from wattbench.power.attribution import cumulative_energy
 from wattbench.power.base import Channel, Probe, SourceStatus
+from wattbench.power.boundary import boundary
 from wattbench.power.sampler import ChannelWindow, Sampler
 from wattbench.record import EnergyRecord
 from wattbench.schema import is_finite_number
@@ -621,6 +622,8 @@ class PowerMonitor:
                 "avg_power_w": each["avg_power_w"], "uncertainty_pct": each["uncertainty_pct"],
                 "valid_windows": each["valid_windows"], **({"reasons": each["reasons"]} if each["reasons"] else {})}
         record.update(self._cross_check(record))
+        record["boundary"] = boundary(first.source, first.scope, record.get("joules_per_call"),
+                                      self.idle_power_w is not None, record["channels"])
         if rule is not None:
             record["adaptive"] = adaptive_block(rule, stopped, primary, summary, self.update_s is not None)
         record["warnings"] = self._warnings(windows, primary, summary) + self._target_warnings(record)

@@ -36,6 +36,7 @@ COLUMNS = [
     "arithmetic_intensity", "energy_method", "energy_source", "energy_reason", "energy_measured",
     "joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w", "idle_power_w",
     "dynamic_joules_per_call", "energy_uncertainty_pct", "energy_valid_windows",
+    "energy_boundary", "dynamic_joules_per_unit", "gpu_plus_host_joules_per_unit", "batch_size",
     "spec_name", "peak_tflops", "pct_peak_flops", "peak_gbps", "pct_peak_bw", "attainable_tflops", "pct_roofline",
 ]
 
@@ -78,6 +79,16 @@ def _timing_columns(record: Record, stats: dict) -> dict:
             row["time_uncertainty_pct"] = 100 * MEDIAN_CI_FACTOR * (q3 - q1) / math.sqrt(samples.size) / median
     row["median_ms"] = median * 1e3
     return row
+
+
+def _boundary_columns(energy: EnergyRecord, units_per_call: float) -> dict:
+    """What the energy covers, and per unit: above idle, and GPU + host where RAPL was read beside NVML."""
+    boundary = energy.boundary or {}
+    per_unit = (lambda joules: _number(joules) / units_per_call) if units_per_call > 0 else (lambda joules: math.nan)
+    return {"energy_boundary": boundary.get("covers"),
+            "dynamic_joules_per_unit": per_unit(energy.dynamic_joules_per_call) if energy.measured else math.nan,
+            "gpu_plus_host_joules_per_unit": per_unit(boundary.get("gpu_plus_host_joules_per_call"))
+            if energy.measured else math.nan}
 
 
 def _energy_columns(energy: EnergyRecord) -> dict:
@@ -139,6 +150,8 @@ def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
     }
     row.update(_timing_columns(record, stats))
     row.update(_energy_columns(record.energy_or_none))
+    row.update(_boundary_columns(record.energy_or_none, _number(record.units_per_call)))
+    row["batch_size"] = _number((record.shape or {}).get("B"))
     row.update(_spec_columns(specs, device_name, precision, tflops, gbps, intensity))
     return row
 

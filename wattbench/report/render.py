@@ -206,6 +206,7 @@ def benchmarks_table(frame: pd.DataFrame, inputs: costs.CostInputs | None = None
     ordered = frame.sort_values(["workload", "device_name", "impl", "precision", "size"], kind="stable")
     derived = costs.derive(ordered, inputs) if inputs is not None else None
     show_setting = set(frame["setting"]) != {"default"}
+    show_host = bool(frame["gpu_plus_host_joules_per_unit"].notna().any())  # both boundaries, where both exist
     rows = []
     for r in ordered.itertuples():
         unit = str(r.unit or "unit")
@@ -213,7 +214,9 @@ def benchmarks_table(frame: pd.DataFrame, inputs: costs.CostInputs | None = None
                **({"setting": r.setting} if show_setting else {}), "device": r.device_name, "host": r.host,
                "median ms": _num(r.median_ms), "p99 ms": _num(r.p99_s * 1e3),
                "±time 95%": _num(r.time_uncertainty_pct, ".2g", "%"), "throughput": f"{_num(r.units_per_s)} {unit}/s",
-               "J/unit": _num(r.joules_per_unit), "units/J": _num(r.units_per_joule),
+               "J/unit": _num(r.joules_per_unit), "J/unit above idle": _num(r.dynamic_joules_per_unit),
+               **({"J/unit GPU + host": _num(r.gpu_plus_host_joules_per_unit)} if show_host else {}),
+               "energy covers": r.energy_boundary or "-", "units/J": _num(r.units_per_joule),
                "avg W": _num(r.avg_power_w, ".4g"), "±energy 95%": _num(r.energy_uncertainty_pct, ".2g", "%"),
                "TFLOP/s": _num(r.tflops), "% peak FLOP/s (MFU if train)": _num(r.pct_peak_flops, ".3g"),
                "% roofline": _num(r.pct_roofline, ".3g")}
