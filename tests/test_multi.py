@@ -88,7 +88,7 @@ def test_workers_run_in_parallel_and_their_files_are_merged(tmp_path, capsys):
     """The orchestration end to end, with each 'GPU' worker running on the CPU."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    select = "gemm and infer and torch and M1- and fp32 and not int8w"
+    select = "gemm and infer and torch and M1- and fp32 and not int8w and not int4w"
     config, pytest_args = from_command("cpu", "quick", select, [])  # each 'GPU' worker sees the CPU
     code = multi.run_workers([Worker(0, "0"), Worker(1, "1")], config, runs, pytest_args)
     assert code == 0

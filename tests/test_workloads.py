@@ -37,7 +37,7 @@ def test_an_op_makes_a_training_and_an_inference_workload_of_the_same_declaratio
     assert isinstance(train, Workload) and (train.name, infer.name) == ("rms_norm.train", "rms_norm.infer")
     assert (train.flops(sizes[0].params), infer.flops(sizes[0].params)) == (3, 1)
     assert (train.bytes(sizes[0].params, "fp32"), infer.bytes(sizes[0].params, "bf16")) == (8, 2)
-    assert set(train.impls) == {"torch", "triton"}
+    assert {"torch", "triton"} <= set(train.impls)  # the kernel against its torch reference
 
 
 def test_every_registered_op_workload_is_a_plain_workload():
