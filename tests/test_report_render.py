@@ -17,7 +17,8 @@ CPU, H100, L4 = DATA / "cpu_run.json", DATA / "fixture_h100.json", DATA / "fixtu
 LLM_H100, LLM_L4 = DATA / "fixture_llm_h100.json", DATA / "fixture_llm_l4.json"
 TRACE = DATA / "fixture_h100_trace.csv"
 H100_NAME, L4_NAME = "TEST-FIXTURE NVIDIA H100 80GB HBM3", "TEST-FIXTURE NVIDIA L4"
-ALL_PLOTS = {"work_per_joule", "latency_vs_energy", "roofline", "power_over_time", "triton_vs_torch", "history"}
+ALL_PLOTS = {"work_per_joule", "latency_vs_energy", "batch_curve", "roofline", "power_over_time", "triton_vs_torch",
+             "history"}
 
 
 def records(*paths):

@@ -403,6 +403,7 @@ def draw_plots(loaded: Loaded, records: pd.DataFrame, specs: SpecTable, trace: p
     makers = {
         "work_per_joule": lambda: plots.work_per_joule(frame),
         "latency_vs_energy": lambda: plots.latency_vs_energy(frame),
+        "batch_curve": lambda: plots.batch_curve(frame),
         "roofline": lambda: plots.roofline(frame, specs),
         "power_over_time": lambda: plots.power_over_time(trace, traced),
         "triton_vs_torch": lambda: plots.triton_vs_torch(frame),
