@@ -29,11 +29,14 @@ class Ops:
     swiglu: Callable
     cross_entropy: Callable
     adamw_step: Callable
+    #: "triton" or "torch": which path a quantised layer (wattbench.models.quantized) takes.
+    impl: str
 
 
-TRITON = Ops(matmul, matmul_int8w, rms_norm, attention, decode_attention, swiglu, cross_entropy, adamw_step)
+TRITON = Ops(matmul, matmul_int8w, rms_norm, attention, decode_attention, swiglu, cross_entropy, adamw_step,
+             "triton")
 TORCH = Ops(matmul_reference, matmul_int8w_reference, rms_norm_reference, attention_reference,
-            decode_attention_reference, swiglu_reference, cross_entropy_reference, adamw_step_reference)
+            decode_attention_reference, swiglu_reference, cross_entropy_reference, adamw_step_reference, "torch")
 
 
 def ops_for(impl: str) -> Ops:

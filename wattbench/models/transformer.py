@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -161,6 +162,8 @@ class Transformer(torch.nn.Module):
         self.config = config
         c = config
         self.quantized: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        #: Linear layers swapped for quantised ones (wattbench.models.quantized): (block, name) -> layer(x, ops).
+        self.swapped: dict[tuple[int, str], Callable[[torch.Tensor, Ops], torch.Tensor]] = {}
 
         def weight(*shape, std=0.02):
             # In place: one fp32 copy of the weight while it is drawn, then the cast.
@@ -211,6 +214,9 @@ class Transformer(torch.nn.Module):
                     delattr(block, name)
 
     def _linear(self, x: torch.Tensor, index: int, name: str, ops: Ops) -> torch.Tensor:
+        swapped = self.swapped.get((index, name))
+        if swapped is not None:
+            return swapped(x, ops)
         if self.quantized:
             w_q, scale = self.quantized[(index, name)]
             return ops.matmul_int8w(x, w_q, scale)

@@ -130,6 +130,9 @@ class Workload:
     #: The cases ("PRECISION-SIZE", e.g. "fp32-M16-K512-N512") that run the `compiled` impl on a CPU, where each
     #: compilation takes seconds: a few only, to keep the quick preset short. On GPUs every case runs it.
     cpu_compiled: tuple[str, ...] = ()
+    #: Precision -> the only sizes (names) it runs at on a CPU, to keep the quick preset short (a quantised
+    #: model's correctness needs one batch size, not a curve); a precision not named runs at every size.
+    cpu_sizes_of: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -249,6 +252,7 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
         for precision in workload.precisions.get(device.type, ())
         for impl in workload.impls
         if impl != "compiled" or device.type != "cpu" or f"{precision}-{size.name}" in workload.cpu_compiled
+        if device.type != "cpu" or size.name in workload.cpu_sizes_of.get(precision, (size.name,))
     ]
 
 

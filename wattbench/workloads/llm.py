@@ -24,21 +24,36 @@ from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.decode import StaticDecoder
 from wattbench.models.ops import ops_for
 from wattbench.models.memory import memory_needed
+from wattbench.models.quantized import accuracy_guard, model_weight_bytes, swap_linears
 from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer, TransformerConfig
 from wattbench.precision import Precision
 from wattbench.workloads import (MODEL_STEP, SYNCHRONISES, Context, Inputs, Params, Step, Workload,
-                                 activation_dtype, device_sizes, element_size, register)
+                                 device_sizes, register)
 
 TRAIN_PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16",)}
-INFER_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16")}
+#: The precision family of prefill and decode (fp8 and int4w swap the linear layers: wattbench.models.quantized);
+#: whole requests (llm.generate) run the dense and int8w models only.
+INFER_PRECISIONS = {"cpu": ("fp32", "fp8", "int8w-fp32", "int4w-fp32"), "cuda": ("bf16", "fp8", "int8w-bf16", "int4w-bf16")}
+GENERATE_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16")}
+#: On a CPU, fp8 and int4w run at the first batch size only: a check of their correctness, in seconds.
+CPU_QUANTISED_AT = {"prefill": "tiny-B1-P32", "decode": "tiny-B1-P32-T4"}
 ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
 
 
 def build_model(params: Params, precision: str, device: torch.device, generator: torch.Generator) -> Transformer:
-    """The case's model: `params["model"]` names a config (or is one); int8 weights quantised as they are drawn."""
+    """The case's model: `params["model"]` names a config (or is one); int8 weights quantised as they are drawn,
+    fp8 and int4w linear layers swapped in once the model is drawn (wattbench.models.quantized)."""
     config = params["model"] if isinstance(params["model"], TransformerConfig) else MODEL_CONFIGS[params["model"]]
-    return Transformer(config, activation_dtype(precision), device, generator,
-                       int8_weights=Precision.parse(precision).weights == "int8")
+    form = Precision.parse(precision).weight_format
+    model = Transformer(config, tensor_dtype(precision), device, generator, int8_weights=form == "int8w")
+    if form in ("fp8", "int4w"):
+        swap_linears(model, precision)
+    return model
+
+
+def tensor_dtype(precision: str) -> torch.dtype:
+    """The dtype of the model's tensors: the activations', bf16 for fp8 (e4m3 only inside each GEMM)."""
+    return Precision.parse(precision).tensor_dtype
 
 
 def _tokens(params: Params, length: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -88,8 +103,8 @@ def _train_flops(p: Params) -> int:
 
 
 def weight_bytes(p: Params, precision: str) -> int:
-    """Bytes of the weights as stored: int8 for quantised linear layers (plus fp32 scales)."""
-    return MODEL_CONFIGS[p["model"]].weight_bytes(element_size(precision), Precision.parse(precision).weights == "int8")
+    """Bytes of the weights as stored: quantised linear layers in their format, with their scales (and zeros)."""
+    return model_weight_bytes(MODEL_CONFIGS[p["model"]], precision)
 
 
 def _train_bytes(p: Params, precision: str) -> int:
@@ -110,7 +125,7 @@ def device_memory_bytes(device: torch.device) -> int:
 def skip_unless_fits(params: Params, precision: str, device: torch.device) -> None:
     """Skip (with the memory check's reason) a case that could not fit, before any weight is drawn."""
     config = MODEL_CONFIGS[params["model"]]
-    need = memory_needed(config, params["B"], _cache_length(params), element_size(precision),
+    need = memory_needed(config, params["B"], _cache_length(params), tensor_dtype(precision).itemsize,
                          Precision.parse(precision).weights == "int8")
     reason = need.shortfall(device_memory_bytes(device))
     if reason:
@@ -128,9 +143,12 @@ def _infer_inputs(params, precision, device, generator) -> Inputs:
     skip_unless_fits(params, precision, device)
     sized = {**params, "model": dataclasses.replace(MODEL_CONFIGS[params["model"]], max_seq=_cache_length(params))}
     model = build_model(sized, precision, device, generator)
-    cache = KVCache(model.config, params["B"], activation_dtype(precision), device)
-    return {"model": model, "cache": cache, "prompt": _tokens(params, params["P"], device, generator),
-            "new_tokens": params.get("T", 0), "device": device}
+    cache = KVCache(model.config, params["B"], tensor_dtype(precision), device)
+    inputs = {"model": model, "cache": cache, "prompt": _tokens(params, params["P"], device, generator),
+              "new_tokens": params.get("T", 0), "device": device}
+    if Precision.parse(precision).quantized:  # the accuracy guard: this model and precision against the dense one
+        inputs["guard"] = accuracy_guard(MODEL_CONFIGS[params["model"]], precision, device)
+    return inputs
 
 
 def _prefill_build(impl: str):
@@ -231,7 +249,7 @@ def decode_flops(p: Params) -> int:
 
 def kv_bytes(p: Params, precision: str, positions: int) -> int:
     config = MODEL_CONFIGS[p["model"]]
-    element = element_size(precision)
+    element = tensor_dtype(precision).itemsize
     return 2 * config.layers * p["B"] * config.kv_heads * config.head_dim * positions * element
 
 
@@ -285,6 +303,7 @@ register(Workload(
     name="llm.prefill", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=device_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _prefill_build("torch"), "triton": _prefill_build("triton")},
+    cpu_sizes_of={"fp8": (CPU_QUANTISED_AT["prefill"],), "int4w-fp32": (CPU_QUANTISED_AT["prefill"],)},
     units_per_call=lambda p: p["B"] * p["P"], flops=prefill_flops,
     bytes=lambda p, precision: weight_bytes(p, precision) + kv_bytes(p, precision, p["P"]),
     not_capturable=MODEL_STEP,
@@ -296,6 +315,7 @@ register(Workload(
     sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={impl: functools.partial(DecodeStep, impl=impl) for impl in ("torch", "triton", COMPILED)},
     cpu_compiled=("fp32-tiny-B4-P32-T4",),
+    cpu_sizes_of={"fp8": (CPU_QUANTISED_AT["decode"],), "int4w-fp32": (CPU_QUANTISED_AT["decode"],)},
     units_per_call=_generated, flops=decode_flops, bytes=decode_bytes,
     not_capturable="the step replays graphs of its own: one per batch size, one replay per token",
 ))
@@ -303,7 +323,7 @@ register(Workload(
 _GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}}, cuda_batches=(1, 8, 64))
 register(Workload(
     name="llm.generate", op="transformer", style="infer", unit="tokens", suite="models",
-    sizes=device_sizes(*_GENERATE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    sizes=device_sizes(*_GENERATE), precisions=GENERATE_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
            "triton": lambda inputs: GenerationStep(inputs, "triton")},
     units_per_call=_generated, flops=generate_flops, bytes=generate_bytes,
