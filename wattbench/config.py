@@ -63,6 +63,8 @@ class RunConfig:
     gate: str | None = None
     #: Decode-style steps run eagerly on a GPU, not as CUDA graph replays.
     eager_decode: bool = False
+    #: The model every transformer case runs (a MODEL_CONFIGS name or a JSON config file); None: each case's own.
+    model: str | None = None
     #: The spec table read from `specs_path` (once, by the builder); None: the shipped table.
     specs: Any = field(default=None, compare=False, repr=False)
 
@@ -170,6 +172,13 @@ def _replay_log(path: str) -> str:
     return path
 
 
+def _model(text: str) -> str:
+    from wattbench.models.choice import resolve_model
+
+    resolve_model(text)  # a bad name or file refused now, in one line
+    return text
+
+
 def _baseline(path: str) -> str:
     from wattbench.results import load_run
 
@@ -203,6 +212,10 @@ OPTIONS = (
     Option("--wattbench-eager-decode", "eager_decode",
            "decode-style cases launch every kernel from Python on a GPU too, instead of replaying one CUDA graph "
            "per batch size (the default there, as serving engines run)", action="store_true"),
+    Option("--wattbench-model", "model",
+           "run every transformer case (llm.*, scenario.*) on this model: tiny, 125m, 1.3b, llama3.1-8b, qwen3-8b, "
+           "llama3.1-70b, or a JSON file of TransformerConfig fields (and a name)", metavar="NAME|JSON",
+           parse=_model),
     Option("--wattbench-no-flush", "plan.flush_l2", "do not flush the L2 cache between rounds",
            action="store_true", parse=lambda no_flush: not no_flush),
     Option("--wattbench-energy-window", "power.min_window_s",

@@ -111,6 +111,11 @@ class RunState:
         """The session of `config`: its journal opened and, on resume, checked against the run and continued
         from it (a UsageError when it cannot be)."""
         config.use_triton_interpreter()
+        if config.model:
+            from wattbench.models.choice import resolve_model
+            from wattbench.workloads import use_model
+
+            use_model(resolve_model(config.model))
         journal = RunJournal(Path(config.run_file), config.resume) if config.run_file else None
         if not (journal and journal.previous_block):
             return cls(config=config, journal=journal)

@@ -9,6 +9,7 @@ so adding a workload means adding one `register(...)` call in a module of this p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import zlib
 from dataclasses import dataclass, field
@@ -232,6 +233,20 @@ def workloads() -> list[Workload]:
     from wattbench.workloads import cnn, gemm, llm, ops, scenarios  # noqa: F401  (they register on import)
 
     return list(_REGISTRY.values())
+
+
+def use_model(name: str) -> None:
+    """Run every transformer case on model config `name` (--wattbench-model) instead of its own: the
+    registry's transformer workloads get their sizes with the model replaced (sizes made equal dropped)."""
+    for key, workload in list(_REGISTRY.items()):
+        if workload.op != "transformer":
+            continue
+        sizes = {}
+        for size in workload.sizes:
+            size = dataclasses.replace(size, params={**size.params, "model": name})
+            sizes.setdefault((size.name, size.presets, size.devices), size)
+        _REGISTRY[key] = dataclasses.replace(workload, sizes=tuple(sizes.values()))
+    _case_index.cache_clear()
 
 
 def check_preset(preset: str) -> None:

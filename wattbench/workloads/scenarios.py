@@ -45,8 +45,8 @@ from wattbench.record import EnergyRecord
 from wattbench.schema import is_finite_number
 from wattbench.workloads import (SYNCHRONISES, Inputs, Params, Size, Step, Workload, activation_dtype,
                                  device_sizes, register)
-from wattbench.workloads.llm import (GenerationStep, build_model, generate_bytes, generate_flops, synchronize,
-                                     weight_bytes)
+from wattbench.workloads.llm import (FULL_MODEL, GenerationStep, build_model, generate_bytes, generate_flops,
+                                     synchronize, weight_bytes)
 
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
 #: Seconds after which the rate search starts no further trial (it then reports what it bracketed).
@@ -459,8 +459,8 @@ def _skip(impl: str, precision: str, device: Device) -> str | None:
 
 
 def _sizes(cpu: dict, cuda: dict) -> tuple[Size, ...]:
-    """The tiny model on a CPU; on GPUs the 125M model, and the 1.3B one in the full preset."""
-    return device_sizes([{"model": "tiny", **cpu}], [{"model": "125m", **cuda}], [{"model": "1.3b", **cuda}])
+    """The tiny model on a CPU; on GPUs the 125M model, and Llama-3.1-8B in the full preset."""
+    return device_sizes([{"model": "tiny", **cpu}], [{"model": "125m", **cuda}], [{"model": FULL_MODEL, **cuda}])
 
 
 def _scenario(name: str, unit: str, sizes, make_inputs, build: Callable[[str], Callable[[Inputs], Step]],
