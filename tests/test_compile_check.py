@@ -9,7 +9,7 @@ from multiprocessing import get_context
 import pytest
 
 from wattbench import cli
-from wattbench.compile_check import (DRIVER_FOR_CUDA, TARGETS, CompileResult, Launch, Variant, _enumerate_worker,
+from wattbench.selfcheck.compilation import (DRIVER_FOR_CUDA, TARGETS, CompileResult, Launch, Variant, _enumerate_worker,
                                      _init_worker, dot_instructions, dot_label, driver_note, driver_requirement,
                                      error_line, exit_code, parse_resource_usage, run_check, summarize)
 

@@ -19,7 +19,7 @@ from multiprocessing import get_context
 
 import pytest
 
-from wattbench.compile_check import TARGETS, _init_worker
+from wattbench.selfcheck.compilation import TARGETS, _init_worker
 
 K = N = 4096
 
@@ -51,7 +51,7 @@ def compile_first_configs(arch: str, kernel: str, M: int) -> list[dict]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from wattbench.compile_check import LaunchRecorder, _jit_function, fake_gpu, parse_resource_usage
+    from wattbench.selfcheck.compilation import LaunchRecorder, _jit_function, fake_gpu, parse_resource_usage
 
     target = TARGETS[arch]
     recorder = LaunchRecorder(target)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import triton
 
-from wattbench.compile_check import TARGETS
+from wattbench.selfcheck.compilation import TARGETS
 from wattbench.kernels import targets
 from wattbench.kernels.attention import HEAD_DIMS
 

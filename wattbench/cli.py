@@ -233,7 +233,7 @@ def _driver_note(index: int) -> str:
     """Whether this host's driver loads the cubins Triton builds for GPU `index` (a too-old one fails every launch)."""
     import torch
 
-    from wattbench.compile_check import driver_note
+    from wattbench.selfcheck.compilation import driver_note
     from wattbench.environment import nvidia_driver_version
 
     major, minor = torch.cuda.get_device_capability(index)
@@ -259,7 +259,7 @@ def _selfcheck(args) -> int:
         print(report.text())
         return 0 if report.passed else 1
     if args.check == "compile":
-        from wattbench.compile_check import main as compile_check
+        from wattbench.selfcheck.compilation import main as compile_check
 
         return compile_check(args.arch, args.preset or "full", args.only)
     if args.check == "gate":
