@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="power log of an external meter (timestamp, watts) to attribute to the benchmarks")
     run.add_argument("--specs", type=Path, default=None, metavar="JSON",
                      help="your own device spec file (wattbench-device-specs/1), matched first: MFU and report")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the benchmarks that would run and the estimated time, part by part; run nothing "
+                          "(--device cuda plans a GPU run on a host without one)")
+    run.add_argument("--device-name", default=None, metavar="NAME",
+                     help="with --dry-run: the GPU to plan for, by its name as CUDA gives it, matched in the spec "
+                          "table (default on a host without a GPU: an H100 80GB)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
                      help="after '--': further pytest options, e.g. -- --wattbench-energy-window 10")
 
@@ -133,11 +139,28 @@ def _run(args) -> int:
     from wattbench.config import from_command
 
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    if args.dry_run:
+        return _dry_run(args, extra)
+    if args.device_name:
+        raise UsageError("--device-name only plans: give it with --dry-run")
     if args.devices:
         return _run_devices(args, extra)
     config, pytest_args = from_command(args.device, args.preset, args.keyword, extra, resume=args.resume,
                                        power_replay=args.power_replay, specs=args.specs)
     return runner.run(runner.placed(config, args.out, args.save_trace), pytest_args, report=args.report)
+
+
+def _dry_run(args, extra: list[str]) -> int:
+    """The plan of `wattbench run` with these flags (wattbench.estimate), on stdout; nothing runs."""
+    from wattbench import estimate
+    from wattbench.config import from_command
+
+    if args.devices or args.resume:
+        raise UsageError("--dry-run plans one device's run: it takes no --devices or --resume")
+    config, _ = from_command(args.device, args.preset, args.keyword, extra, specs=args.specs,
+                             find_device=lambda spec: estimate.planning_device(spec, args.device_name))
+    print(estimate.dry_run(config))
+    return 0
 
 
 def _run_devices(args, extra: list[str]) -> int:

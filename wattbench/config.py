@@ -285,10 +285,11 @@ def energy_windows(option: Callable[[str], Any]) -> dict:
     return _given(option, [o for o in OPTIONS if o.flag in ENERGY_WINDOW_FLAGS])["power"]
 
 
-def from_options(option: Callable[[str], Any]) -> RunConfig:
+def from_options(option: Callable[[str], Any], find_device: Callable[[str | None], Device] = detect) -> RunConfig:
     """The run's config from its option values: `option(dest)` is pytest's `config.getoption`, or the values
-    `wattbench run` gathered; "keyword" is the -k expression. The first bad value is a UsageError."""
-    device = detect(option("wattbench_device"))
+    `wattbench run` gathered; "keyword" is the -k expression. The first bad value is a UsageError.
+    `find_device` resolves the device (a dry run's: wattbench.estimate.planning_device)."""
+    device = find_device(option("wattbench_device"))
     fields = _given(option, [o for o in OPTIONS if o.into != "device"])
     top = fields[""]
     if top.get("resume") and not top.get("run_file"):
@@ -348,7 +349,8 @@ def run_file_name(device_slug: str, when: datetime) -> str:
 
 def from_command(device: str | None, preset: str | None, keyword: str | None, pytest_args: list[str],
                  resume: Path | None = None, power_replay: Path | None = None,
-                 specs: Path | None = None) -> tuple[RunConfig, list[str]]:
+                 specs: Path | None = None,
+                 find_device: Callable[[str | None], Device] = detect) -> tuple[RunConfig, list[str]]:
     """`wattbench run`'s config from its flags and the run options after `--`, and the pytest arguments left.
 
     A resumed run takes its device, preset, seed and -k from its run file (see journal.resume_settings)."""
@@ -364,4 +366,4 @@ def from_command(device: str | None, preset: str | None, keyword: str | None, py
     values.update(wattbench_device=device, wattbench_preset=preset or "quick", keyword=keyword,
                   wattbench_power_replay=None if power_replay is None else str(power_replay),
                   wattbench_specs=None if specs is None else str(specs))
-    return from_options(values.get), rest
+    return from_options(values.get, find_device), rest

@@ -256,9 +256,12 @@ def check_preset(preset: str) -> None:
 
 
 def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
-    """Every case of the preset that applies to the device, in a stable order."""
+    """Every case of the preset that applies to the device, in a stable order (the GPU quick preset's subset:
+    wattbench.workloads.presets)."""
+    from wattbench.workloads.presets import select
+
     check_preset(preset)
-    return [
+    return select([
         Case(workload, impl, precision, size)
         for workload in workloads()
         if suite is None or workload.suite == suite
@@ -268,7 +271,7 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
         for impl in workload.impls
         if impl != "compiled" or device.type != "cpu" or f"{precision}-{size.name}" in workload.cpu_compiled
         if device.type != "cpu" or size.name in workload.cpu_sizes_of.get(precision, (size.name,))
-    ]
+    ], preset, device.type)
 
 
 @functools.cache
