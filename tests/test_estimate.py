@@ -118,7 +118,7 @@ def test_dry_run_plans_a_gpu_run_on_a_host_without_one(capsys):
     listed = re.findall(r"^(softmax\.\S+)", out, re.MULTILINE)
     assert listed == [c.id for c in cases("quick", H100) if "softmax" in c.id]
     assert re.search(r"6 benchmarks; estimated .*: timing .*, energy windows .*, idle baseline 10 s, "
-                     r"compilation .*, settling 0 s", out)
+                     r"compilation .*, settling 0.0 s", out)
 
 
 def test_dry_run_on_the_cpu_lists_the_cpu_sizes(capsys):

@@ -27,10 +27,13 @@ from wattbench.config import RunConfig, add_options, from_options
 from wattbench.errors import UsageError
 from wattbench.measure import measure
 from wattbench.power import PowerMonitor
+from wattbench.progress import Progress
 from wattbench.session import RunState
 from wattbench.workloads import Case, case_by_id, cases
 
 STATE = pytest.StashKey[RunState]()
+#: The run's progress lines (wattbench.progress), from collection on.
+PROGRESS = pytest.StashKey[Progress]()
 
 
 class GivenConfig:
@@ -107,6 +110,16 @@ def pytest_collection_modifyitems(config, items):
             options.setdefault("group", case_by_id(case_id).workload.name)
         options["timer"] = state.clock()
         item.add_marker(pytest.mark.benchmark(**options))
+    _start_progress(config, [case_id for _, case_id in entries if case_id])
+
+
+def _start_progress(config, case_ids: list[str]) -> None:
+    """One line per benchmark with the time left (wattbench.progress), through pytest's terminal reporter."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if not case_ids or reporter is None:
+        return
+    config.stash[PROGRESS] = Progress.for_run(config.stash[STATE].config, case_ids, reporter.write_line,
+                                              interactive=sys.stdout.isatty())
 
 
 def pytest_collection_finish(session):
@@ -166,6 +179,8 @@ def wattbench_benchmark(benchmark, wattbench_power, pytestconfig) -> Callable[[C
 
     def run(case: Case) -> dict:
         info = measure(case, state.config.measuring, state.clock(), wattbench_power, benchmark)
+        if PROGRESS in pytestconfig.stash:
+            pytestconfig.stash[PROGRESS].measured(info)
         if state.journal and benchmark.stats:
             state.journal.add(benchmark.stats.as_dict(include_data=False))
         return info
@@ -182,6 +197,7 @@ def pytest_runtest_makereport(item, call):
     if not case_id:
         return
     state = item.config.stash[STATE]
+    _note_progress(item.config, case_id, report)
     if report.failed:
         error = call.excinfo.exconly() if call.excinfo else report.longreprtext
         state.failed.append({"case": case_id, "phase": report.when, "error": error.strip().splitlines()[-1]})
@@ -190,6 +206,18 @@ def pytest_runtest_makereport(item, call):
         state.skipped.append({"case": case_id, "reason": reason})
     if report.when == "teardown" and state.journal:
         _write_progress(item.config)
+
+
+def _note_progress(config, case_id: str, report) -> None:
+    progress = config.stash.get(PROGRESS, None)
+    if progress is None:
+        return
+    if report.when == "setup":
+        progress.start()
+    if report.failed or report.skipped:
+        progress.outcome = "failed" if report.failed else "skipped"
+    if report.when == "teardown":
+        progress.finish(case_id)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
