@@ -7,7 +7,7 @@ import torch
 from simulated_cuda import SimulatedCuda
 from wattbench.device import Device
 from wattbench.models.ops import TORCH
-from wattbench.models.transformer import MODEL_CONFIGS
+from wattbench.models.transformer import MODEL_CONFIGS, KVCache
 from wattbench.workloads import Context, Size, case_by_id, workloads
 from wattbench.workloads.llm import GPU_BATCHES, decode_flops, prefill_flops, weight_bytes
 
@@ -26,7 +26,8 @@ def decode_step(context, params=PARAMS):
 
 def old_eager_loop(inputs):
     """The decode step as it was: prefill, then `Transformer.decode` at the cache's length."""
-    model, cache = inputs["model"], inputs["cache"]
+    model = inputs["model"]
+    cache = KVCache(model.config, inputs["prompt"].shape[0], torch.float32, CPU)
     with torch.no_grad():
         token = model(inputs["prompt"], TORCH, cache, last_only=True).argmax(-1)
         for _ in range(inputs["new_tokens"]):
@@ -88,3 +89,11 @@ def test_the_compiled_decode_compiles_the_models_torch_step_and_decodes_its_toke
     metrics = compiled_step.metrics()
     assert metrics["decode"] == "eager" and metrics["compile"] == {"mode": "default", "backend": "inductor"}
     assert metrics["compile_s"] > 0
+
+
+def test_whole_requests_decode_through_the_static_decoder_and_say_how():
+    step = case_by_id("llm.generate-torch-fp32-tiny-B2-P32-T4").build(ON_CPU, 0)
+    step.reset()
+    step()
+    metrics = step.metrics()
+    assert metrics["decode"] == "eager" and metrics["tpot_ms"]["p50"] > 0

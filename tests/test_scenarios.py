@@ -7,10 +7,11 @@ import statistics
 import pytest
 import torch
 
-from wattbench.device import detect
+from simulated_cuda import SimulatedCuda
+from wattbench.device import Device, detect
 from wattbench.models.ops import TORCH, TRITON
 from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
-from wattbench.workloads import case_by_id, cases
+from wattbench.workloads import Context, case_by_id, cases
 from wattbench.workloads.scenarios import (
     Server,
     TransformerSlots,
@@ -262,9 +263,18 @@ def test_decoding_slots_at_their_own_positions_matches_decoding_each_alone(ops):
     torch.testing.assert_close(logits, torch.cat(expected), rtol=1e-5, atol=1e-5)
 
 
-def test_transformer_slots_serve_requests_with_the_tokens_of_a_plain_generation():
+@pytest.mark.parametrize("mode", ["eager", "cuda_graph"])
+def test_transformer_slots_serve_requests_with_the_tokens_of_a_plain_generation(mode, monkeypatch):
+    """Eagerly on the CPU, and as one replayed graph on the simulated GPU (its mask of running slots changed
+    outside the graph as requests come and go)."""
     model, prompts = make_model(), make_prompts(3, 6)
-    engine = TransformerSlots(model, KVCache(CONFIG, 2, torch.float32, CPU), prompts, TORCH, CPU)
+    if mode == "cuda_graph":
+        sim = SimulatedCuda(devices=1, replay_ops=True).install(monkeypatch)
+        context = Context(Device("cuda", 0, "Simulated H100"))
+    else:
+        context = Context(detect("cpu"))
+    engine = TransformerSlots(model, KVCache(CONFIG, 2, torch.float32, CPU), prompts, TORCH, CPU, context)
+    assert engine.mode == mode and (mode == "eager" or len(sim.graphs) == 1)
     seen = {0: [], 1: []}
     decode = engine.decode
 

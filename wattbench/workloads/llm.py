@@ -137,15 +137,17 @@ def _cache_length(params: Params) -> int:
     return params["P"] + params.get("T", 0)
 
 
-def _infer_inputs(params, precision, device, generator) -> Inputs:
-    """The model with a KV cache and rotary tables of the case's positions, not the config's `max_seq`: the
-    cache of batch 512 at 2048 positions would not fit beside an 8B model's weights, one of 576 does."""
+def _infer_inputs(params, precision, device, generator, cache: bool = True) -> Inputs:
+    """The model with rotary tables (and, for prefill, a KV cache) of the case's positions, not the config's
+    `max_seq`: a cache of batch 512 at 2048 positions would not fit beside an 8B model's weights, one of 576
+    does. Decoding steps (`cache=False`) get their cache from their StaticDecoder."""
     skip_unless_fits(params, precision, device)
     sized = {**params, "model": dataclasses.replace(MODEL_CONFIGS[params["model"]], max_seq=_cache_length(params))}
     model = build_model(sized, precision, device, generator)
-    cache = KVCache(model.config, params["B"], tensor_dtype(precision), device)
-    inputs = {"model": model, "cache": cache, "prompt": _tokens(params, params["P"], device, generator),
+    inputs = {"model": model, "prompt": _tokens(params, params["P"], device, generator),
               "new_tokens": params.get("T", 0), "device": device}
+    if cache:
+        inputs["cache"] = KVCache(model.config, params["B"], tensor_dtype(precision), device)
     if Precision.parse(precision).quantized:  # the accuracy guard: this model and precision against the dense one
         inputs["guard"] = accuracy_guard(MODEL_CONFIGS[params["model"]], precision, device)
     return inputs
@@ -202,31 +204,30 @@ class DecodeStep(Step):
 
 
 class GenerationStep(Step):
-    """One batch of requests: prefill, then greedy decode, each token's time taken after a device sync.
+    """One batch of requests: prefill, then greedy decode, each token's time taken after a device sync; the
+    decode through a StaticDecoder (one graph replay per token on a GPU unless eager decode is asked for).
 
     Every request in the static batch shares the batch's timeline. `metrics()` summarises the
     requests of the timed rounds (`reset()` forgets the warm-up ones).
     """
 
     def __init__(self, inputs: Inputs, impl: str):
-        self.model, self.cache, self.prompt = inputs["model"], inputs["cache"], inputs["prompt"]
-        self.new_tokens, self.device, self.ops = inputs["new_tokens"], inputs["device"], ops_for(impl)
+        context, self.prompt = inputs["context"], inputs["prompt"]
+        self.new_tokens, self.device, self.mode = inputs["new_tokens"], inputs["device"], decode_mode(context)
+        self.decoder = StaticDecoder(inputs["model"], ops_for(impl), context.device, (self.prompt.shape[0],),
+                                     self.mode)
         self.requests: list[RequestTiming] = []
 
     def __call__(self):
-        with torch.no_grad():
+        synchronize(self.device)
+        start = time.perf_counter()
+        logits = self.decoder.prefill(self.prompt)
+        times = []
+        for position in range(self.new_tokens):
+            if position:
+                logits = self.decoder.decode(1)
             synchronize(self.device)
-            start = time.perf_counter()
-            self.cache.reset()
-            logits = self.model(self.prompt, self.ops, self.cache, last_only=True)
-            token = logits.argmax(-1)
-            times = []
-            for position in range(self.new_tokens):
-                if position:
-                    logits = self.model.decode(token, self.cache, self.ops)
-                    token = logits.argmax(-1)
-                synchronize(self.device)
-                times.append(time.perf_counter())
+            times.append(time.perf_counter())
         self.requests += [RequestTiming(start, tuple(times))] * self.prompt.shape[0]
         return logits
 
@@ -234,7 +235,11 @@ class GenerationStep(Step):
         self.requests = []
 
     def metrics(self) -> dict:
-        return latency_metrics(self.requests)
+        return {**latency_metrics(self.requests), "decode": self.mode}
+
+
+#: Inputs of the decoding workloads: the model and prompt, the KV cache their StaticDecoder's own.
+_DECODING_INPUTS = functools.partial(_infer_inputs, cache=False)
 
 
 def prefill_flops(p: Params) -> int:
@@ -312,7 +317,7 @@ register(Workload(
 _DECODE = _batch_sweep((1, 4, 16), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}})
 register(Workload(
     name="llm.decode", op="transformer", style="infer", unit="tokens", suite="models",
-    sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
+    sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_DECODING_INPUTS,
     impls={impl: functools.partial(DecodeStep, impl=impl) for impl in ("torch", "triton", COMPILED)},
     cpu_compiled=("fp32-tiny-B4-P32-T4",),
     cpu_sizes_of={"fp8": (CPU_QUANTISED_AT["decode"],), "int4w-fp32": (CPU_QUANTISED_AT["decode"],)},
@@ -323,7 +328,7 @@ register(Workload(
 _GENERATE = _batch_sweep((2,), {"cpu": {"P": 32, "T": 4}, "cuda": {"P": 512, "T": 64}}, cuda_batches=(1, 8, 64))
 register(Workload(
     name="llm.generate", op="transformer", style="infer", unit="tokens", suite="models",
-    sizes=device_sizes(*_GENERATE), precisions=GENERATE_PRECISIONS, make_inputs=_infer_inputs,
+    sizes=device_sizes(*_GENERATE), precisions=GENERATE_PRECISIONS, make_inputs=_DECODING_INPUTS,
     impls={"torch": lambda inputs: GenerationStep(inputs, "torch"),
            "triton": lambda inputs: GenerationStep(inputs, "triton")},
     units_per_call=_generated, flops=generate_flops, bytes=generate_bytes,

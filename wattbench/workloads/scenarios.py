@@ -36,6 +36,7 @@ from typing import Callable, Iterator, Mapping, Protocol
 
 import torch
 
+from wattbench.cuda import capture_graph
 from wattbench.device import Device
 from wattbench.metrics import RequestTiming, latency_metrics
 from wattbench.models.ops import Ops, ops_for
@@ -43,10 +44,10 @@ from wattbench.models.transformer import MODEL_CONFIGS, KVCache, Transformer
 from wattbench.power.attribution import Attribution, EngineStep, attribute
 from wattbench.record import EnergyRecord
 from wattbench.schema import is_finite_number
-from wattbench.workloads import (SYNCHRONISES, Inputs, Params, Size, Step, Workload, activation_dtype,
+from wattbench.workloads import (SYNCHRONISES, Context, Inputs, Params, Size, Step, Workload, activation_dtype,
                                  device_sizes, register)
-from wattbench.workloads.llm import (FULL_MODEL, GenerationStep, build_model, generate_bytes, generate_flops,
-                                     synchronize, weight_bytes)
+from wattbench.workloads.llm import (FULL_MODEL, GenerationStep, build_model, decode_mode, generate_bytes,
+                                     generate_flops, synchronize, weight_bytes)
 
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
 #: Seconds after which the rate search starts no further trial (it then reports what it bracketed).
@@ -257,16 +258,35 @@ class TransformerSlots:
 
     Decode runs every slot, free ones too (their outputs are ignored): a fixed-shape batch, as a
     serving engine with captured graphs runs it; a free slot only writes into its own cache rows,
-    which the next prefill in that slot overwrites before they are read.
+    which the next prefill in that slot overwrites before they are read. The step reads its tokens and
+    positions from device buffers and advances the running slots' positions by a device mask, so on a
+    GPU it is one CUDA graph, replayed per iteration (`mode` "cuda_graph"; "eager" on a CPU or when asked
+    for); the mask is rewritten, outside the graph, only when the running slots change.
     """
 
-    def __init__(self, model: Transformer, cache: KVCache, prompts: torch.Tensor, ops: Ops, device: torch.device):
+    def __init__(self, model: Transformer, cache: KVCache, prompts: torch.Tensor, ops: Ops, device: torch.device,
+                 context: Context):
         self.model, self.cache, self.prompts, self.ops, self.device = model, cache, prompts, ops, device
         self.slots = cache.k.shape[1]
         self.views = [_slot_view(cache, slot) for slot in range(self.slots)]
         self.tokens = torch.zeros(self.slots, dtype=torch.long, device=device)
         self.positions = torch.zeros(self.slots, dtype=torch.long, device=device)
+        self.running = torch.zeros(self.slots, dtype=torch.long, device=device)
+        self.running_slots: list[int] = []
         self.logits: torch.Tensor | None = None
+        self._decoded: torch.Tensor | None = None
+        self.mode = decode_mode(context)
+        self._decode = self._decode_step
+        if self.mode == "cuda_graph":  # capture's warm-up writes row 0 of every slot: prefills overwrite it
+            with context.device.current():
+                self._decode = capture_graph(self._decode_step, context.device.index)
+
+    def _decode_step(self) -> None:
+        with torch.no_grad():
+            logits = self.model.decode(self.tokens, self.cache, self.ops, positions=self.positions)
+            self.tokens.copy_(logits.argmax(-1))
+            self.positions.add_(self.running)
+        self._decoded = logits  # under capture: the graph's output, rewritten by each replay
 
     def prefill(self, request: int, slot: int) -> None:
         prompt = self.prompts[request % len(self.prompts)].unsqueeze(0)
@@ -277,10 +297,12 @@ class TransformerSlots:
         synchronize(self.device)
 
     def decode(self, slots: list[int]) -> None:
-        with torch.no_grad():
-            self.logits = self.model.decode(self.tokens, self.cache, self.ops, positions=self.positions)
-        self.tokens = self.logits.argmax(-1)
-        self.positions[torch.tensor(slots, device=self.device)] += 1
+        if slots != self.running_slots:
+            self.running.zero_()
+            self.running[torch.tensor(slots, device=self.device)] = 1
+            self.running_slots = list(slots)
+        self._decode()
+        self.logits = self._decoded
         synchronize(self.device)
 
 
@@ -312,6 +334,7 @@ class SingleStreamStep(Step):
     def metrics(self) -> dict:
         metrics = latency_metrics([request for query in self.queries for request in query.requests])
         metrics["p90_latency_ms"] = metrics["e2e_ms"]["p90"] if metrics["e2e_ms"] else None
+        metrics["decode"] = self.queries[0].mode
         return metrics
 
     def energy_metrics(self, energy: Mapping) -> dict:
@@ -356,6 +379,7 @@ class ServerStep(Step):
         metrics = latency_metrics(self.requests)
         metrics["server"] = {"rate_per_s": self.rate_per_s, "slots": self.engine.slots, "scheduler": SCHEDULER,
                              "arrivals": "Poisson, seeded"}
+        metrics["decode"] = self.engine.mode
         if self.search is not None:
             metrics["rate_search"] = self.search.as_dict()
         return metrics
@@ -370,7 +394,8 @@ class ServerStep(Step):
 
 
 def _engine(inputs: Inputs, impl: str) -> TransformerSlots:
-    return TransformerSlots(inputs["model"], inputs["cache"], inputs["prompts"], ops_for(impl), inputs["device"])
+    return TransformerSlots(inputs["model"], inputs["cache"], inputs["prompts"], ops_for(impl), inputs["device"],
+                            inputs["context"])
 
 
 def _calibrated_capacity(inputs: Inputs, impl: str, repeats: int = 5) -> float:
