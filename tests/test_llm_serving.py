@@ -97,3 +97,11 @@ def test_whole_requests_decode_through_the_static_decoder_and_say_how():
     step()
     metrics = step.metrics()
     assert metrics["decode"] == "eager" and metrics["tpot_ms"]["p50"] > 0
+
+
+def test_a_scenario_that_cannot_fit_is_skipped_too(monkeypatch):
+    SimulatedCuda(devices=1).install(monkeypatch)  # 80 GB: 70B bf16 weights alone are 141 GB
+    server = next(w for w in workloads() if w.name == "scenario.server")
+    params = {"model": "llama3.1-70b", "N": 64, "B": 64, "P": 512, "T": 64, "rate": 16}
+    with pytest.raises(pytest.skip.Exception, match=r"llama3.1-70b at batch 64 does not fit: .*64 × 2048 positions"):
+        server.make_inputs(params, "bf16", torch.device("cuda:0"), torch.Generator())

@@ -122,10 +122,11 @@ def device_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def skip_unless_fits(params: Params, precision: str, device: torch.device) -> None:
-    """Skip (with the memory check's reason) a case that could not fit, before any weight is drawn."""
+def skip_unless_fits(params: Params, precision: str, device: torch.device, cache_length: int | None = None) -> None:
+    """Skip (with the memory check's reason) a case that could not fit, before any weight is drawn: `B`
+    sequences of `cache_length` positions (default: the case's prompt and new tokens)."""
     config = MODEL_CONFIGS[params["model"]]
-    need = memory_needed(config, params["B"], _cache_length(params), tensor_dtype(precision).itemsize,
+    need = memory_needed(config, params["B"], cache_length or _cache_length(params), tensor_dtype(precision).itemsize,
                          Precision.parse(precision).weights == "int8")
     reason = need.shortfall(device_memory_bytes(device))
     if reason:

@@ -47,7 +47,7 @@ from wattbench.schema import is_finite_number
 from wattbench.workloads import (SYNCHRONISES, Context, Inputs, Params, Size, Step, Workload, activation_dtype,
                                  device_sizes, register)
 from wattbench.workloads.llm import (FULL_MODEL, GenerationStep, build_model, decode_mode, generate_bytes,
-                                     generate_flops, synchronize, weight_bytes)
+                                     generate_flops, skip_unless_fits, synchronize, weight_bytes)
 
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("bf16", "int8w-bf16")}
 #: Seconds after which the rate search starts no further trial (it then reports what it bracketed).
@@ -452,6 +452,7 @@ def _inputs(prompts_key: str, cache_batch: Callable[[Params], int]):
         if params["P"] + params["T"] > config.max_seq:
             raise ValueError(f"P + T must fit the model's {config.max_seq} positions, got {params['P']} + "
                              f"{params['T']}")
+        skip_unless_fits({**params, "B": cache_batch(params)}, precision, device, cache_length=config.max_seq)
         model = build_model(params, precision, device, generator)
         prompts = torch.randint(0, config.vocab, (params[prompts_key], params["P"]), generator=generator,
                                 device=device)
