@@ -104,11 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("devices", help="list the compute devices and power sources this host offers, and why")
 
-    sweep = commands.add_parser("sweep", help="power limit and clock sweeps: --restore puts back the settings a "
-                                              "sweep that died (SIGKILL, power loss) left changed")
-    sweep.add_argument("--restore", action="store_true", required=True,
+    sweep = commands.add_parser("sweep", help="run the suites once per power limit or locked clock (and the default "
+                                              "setting) into one run file; --restore puts back what a sweep that "
+                                              "died left changed")
+    sweep.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if present, else cpu)")
+    sweep.add_argument("--preset", default=None, help="quick (the default) or full")
+    sweep.add_argument("-k", dest="keyword", default=None, metavar="EXPR",
+                       help="only benchmarks matching this pytest -k expression, e.g. 'llm and decode'")
+    sweep.add_argument("--out", type=Path, default=Path("results"), help="results folder (run files go to OUT/runs)")
+    sweep.add_argument("--no-report", dest="report", action="store_false", help="do not write the report and plots")
+    sweep.add_argument("--specs", type=Path, default=None, metavar="JSON",
+                       help="your own device spec file (wattbench-device-specs/1), matched first: MFU and report")
+    knobs = sweep.add_argument_group("settings (each a list such as 200,300 or a range min:max:step; the default "
+                                     "setting always runs first, as the reference)")
+    knobs.add_argument("--power-limits", default=None, metavar="W", help="GPU power limits in W (NVML; needs root)")
+    knobs.add_argument("--sm-clocks", default=None, metavar="MHZ",
+                       help="locked GPU SM clocks in MHz, among the GPU's supported clocks (NVML; needs root)")
+    knobs.add_argument("--mem-clocks", default=None, metavar="MHZ",
+                       help="locked GPU memory clocks in MHz (NVML; needs root)")
+    knobs.add_argument("--cpu-power-limits", default=None, metavar="W",
+                       help="long-term RAPL limit of every CPU package in W (writable powercap sysfs)")
+    knobs.add_argument("--cpu-max-freqs", default=None, metavar="MHZ",
+                       help="cpufreq scaling_max_freq of every CPU in MHz (writable cpufreq sysfs)")
+    sweep.add_argument("--restore", action="store_true",
                        help="restore the originals recorded in this host's state file "
                             "($XDG_STATE_HOME/wattbench, else ~/.local/state/wattbench), then remove it")
+    sweep.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                       help="after '--': run options, e.g. -- --wattbench-energy-window 2 --wattbench-idle 0")
 
     selfcheck = commands.add_parser("selfcheck", help="measure wattbench's own accuracy and overhead")
     selfcheck.add_argument("check", choices=["power-accuracy", "sampler-overhead", "gate", "kernels", "gpu",
@@ -265,9 +287,24 @@ def _driver_note(index: int) -> str:
 
 
 def _sweep(args) -> int:
-    from wattbench.power.knobs import restore_leftover
+    """A sweep (the run options, then every setting, checked before anything runs), or --restore."""
+    from wattbench.config import from_command
+    from wattbench.power import knobs
+    from wattbench.sweep import run_sweep
 
-    return restore_leftover()
+    options = [knob.option.removeprefix("--").replace("-", "_") for knob in knobs.KNOBS.values()]  # plan_sweep's
+    asked = {option: getattr(args, option) for option in options if getattr(args, option) is not None}
+    if args.restore:
+        if asked or args.keyword or args.device or args.preset or args.pytest_args:
+            raise UsageError("--restore only puts the originals back: give it alone (`wattbench sweep --restore`)")
+        return knobs.restore_leftover()
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    config, pytest_args = from_command(args.device, args.preset, args.keyword, extra, specs=args.specs)
+    if config.resume or config.save_trace:
+        raise UsageError("a sweep writes its own run file per setting: it takes no --wattbench-resume, "
+                         "--wattbench-run-file or --wattbench-save-trace")
+    plan = knobs.plan_sweep(config.device, sysfs_root=config.power.sysfs_root, **asked)
+    return run_sweep(config, plan, pytest_args, args.out, report=args.report)
 
 
 def _selfcheck(args) -> int:
@@ -301,6 +338,10 @@ def _selfcheck(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         args = build_parser().parse_args(argv)
+        if not (args.command == "sweep" and args.restore):
+            from wattbench.power.knobs import warn_if_leftover
+
+            warn_if_leftover()  # a sweep that died left this host's device settings changed
         handler = {"run": _run, "report": _report, "select": _select, "gate": _gate, "baseline": _baseline,
                    "devices": _devices, "sweep": _sweep, "selfcheck": _selfcheck}[args.command]
         return handler(args)

@@ -29,6 +29,10 @@ from wattbench.workloads import RUN_PRESETS, check_preset
 #: The JSON form of a RunConfig, as a worker of `wattbench run --devices` receives it.
 CONFIG_FORMAT = "wattbench-run-config/1"
 
+#: RunConfig fields a worker does not receive as JSON: the spec table is read again from its file, and a sweep's
+#: readback lives in the sweep's process (a sweep runs in-process, never through --devices workers).
+NOT_JSON = ("specs", "readback")
+
 #: Upper bounds that keep a mistyped value from becoming a run that never ends (or a sleep that overflows).
 MAX_SECONDS = 3600.0
 MAX_REPEATS = 100
@@ -65,14 +69,18 @@ class RunConfig:
     eager_decode: bool = False
     #: The model every transformer case runs (a MODEL_CONFIGS name or a JSON config file); None: each case's own.
     model: str | None = None
+    #: A power sweep's setting (wattbench.power.knobs.Setting.id), named in every record; None outside a sweep.
+    setting: str | None = None
     #: The spec table read from `specs_path` (once, by the builder); None: the shipped table.
     specs: Any = field(default=None, compare=False, repr=False)
+    #: Reads a sweep's settings back over each energy window (knobs.Applied.readback); None outside a sweep.
+    readback: Callable[[], dict] | None = field(default=None, compare=False, repr=False)
 
     @property
     def measuring(self) -> Settings:
         """The part of the run that measuring one case needs."""
         return Settings(device=self.device, plan=self.plan, seed=self.seed, specs=self.specs, preset=self.preset,
-                        eager_decode=self.eager_decode)
+                        eager_decode=self.eager_decode, setting=self.setting)
 
     def writing_to(self, run_file: Path, trace: Path | None = None) -> RunConfig:
         """This run writing its run file (and its power trace) at paths `wattbench run` chose, checked."""
@@ -89,7 +97,7 @@ class RunConfig:
             os.environ.setdefault(INTERPRET_ENV, "1")
 
     def to_json(self) -> dict:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "specs"}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in NOT_JSON}
         return {**data, "format": CONFIG_FORMAT, "device": self.device.spec, "plan": asdict(self.plan),
                 "power": asdict(self.power)}
 

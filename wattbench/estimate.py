@@ -44,8 +44,10 @@ ATTAINED = 0.6
 #: Host-side cost of one kernel launch, seconds: eager PyTorch on a GPU, and one kernel of a CUDA graph's replay.
 LAUNCH_S = 6e-6
 GRAPH_LAUNCH_S = 1.5e-6
-#: Workloads whose steps replay CUDA graphs of their own on a GPU (unless --wattbench-eager-decode).
-GRAPH_REPLAYED = ("llm.decode",)
+#: Workloads whose steps decode through CUDA graphs of their own on a GPU, one replay per token (unless
+#: --wattbench-eager-decode): wattbench.models.decode.StaticDecoder's users.
+GRAPH_REPLAYED = ("llm.decode", "llm.generate", "scenario.single_stream", "scenario.offline", "scenario.server",
+                  "scenario.server_search")
 #: Kernel launches per call: one op's forward (infer), forward + backward (train); model-level steps launch
 #: about MODEL_LAUNCHES_PER_STEP kernels per forward step, one step per generated token ("T").
 OP_LAUNCHES = {"infer": 1, "train": 3}

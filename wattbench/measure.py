@@ -49,6 +49,8 @@ class Settings:
     preset: str = "quick"
     #: Decode-style steps run eagerly on a GPU too, rather than as CUDA graph replays (--wattbench-eager-decode).
     eager_decode: bool = False
+    #: A power sweep's setting, named in every record (None outside a sweep: the records name none).
+    setting: str | None = None
 
     @property
     def context(self) -> Context:
@@ -201,6 +203,7 @@ def record_fields(case: Case, settings: Settings, target: timing.Target, samples
         impl=case.impl,
         precision=case.precision,
         size=case.size.name,
+        setting=settings.setting,
         shape=dict(case.size.params),
         device=device.spec,
         device_name=device.name,

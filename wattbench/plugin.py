@@ -158,9 +158,10 @@ def _case_id(item) -> str | None:
 
 @pytest.fixture(scope="session")
 def wattbench_power(pytestconfig):
-    """The run's power monitor: idle baseline once, then one energy window per benchmark."""
+    """The run's power monitor: idle baseline once, then one energy window per benchmark (in a power sweep, the
+    settings read back over each)."""
     state = pytestconfig.stash[STATE]
-    with PowerMonitor(state.config.device, state.config.power) as monitor:
+    with PowerMonitor(state.config.device, state.config.power, readback=state.config.readback) as monitor:
         state.power = monitor
         yield monitor
         if state.config.save_trace:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,18 +36,26 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run(*args, **kwargs) -> int:
-    """Run the suites (see `run_suites`), with SIGTERM (a scheduler's time limit, `kill`) and SIGHUP (the
-    terminal closed) ending it like Ctrl-C; a signal the process ignores (nohup) stays ignored."""
+@contextmanager
+def interrupting():
+    """SIGTERM (a scheduler's time limit, `kill`) and SIGHUP (the terminal closed) end what runs inside like
+    Ctrl-C (a KeyboardInterrupt); a signal the process ignores (nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
-        return run_suites(*args, **kwargs)
+        yield
+        return
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
                 if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
-        return run_suites(*args, **kwargs)
+        yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def run(*args, **kwargs) -> int:
+    """Run the suites (see `run_suites`), `interrupting`: SIGTERM and SIGHUP end it like Ctrl-C."""
+    with interrupting():
+        return run_suites(*args, **kwargs)
 
 
 def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True) -> int:

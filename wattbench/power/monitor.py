@@ -523,7 +523,10 @@ class PowerMonitor:
         if not self._entered:
             raise RuntimeError("PowerMonitor.measure needs the monitor entered (`with PowerMonitor(...) as m:`)")
         if self.sampler is None:
-            return self.not_measured(self.reason)
+            record = self.not_measured(self.reason)
+            if self.readback is not None:  # no windows, but the setting the timing ran at is read back all the same
+                self._add_setting(record, [self.readback()])
+            return record
         self._measured += 1
         cooldown = self._cool_down() if self.config.cooldown_c is not None else None
         rule = self.window_rule()
@@ -543,14 +546,16 @@ class PowerMonitor:
 
     @staticmethod
     def _add_setting(record: dict, readbacks: list[dict]) -> None:
-        """Whether the sweep's setting held over the windows, with a warning when it did not (or is unknown)."""
+        """Whether the sweep's setting held over the windows (or, without them, when read), with a warning when it
+        did not (or is unknown)."""
         record["setting"] = knobs.held_over(readbacks)
         held, reasons = record["setting"]["held"], "; ".join(record["setting"]["reasons"])
+        warnings = record.setdefault("warnings", [])
         if held is False:
-            record["warnings"].append(f"the setting {readbacks[0]['setting']} did not hold during the energy "
+            warnings.append(f"the setting {readbacks[0]['setting']} did not hold during the energy "
                                       f"windows: {reasons}")
         elif held is None:
-            record["warnings"].append(f"whether the sweep's setting held is unknown: {reasons}")
+            warnings.append(f"whether the sweep's setting held is unknown: {reasons}")
 
     def window_rule(self) -> WindowRule:
         """The stopping rules for the next benchmark, from the config, the measured update period

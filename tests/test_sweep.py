@@ -1,0 +1,95 @@
+"""`wattbench sweep` end to end on this CPU against the fake GPU (tests/fake_knobs.py) and a replayed power log: one
+run file holding every setting's records, each naming its setting in its identity, the settings read back over the
+energy windows, and the GPU put back afterwards; bad input refused before anything changes."""
+
+import json
+import time
+
+import pytest
+from fake_knobs import GPU, INITIAL, fake_gpu_nvml
+
+from wattbench import cli
+from wattbench.config import from_command
+from wattbench.power import knobs
+from wattbench.record import records
+from wattbench.report.settings import compare_settings, setting_rows
+from wattbench.sweep import run_sweep
+
+#: One llm.decode case (one GEMM where the case does not matter), measured in short windows of a replayed meter log.
+DECODE, GEMM = "llm.decode-torch-fp32-tiny-B1-", "gemm.infer-torch-fp32-M1-"
+SHORT = ["--wattbench-idle=0", "--wattbench-energy-window=0.05", "--wattbench-energy-max-window=0.1",
+         "--wattbench-energy-repeats=2", "--wattbench-min-time=0.02"]
+
+
+def replay_log(path, watts=120.0, seconds=300):
+    """A meter log at a constant `watts`, from a little before now to well after."""
+    start = time.time() - 5
+    lines = ["timestamp,watts"] + [f"{start + i * 0.1:.3f},{watts}" for i in range(int(seconds * 10))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with fake_gpu_nvml(tmp_path / "gpu.json") as fake_gpu:
+        yield fake_gpu
+
+
+def sweep(tmp_path, plan, keyword):
+    config, pytest_args = from_command("cpu", "quick", keyword, SHORT,
+                                       power_replay=replay_log(tmp_path / "meter.csv"))
+    code = run_sweep(config, plan, pytest_args, tmp_path / "results", report=False)
+    (run_file,) = (tmp_path / "results" / "runs").glob("*-sweep_*.json")
+    return code, json.loads(run_file.read_text())
+
+
+def test_a_sweep_of_three_sm_clocks_writes_one_run_file_and_puts_the_gpu_back(tmp_path, gpu):
+    locked = []
+    gpu.before_change = lambda name, args: locked.append((name, args))
+    code, run = sweep(tmp_path, knobs.plan_sweep(GPU, sm_clocks="1200,1500,1800"), DECODE)
+    assert code == 0
+    found = records(run)
+    assert sorted({record.setting_id for record in found}) == ["default", "sm1200mhz", "sm1500mhz", "sm1800mhz"]
+    assert len(found) == 4 and len({record.identity() for record in found}) == 4  # one case, four identities
+    assert {record.identity()[:5] for record in found} == {found[0].identity()[:5]}
+    for record in found:
+        check = record.energy.extra["setting"]
+        assert record.energy.measured and check["held"] is True, check
+        clocks = {reading["in_force"]["gpu_sm_clock"]["sm_clock_mhz"] for reading in check["readbacks"]}
+        assert clocks == ({1980} if record.setting_id == "default" else {int(record.setting_id[2:6])})
+    block = run["wattbench"]
+    assert block["complete"] and block["sweep"]["planned"] == ["default", "sm1200mhz", "sm1500mhz", "sm1800mhz"]
+    assert [s["id"] for s in block["sweep"]["settings"]] == block["sweep"]["planned"]
+    assert all(s["settle_s"] >= 0 and s["complete"] for s in block["sweep"]["settings"])
+    # Locked one at a time, each put back before the next; the GPU ends as found, with no state file left.
+    assert [name for name, _ in locked if name != "nvmlDeviceResetGpuLockedClocks"] == \
+        ["nvmlDeviceSetGpuLockedClocks"] * 3
+    assert gpu.state()["sm_lock"] is None and gpu.state() == {**INITIAL, "sm_lock": None}
+    assert not knobs.state_file().exists()
+    (comparison,) = compare_settings(setting_rows([(tmp_path / "run.json", run)]))
+    assert sorted(p.setting for p in comparison.points) == sorted(block["sweep"]["planned"])
+
+
+def test_a_setting_that_does_not_hold_is_flagged_and_the_sweep_goes_on(tmp_path, gpu):
+    def another_process(name, args):
+        if name == "nvmlDeviceSetPowerManagementLimit" and args[-1] == 300_000:
+            gpu.update(ignores_changes=True)  # the driver takes the change but keeps 700 W
+    gpu.before_change = another_process
+    code, run = sweep(tmp_path, knobs.plan_sweep(GPU, power_limits="300,400"), GEMM)
+    assert code == 1  # pl300w did not take effect: no record at it
+    assert sorted(record.setting_id for record in records(run)) == ["default"]
+    assert not run["wattbench"]["complete"]
+    gpu.update(ignores_changes=False)
+
+
+def test_bad_values_are_refused_before_anything_changes(tmp_path, gpu, capsys):
+    for args, message in [(["--sm-clocks", "1201"], "not a supported SM clock"),
+                          (["--power-limits", "900"], "outside the"),
+                          (["--power-limits", "200:100:50"], "min is above max"),
+                          (["--restore", "--sm-clocks", "1200"], "give it alone")]:
+        assert cli.main(["sweep", "--device", "cpu", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "wattbench: error:" in err, err
+        assert message in err or "need a CUDA device" in err, err
+    assert gpu.state() == INITIAL and not knobs.state_file().exists()

@@ -1,0 +1,129 @@
+"""`wattbench sweep`: the selected benchmarks once per device setting (power limit, locked clock), into one run file.
+
+The plan (wattbench.power.knobs.plan_sweep) is checked before anything runs. Each setting, the default first, is
+applied and settled in a KnobSession, then the suites run in this process as `wattbench run` runs them
+(runner.run_suites), with the RunConfig naming the setting (every record's identity holds it) and reading the
+settings back over each energy window (PowerMonitor's readback); the setting is put back before the next. Each
+setting writes its own run file in `.RUN.settings/` beside the sweep's; they are merged into RUN whatever ends the
+sweep (its end, an error, Ctrl-C, SIGTERM), so no measured record is lost, and the KnobSession puts the originals
+back on every one of those paths.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from wattbench import results, runner
+from wattbench.config import RunConfig, run_file_name
+from wattbench.power.knobs import KnobError, KnobSession, Setting, SweepPlan
+from wattbench.record import Record
+from wattbench.results import check_output_file
+
+
+@dataclass
+class Measured:
+    """One setting's part of the sweep: its run file and how long the setting took to settle."""
+
+    setting: Setting
+    settle_s: float
+    path: Path
+
+
+def sweep_file(config: RunConfig, out: Path, when: datetime) -> Path:
+    """OUT/runs/HOST_DEVICE-sweep_TIME.json."""
+    return out / "runs" / run_file_name(f"{config.device.slug}-sweep", when)
+
+
+def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: Path, report: bool = True,
+              state_path: Path | None = None) -> int:
+    """Run `config`'s benchmarks once per setting of `plan` (see the module docstring). Returns 0 when every
+    setting ran every benchmark, 1 when something failed or did not take effect, runner.INTERRUPTED (130) when a
+    signal cut the sweep short; the run file holds every record measured either way."""
+    final = sweep_file(config, out, datetime.now(timezone.utc))
+    check_output_file(final, "the sweep's run file")
+    parts_dir = final.parent / f".{final.stem}.settings"
+    measured: list[Measured] = []
+    status, interrupted, failure = 0, False, None
+    try:
+        with runner.interrupting(), KnobSession(plan, state_path) as session:
+            for number, setting in enumerate(plan.settings, start=1):
+                print(f"wattbench sweep: setting {number}/{len(plan.settings)}: {setting.id}", flush=True)
+                part = parts_dir / f"{setting.id}.json"
+                try:
+                    with session.applied(setting) as applied:
+                        own = replace(config.writing_to(part), setting=setting.id, readback=applied.readback)
+                        code = runner.run_suites(own, pytest_args, report=False)
+                except KnobError as err:
+                    if session.interrupted:
+                        raise KeyboardInterrupt(session.interrupted) from None
+                    failure = f"{setting.id}: {err}"
+                    print(f"wattbench: error: {failure}; going on with the next setting", file=sys.stderr)
+                    status = 1
+                    continue
+                if part.exists():
+                    measured.append(Measured(setting, applied.settle_s, part))
+                if code == runner.INTERRUPTED:
+                    interrupted = True
+                    break
+                status = max(status, code)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if measured:
+            results.write_json_atomic(final, merge_settings(measured, plan))
+    return _finish(final, measured, plan, config, interrupted, status, report, failure)
+
+
+def _finish(final: Path, measured: list[Measured], plan: SweepPlan, config: RunConfig, interrupted: bool,
+            status: int, report: bool, failure: str | None) -> int:
+    if not measured:
+        print("wattbench: the sweep ended before any setting was measured: nothing was written", file=sys.stderr)
+        return runner.INTERRUPTED if interrupted else 1
+    data = runner.finish(final, None, report and not interrupted,
+                         Path(config.specs_path) if config.specs_path else None)
+    done = [part.setting.id for part in measured]
+    missing = [setting.id for setting in plan.settings if setting.id not in done]
+    if interrupted or missing:
+        how = "interrupted" if interrupted else "incomplete"
+        print(f"wattbench: sweep {how}: {len(done)} of {len(plan.settings)} settings recorded in {final} "
+              f"({', '.join(done)}); not measured: {', '.join(missing) or 'none'}; the device settings are put "
+              "back", file=sys.stderr)
+    if failure:
+        print(f"wattbench: a setting did not take effect: {failure}", file=sys.stderr)
+    if interrupted:
+        return runner.INTERRUPTED
+    return max(status, 1 if missing or data["wattbench"].get("failed") else 0)
+
+
+def merge_settings(measured: list[Measured], plan: SweepPlan) -> dict:
+    """One run file from the settings' run files: every record names its setting (its identity holds it), the
+    run block lists the settings with how long each took to settle and the knobs' valid ranges and originals,
+    and is complete only when every setting ran every benchmark."""
+    parts = [(part, results.load_run(part.path)) for part in measured]
+    first = parts[0][1]
+    merged = {key: value for key, value in first.items() if key not in ("benchmarks", "wattbench")}
+    merged["benchmarks"] = []
+    for part, data in parts:
+        for bench in data["benchmarks"]:
+            setting = Record.from_json(bench["extra_info"]).setting_id
+            merged["benchmarks"].append({**bench, "fullname": f"{bench.get('fullname', bench.get('name'))}@{setting}"})
+    blocks = [(part, data["wattbench"]) for part, data in parts]
+    merged["wattbench"] = {
+        **first["wattbench"],
+        "ended_utc": blocks[-1][1].get("ended_utc"),
+        "complete": len(parts) == len(plan.settings) and all(block.get("complete") for _, block in blocks),
+        "failed": [{**failed, "setting": part.setting.id} for part, block in blocks for failed in block.get("failed", [])],
+        "skipped": [{**skipped, "setting": part.setting.id} for part, block in blocks
+                    for skipped in block.get("skipped", [])],
+        "sweep": {
+            "planned": [setting.id for setting in plan.settings],
+            "knobs": [control.describe() for control in plan.controls.values()],
+            "settings": [{**part.setting.describe(), "settle_s": part.settle_s,
+                          **{key: block.get(key) for key in ("complete", "started_utc", "ended_utc", "power")}}
+                         for part, block in blocks],
+        },
+    }
+    return merged
