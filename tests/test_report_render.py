@@ -18,7 +18,7 @@ LLM_H100, LLM_L4 = DATA / "fixture_llm_h100.json", DATA / "fixture_llm_l4.json"
 TRACE = DATA / "fixture_h100_trace.csv"
 H100_NAME, L4_NAME = "TEST-FIXTURE NVIDIA H100 80GB HBM3", "TEST-FIXTURE NVIDIA L4"
 ALL_PLOTS = {"work_per_joule", "latency_vs_energy", "batch_curve", "roofline", "power_over_time", "triton_vs_torch",
-             "history"}
+             "history", "crossover"}
 
 
 def records(*paths):
@@ -61,7 +61,8 @@ def test_summary_answers_first_then_plots_then_details(many_devices):
     summary = (out / "summary.md").read_text()
     assert headings(summary) == [
         "# wattbench report", "## Verdict", "### Train vs prefill vs decode, per watt",
-        "### What could not be measured", "## Device x workload", "## Plots", "## Details", "### Runs",
+        "### What could not be measured", "## Device x workload", "## Crossover: which precision wins at each batch size",
+        "## Plots", "## Details", "### Runs",
         "### Device rankings per workload", "### Triton vs torch", "### Settings compared", "### Compared records",
         "### Interpreted records (not compared)", "### Notes"]
     assert "TEST FIXTURE: synthetic numbers" in summary.split("## Verdict")[0]
@@ -84,7 +85,7 @@ def test_summary_answers_first_then_plots_then_details(many_devices):
     assert summary.count("no power source is implemented yet") == 1
     assert "Energy not measured on AMD EPYC (6 compared record(s))" in summary
     assert "6 interpreted Triton record(s)" in summary
-    matrix = summary.split("## Device x workload")[1].split("## Plots")[0]
+    matrix = summary.split("## Device x workload")[1].split("## Crossover")[0]
     assert "| gemm.train | tokens/J | energy not measured | 8087 | **8896** |" in matrix
     assert "| llm.train | tokens/J | not run |" in matrix
     assert "![Roofline per device](plots/roofline.png)" in summary
@@ -119,7 +120,8 @@ def test_single_cpu_run_without_energy_still_answers(tmp_path, capsys):
     assert "plot power_over_time skipped: no power trace given" in printed
     assert "plot triton_vs_torch skipped" in printed and "interpreted" in printed
     assert str(out / "summary.md") in printed
-    assert drawn_plots(out) == {"throughput", "latency_vs_throughput", "roofline"}  # throughput, not empty frames
+    # throughput, not empty frames; the crossover compares the CPU's fp32, bf16 and int8w by time per unit
+    assert drawn_plots(out) == {"throughput", "latency_vs_throughput", "roofline", "crossover"}
     summary = (out / "summary.md").read_text()
     assert "Energy was measured on no device, so every workload is ranked by throughput (units/s)" in summary
     assert "One device, AMD EPYC: the verdict compares its implementations" in summary

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rank by units_per_s when the energy metric asked for was measured on no device")
     select.add_argument("--skip-bad", action="store_true",
                         help="leave out run files that cannot be read (else they are an error)")
+    select.add_argument("--precisions", action="store_true",
+                        help="rank the workload's precisions per batch size instead of devices: the crossover map, "
+                             "inside the accuracy budget ([tool.wattbench.accuracy])")
 
     gate = commands.add_parser("gate", help="compare a run with a baseline on time and energy; exit 1 on a regression")
     gate.add_argument("--baseline", type=Path, required=True, metavar="JSON", help="the baseline run file")
@@ -212,10 +215,15 @@ def _report(args) -> int:
 
 def _select(args) -> int:
     """The ranking on stdout: 0 when a device qualifies, 1 when none does, or when the metric asked for was
-    not measured and --allow-fallback is not given."""
+    not measured and --allow-fallback is not given. With --precisions, the workload's crossover maps: 0 when
+    there is one, else 1."""
     from wattbench.report import select_devices
-    from wattbench.report.select import format_ranking
+    from wattbench.report.select import format_precisions, format_ranking, select_precisions
 
+    if args.precisions:
+        maps = select_precisions(args.runs, args.workload, skip_bad=args.skip_bad)
+        print(format_precisions(maps, args.workload))
+        return 0 if maps else 1
     ranking = select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad)
     if ranking.fallback and not args.allow_fallback:
         print(f"wattbench: not ranked by {args.metric}: {ranking.fallback}; pass --allow-fallback to rank by "

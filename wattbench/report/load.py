@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wattbench.accuracy import Budget, load_budget
 from wattbench.errors import UsageError
 from wattbench.specs import SpecTable, load_specs
 from wattbench.record import IDENTITY_FIELDS, EnergyRecord, Record, comparability
@@ -38,6 +39,7 @@ COLUMNS = [
     "dynamic_joules_per_call", "energy_uncertainty_pct", "energy_valid_windows",
     "energy_boundary", "dynamic_joules_per_unit", "gpu_plus_host_joules_per_unit", "batch_size",
     "spec_name", "peak_tflops", "pct_peak_flops", "peak_gbps", "pct_peak_bw", "attainable_tflops", "pct_roofline",
+    "accuracy", "top1_agreement", "kl_divergence", "reference_path", "within_budget", "accuracy_note",
 ]
 
 
@@ -120,8 +122,19 @@ def _spec_columns(specs: SpecTable, device_name: str, precision: str, tflops: fl
     return row
 
 
-def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
-    """One benchmark record as a flat row (the columns in COLUMNS)."""
+def _accuracy_columns(record: Record, budget: Budget) -> dict:
+    """The accuracy guard's figures and the verdict under `budget` (the report's, which may differ from the run's:
+    a record the run flagged stays flagged); True for a case with no guard (a dense one)."""
+    figures = {name: _number(getattr(record, name)) for name in ("accuracy", "top1_agreement", "kl_divergence")}
+    why = budget.outside(figures)
+    if why is None and record.within_budget is False:
+        why = record.accuracy_note or "outside the run's accuracy budget"
+    return {**figures, "reference_path": record.reference_path, "within_budget": why is None, "accuracy_note": why}
+
+
+def record_row(path: Path, run: dict, bench: dict, specs: SpecTable, budget: Budget | None = None) -> dict:
+    """One benchmark record as a flat row (the columns in COLUMNS), its accuracy verdict under `budget`
+    (default: the nearest pyproject.toml's, wattbench.accuracy.load_budget)."""
     record, stats = Record.from_json(bench["extra_info"]), bench.get("stats") or {}
     block = run["wattbench"]
     env = run_environment(run)
@@ -151,19 +164,22 @@ def record_row(path: Path, run: dict, bench: dict, specs: SpecTable) -> dict:
     row.update(_timing_columns(record, stats))
     row.update(_energy_columns(record.energy_or_none))
     row.update(_boundary_columns(record.energy_or_none, _number(record.units_per_call)))
-    row["batch_size"] = _number((record.shape or {}).get("B"))
+    shape = record.shape or {}
+    row["batch_size"] = _number(shape.get("B", shape.get("M")))  # a model's batch, a GEMM's rows
     row.update(_spec_columns(specs, device_name, precision, tflops, gbps, intensity))
+    row.update(_accuracy_columns(record, budget or load_budget()))
     return row
 
 
-def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
+def load_runs(paths: list[Path], specs: SpecTable | None = None, budget: Budget | None = None) -> Loaded:
     """Every readable record of `paths` in one DataFrame; unusable files in `problems`, those without records
-    in `empty`."""
+    in `empty`. Accuracy is judged by `budget`, by default the nearest pyproject.toml's (wattbench.accuracy)."""
     if not isinstance(paths, (list, tuple)):
         raise TypeError(f"paths must be a list of run file paths, got {type(paths).__name__}")
     if not paths:
         raise UsageError("no run files given")
     specs = specs or load_specs()
+    budget = budget or load_budget()
     rows, loaded = [], Loaded(pd.DataFrame(columns=COLUMNS))
     for path in map(Path, paths):
         try:
@@ -175,7 +191,7 @@ def load_runs(paths: list[Path], specs: SpecTable | None = None) -> Loaded:
             loaded.empty.append(path)
             continue
         loaded.runs.append((path, run))
-        rows += [record_row(path, run, bench, specs) for bench in run["benchmarks"]]
+        rows += [record_row(path, run, bench, specs, budget) for bench in run["benchmarks"]]
     if rows:
         frame = pd.DataFrame(rows, columns=COLUMNS)
         frame["run_started"] = pd.to_datetime(frame["run_started"], utc=True, errors="coerce", format="ISO8601")

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from wattbench.report.load import IDENTITY, comparable, energy_reasons
@@ -632,3 +633,70 @@ def history(frame: pd.DataFrame, metric: str = "units_per_s") -> Plot:
     if len(changes) > len(shown):
         caption += " The History table lists every repeated benchmark."
     return Plot("history", f"History across {runs} runs", figure, caption)
+
+
+#: The crossover figure draws at most this many maps; the report's crossover table lists them all.
+CROSSOVER_PANELS = 6
+
+
+def crossover(records: pd.DataFrame) -> Plot:
+    """The crossover map (wattbench.report.crossover): per map a precision x batch heatmap of energy per unit
+    relative to the dense baseline (blue: less, red: more, on a log scale), the winner at each batch boxed, the
+    precisions outside the accuracy budget hatched; time per unit where energy is missing, as the panel says."""
+    from wattbench.report.crossover import ENERGY, crossover_maps
+
+    maps = crossover_maps(records)
+    if not maps:
+        raise Skipped("no inference workload that can be compared ran at two or more precisions")
+    shown = maps[:CROSSOVER_PANELS]
+    columns = min(len(shown), 2)
+    panel_rows = math.ceil(len(shown) / columns)
+    tallest = max(len(m.precisions) for m in shown)
+    figure = _figure(6.4 * columns, panel_rows * (1.4 + 0.45 * tallest) + 0.8)
+    axes = np.atleast_1d(figure.subplots(panel_rows, columns, squeeze=False)).ravel()
+    figure.suptitle("Crossover map: energy per unit over the dense baseline's\n(lower is better; winner boxed)")
+    colours = matplotlib.colormaps["RdBu_r"]
+    limit = math.log(4)
+    image = None
+    for ax, found in zip(axes, shown):
+        grid = np.full((len(found.precisions), len(found.batches)), np.nan)
+        for i, precision in enumerate(found.precisions):
+            for j, batch in enumerate(found.batches):
+                cell = found.cells.get((precision, batch))
+                if cell is not None and cell.relative > 0:
+                    grid[i, j] = math.log(cell.relative)
+        image = ax.imshow(np.clip(grid, -limit, limit), cmap=colours, vmin=-limit, vmax=limit, aspect="auto")
+        for i, precision in enumerate(found.precisions):
+            for j, batch in enumerate(found.batches):
+                cell = found.cells.get((precision, batch))
+                if cell is None:
+                    ax.text(j, i, "not run", ha="center", va="center", fontsize=6, color="0.4")
+                    continue
+                text = f"{cell.relative:.2f}x" if math.isfinite(cell.relative) else _fmt_si(cell.value)
+                if cell.outside_budget:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                                              edgecolor="0.35", linewidth=0))
+                    text += "\noutside budget"
+                won = found.winners.get(batch) == precision
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, fontweight="bold" if won else "normal")
+                if won:
+                    ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
+                                                              edgecolor="black", linewidth=2))
+        ax.set_xticks(range(len(found.batches)), [f"{b:g}" for b in found.batches], fontsize=8)
+        ax.set_yticks(range(len(found.precisions)), found.precisions, fontsize=8)
+        ax.set_xlabel("batch size")
+        measure = "J/unit" if found.measure == ENERGY else "s/unit (energy not measured)"
+        ax.set_title(_wrap(f"{found.title}: {measure} vs {found.baseline or 'no baseline'}", 64), fontsize=8)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    bar = figure.colorbar(image, ax=axes[:len(shown)].tolist(), shrink=0.8, label="relative to the baseline")
+    ticks = [0.25, 0.5, 1, 2, 4]
+    bar.set_ticks([math.log(t) for t in ticks], labels=[f"{t:g}x" for t in ticks])
+    caption = ("Each cell is a precision's energy per unit at a batch size over the dense baseline's at that batch "
+               "(under 1x: less energy); the boxed cell in each column is the winner among the precisions inside the "
+               "accuracy budget; hatched cells are outside it and never win.")
+    if any(m.measure != ENERGY for m in shown):
+        caption += " A panel saying s/unit compares time per unit: energy was not measured for all its cells."
+    if len(maps) > len(shown):
+        caption += f" {len(maps) - len(shown)} more map(s) in the Crossover table."
+    return Plot("crossover", "Crossover map: which precision wins at each batch size", figure, caption)

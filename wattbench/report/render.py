@@ -21,6 +21,7 @@ from wattbench.errors import UsageError
 from wattbench.report import cost as costs
 from wattbench.report import page, plots
 from wattbench.report import verdict as answers
+from wattbench.report.crossover import crossover_maps, crossover_table, summary as crossover_summary
 from wattbench.report.document import Report, Section
 from wattbench.report.load import Loaded, check_problems, load_runs, load_trace
 from wattbench.report.select import rank_devices
@@ -219,7 +220,7 @@ def benchmarks_table(frame: pd.DataFrame, inputs: costs.CostInputs | None = None
                "energy covers": r.energy_boundary or "-", "units/J": _num(r.units_per_joule),
                "avg W": _num(r.avg_power_w, ".4g"), "±energy 95%": _num(r.energy_uncertainty_pct, ".2g", "%"),
                "TFLOP/s": _num(r.tflops), "% peak FLOP/s (MFU if train)": _num(r.pct_peak_flops, ".3g"),
-               "% roofline": _num(r.pct_roofline, ".3g")}
+               "% roofline": _num(r.pct_roofline, ".3g"), "accuracy": _accuracy_cell(r)}
         if derived is not None:
             money = _money(inputs)
             row.update({f"derived: energy cost/1M{money}": _num(derived.at[r.Index, "energy_cost"]),
@@ -227,6 +228,31 @@ def benchmarks_table(frame: pd.DataFrame, inputs: costs.CostInputs | None = None
                         "derived: kg CO2e/1M": _num(derived.at[r.Index, "co2e_kg"])})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _accuracy_cell(r) -> str:
+    """A record's accuracy guard in a few words, "outside budget" first where it is (wattbench.accuracy)."""
+    parts = []
+    if math.isfinite(r.accuracy):
+        parts.append(f"error {r.accuracy:.2%}")
+    if math.isfinite(r.top1_agreement):
+        parts.append(f"top-1 {r.top1_agreement:.1%}, KL {r.kl_divergence:.2g}")
+    if r.within_budget is False:
+        parts.insert(0, "OUTSIDE BUDGET")
+    return "; ".join(parts) or "-"
+
+
+def crossover_section(records: pd.DataFrame) -> Section | None:
+    """Which precision does the most work per joule at each batch size, inside the accuracy budget."""
+    maps = crossover_maps(records)
+    if not maps:
+        return None
+    lines = ("For each inference workload, size and device: the precision with the least energy per unit at each "
+             "batch size among those inside the accuracy budget (time per unit where energy was not measured, as "
+             "the table says); precisions outside the budget are listed, never chosen.",
+             *(crossover_summary(found) + "." for found in maps))
+    return Section("Crossover: which precision wins at each batch size", "crossover", lines, crossover_table(maps),
+                   filterable=True)
 
 
 def rankings_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -333,6 +359,9 @@ def build_report(loaded: Loaded, records: pd.DataFrame, specs: SpecTable, drawn:
     if inputs is not None:
         top.append(cost_section(rows, inputs))
     top.append(matrix_section(rows))
+    crossover = crossover_section(records)
+    if crossover is not None:
+        top.append(crossover)
     plot_notes = [f"Not drawn: {name}: {why}" for name, why in skipped.items()]
     return Report("wattbench report", _lead(loaded, rows), _banner(loaded), top, drawn, plot_notes,
                   details_sections(loaded, records, specs, skipped, inputs))
@@ -408,6 +437,7 @@ def draw_plots(loaded: Loaded, records: pd.DataFrame, specs: SpecTable, trace: p
         "power_over_time": lambda: plots.power_over_time(trace, traced),
         "triton_vs_torch": lambda: plots.triton_vs_torch(frame),
         "history": lambda: plots.history(records),
+        "crossover": lambda: plots.crossover(records),
     }
     drawn, skipped = [], {}
     plot_dir.mkdir(parents=True, exist_ok=True)

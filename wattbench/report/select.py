@@ -133,6 +133,10 @@ def rank_devices(frame: pd.DataFrame, workload: str, max_latency_ms: float | Non
             ranking.notes.append(f"left out: {row.device_name} at {row.setting} ({row.impl} {row.precision} "
                                  f"{row.size}): the setting did not hold ({row.setting_reasons})")
         rows = rows[~rows["setting_held"].isin([False])]
+    outside = rows[rows["within_budget"].isin([False])]
+    for row in outside.itertuples():
+        ranking.notes.append(f"left out: {row.device_name} {row.impl} {row.precision} {row.size}: {row.accuracy_note}")
+    rows = rows[~rows["within_budget"].isin([False])]
     if rows.empty:
         ranking.notes.append(f"no record of {workload} can be compared: every one was interpreted")
         return ranking
@@ -223,3 +227,33 @@ def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
     return rank_devices(setting_rows(loaded.runs), workload, max_latency_ms, metric, max_ttft_ms, max_tpot_ms)
+
+
+def select_precisions(runs: list[Path], workload: str, skip_bad: bool = False) -> list:
+    """`workload`'s crossover maps over the run files (wattbench.report.crossover: per device, implementation and
+    size, the precision with the most work per joule at each batch size, inside the accuracy budget)."""
+    from wattbench.report.crossover import crossover_maps
+    from wattbench.report.settings import setting_rows
+
+    if not isinstance(workload, str) or not workload:
+        raise UsageError("give the workload to rank precisions for, e.g. --workload gemm.infer")
+    loaded = load_runs(list(runs))
+    check_problems(loaded, skip_bad)
+    if loaded.frame.empty:
+        raise UsageError("none of the run files holds a benchmark record")
+    check_workload(loaded.frame, workload)
+    return [found for found in crossover_maps(setting_rows(loaded.runs)) if found.workload == workload]
+
+
+def format_precisions(maps: list, workload: str) -> str:
+    """Each map's sentence ("fp8 wins from batch 32 on this device, by 11% ± 3% ..."), then its table."""
+    from wattbench.report.crossover import crossover_table, summary
+
+    if not maps:
+        return (f"{workload}: no precisions to rank: no comparable inference records of it at two or more "
+                "precisions (interpreted Triton records are never compared)")
+    lines = []
+    for found in maps:
+        table = crossover_table([found]).drop(columns=["workload", "size", "impl", "device"])
+        lines += [summary(found), *aligned_lines(list(table.columns), table.astype(str).values.tolist()), ""]
+    return "\n".join(lines).rstrip()

@@ -3,8 +3,9 @@ over the runner-up with both records' 95% uncertainty; the model phases (train, 
 watt on each device; a device x workload matrix; and what could not be measured, said once.
 
 Records come from `settings.setting_rows` (load.py's columns and each record's sweep setting). Interpreted Triton
-records and records whose setting did not hold never enter a comparison. A workload whose energy was measured on
-no device is ranked by throughput, and every figure says which of the two it is.
+records and records whose setting did not hold never enter a comparison; quantised records outside the accuracy
+budget are never chosen. A workload whose energy was measured on no device is ranked by throughput, and every
+figure says which of the two it is.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ PER_JOULE, PER_SECOND = "units_per_joule", "units_per_s"
 UNCERTAINTY = {PER_JOULE: "energy_uncertainty_pct", PER_SECOND: "time_uncertainty_pct"}
 
 
-def compared(records: pd.DataFrame) -> pd.DataFrame:
-    """The records fit to compare: not interpreted, their setting held (or was not checked), the latest run of each
-    benchmark at each setting on each host."""
+def latest_comparable(records: pd.DataFrame) -> pd.DataFrame:
+    """The records fit to measure against each other: not interpreted, their setting held (or was not checked), the
+    latest run of each benchmark at each setting on each host."""
     rows = records[~records["interpreted"] & ~records["setting_held"].isin([False])]
     return rows.sort_values("run_started", kind="stable").drop_duplicates(GROUP, keep="last")
+
+
+def compared(records: pd.DataFrame) -> pd.DataFrame:
+    """The records a "best" choice may name: `latest_comparable`'s inside the accuracy budget (wattbench.accuracy;
+    a quantised case outside it is flagged in the tables and never chosen)."""
+    rows = latest_comparable(records)
+    return rows[~rows["within_budget"].isin([False])] if "within_budget" in rows else rows
 
 
 def workload_order(workload: str) -> tuple[str, int, str]:
