@@ -460,9 +460,19 @@ def test_restore_without_a_state_file_has_nothing_to_do_and_a_foreign_file_is_re
     assert "unknown knob 'gpu_fan_speed'" in capsys.readouterr().err
 
 
-def test_sweep_takes_only_restore_for_now(capsys):
-    assert cli.main(["sweep"]) == 2
-    assert "--restore" in capsys.readouterr().err
+def test_a_sweep_without_settings_names_the_options(capsys):
+    assert cli.main(["sweep", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == ("wattbench: error: give what to sweep: --power-limits, --sm-clocks, "
+                                       "--mem-clocks, --cpu-power-limits, --cpu-max-freqs\n")
+
+
+def test_every_command_warns_of_a_leftover_state_file(gpu, state_home, capsys):
+    plan = knobs.plan_sweep(GPU, power_limits="300")
+    with KnobSession(plan):
+        assert cli.main(["select", "no-such-run.json", "--workload", "gemm.infer"]) == 2
+        assert "a sweep (pid " in capsys.readouterr().err  # this process is changing the settings now
+    assert cli.main(["select", "no-such-run.json", "--workload", "gemm.infer"]) == 2
+    assert "warning" not in capsys.readouterr().err
 
 
 # -- every way a process ends: subprocesses ------------------------------------------------------------
