@@ -41,9 +41,29 @@ def test_a_cpu_compiles_only_a_few_cases_a_gpu_every_one():
     on_cpu = {case.id for case in cases("quick", ON_CPU) if case.impl == "compiled"}
     assert on_cpu == {"gemm.infer-compiled-fp32-M16-K512-N512", "rms_norm.infer-compiled-fp32-M64-N512",
                       "llm.decode-compiled-fp32-tiny-B4-P32-T4"}
-    on_gpu = cases("quick", GPU)
+    on_gpu = cases("full", GPU)  # the GPU quick preset is a subset without it (wattbench.workloads.presets)
     torch_cases = {case.id.replace("-torch-", "-") for case in on_gpu if case.impl == "torch"}
     compiled_cases = {case.id.replace("-compiled-", "-") for case in on_gpu if case.impl == "compiled"}
     compiled_workloads = {w.name for w in workloads() if "compiled" in w.impls}
     assert compiled_cases == {case for case in torch_cases if case.split("-")[0] in compiled_workloads}
     assert {"gemm.infer", "gemm.train", "rms_norm.train", "attention.infer", "llm.decode"} <= compiled_workloads
+
+
+def test_every_case_compiles_afresh_past_dynamos_recompile_limit(monkeypatch):
+    """More cases of one workload than Dynamo's recompile limit: the last still runs compiled code."""
+    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 2)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2, raising=False)
+    calls = []
+
+    def torch_impl(inputs):
+        x = inputs["x"]
+
+        def step():
+            calls.append(torch.compiler.is_compiling())  # True while Dynamo traces: the step is compiled
+            return x * 2
+        return step
+
+    for n in range(1, 5):
+        calls.clear()
+        compiled(torch_impl)({"context": Context(ON_CPU), "x": torch.ones(n)})
+        assert calls == [True]

@@ -33,7 +33,10 @@ def compile_mode(context: Context) -> str:
 
 def compile_fn(fn: Callable, context: Context) -> Callable:
     """`fn` compiled for static shapes (each case has one); Inductor's own CUDA graphs are left out, so a
-    compiled step replays inside the harness's graph like any other step."""
+    compiled step replays inside the harness's graph like any other step. Dynamo's caches are cleared first:
+    the cases of a workload share their step's code, and past its recompile limit Dynamo would silently run
+    later cases eagerly."""
+    torch._dynamo.reset()
     return torch.compile(fn, backend=BACKEND, mode=compile_mode(context), dynamic=False)
 
 
