@@ -3,7 +3,12 @@ run file holding every setting's records, each naming its setting in its identit
 energy windows, and the GPU put back afterwards; bad input refused before anything changes."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from fake_knobs import GPU, INITIAL, fake_gpu_nvml
@@ -93,3 +98,32 @@ def test_bad_values_are_refused_before_anything_changes(tmp_path, gpu, capsys):
         assert err.count("\n") == 1 and "wattbench: error:" in err, err
         assert message in err or "need a CUDA device" in err, err
     assert gpu.state() == INITIAL and not knobs.state_file().exists()
+
+
+def test_sigterm_mid_sweep_puts_the_originals_back_and_keeps_every_measured_record(tmp_path, gpu):
+    """A sweep in a process of its own, SIGTERM while the second setting's benchmark runs."""
+    child = Path(__file__).parent / "knob_child.py"
+    proc = subprocess.Popen([sys.executable, str(child), "run-sweep", str(tmp_path / "gpu.json"),
+                             str(replay_log(tmp_path / "meter.csv")), str(tmp_path / "results"), GEMM],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=child.parent,
+                            env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")})
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "wattbench sweep: setting 2/3: sm1200mhz" in line:
+            break
+    assert seen and "setting 2/3" in seen[-1], (seen, proc.communicate(timeout=60))
+    for line in proc.stdout:  # the suites start at sm1200mhz: the clock is locked
+        if line.startswith("wattbench: quick preset on cpu"):
+            break
+    assert gpu.state()["sm_lock"] == 1200 and knobs.state_file().exists()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert gpu.state() == INITIAL and not knobs.state_file().exists()
+    assert "sweep interrupted" in err and "the device settings are put back" in err
+    (run_file,) = (tmp_path / "results" / "runs").glob("*-sweep_*.json")
+    run = json.loads(run_file.read_text())
+    assert "default" in {record.setting_id for record in records(run)} and not run["wattbench"]["complete"]
+    assert "sm1500mhz" not in {record.setting_id for record in records(run)}

@@ -59,6 +59,9 @@ def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: P
                 except KnobError as err:
                     if session.interrupted:
                         raise KeyboardInterrupt(session.interrupted) from None
+                    if part.exists():  # measured, but the setting could not be put back: no further setting
+                        measured.append(Measured(setting, applied.settle_s, part))
+                        raise
                     failure = f"{setting.id}: {err}"
                     print(f"wattbench: error: {failure}; going on with the next setting", file=sys.stderr)
                     status = 1
@@ -71,6 +74,9 @@ def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: P
                 status = max(status, code)
     except KeyboardInterrupt:
         interrupted = True
+    except KnobError as err:  # the session could not put a setting back (and said how to, its state file kept)
+        print(f"wattbench: error: {err}", file=sys.stderr)
+        status = 1
     finally:
         if measured:
             results.write_json_atomic(final, merge_settings(measured, plan))
