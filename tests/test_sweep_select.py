@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from wattbench import cli
 from wattbench.errors import UsageError
 from wattbench.report.select import format_ranking, select_devices
 
@@ -66,3 +67,12 @@ def test_each_bound_applies_and_a_bound_no_setting_meets_says_so(runs):
     assert any("fastest TTFT p50 20 ms is over the 5 ms bound" in note for note in tight.notes)
     with pytest.raises(UsageError, match="--max-tpot-ms must be a positive number of milliseconds"):
         select_devices(list(runs), "llm.decode", max_tpot_ms=-1)
+
+
+def test_select_on_the_command_line_names_the_device_and_setting(runs, capsys):
+    assert cli.main(["select", *map(str, runs), "--workload", "llm.decode", "--max-tpot-ms", "40"]) == 0
+    first = capsys.readouterr().out.splitlines()[3].split()
+    assert first[0] == "1" and "H200" in first and "sm1200mhz" in first
+    assert cli.main(["select", *map(str, runs), "--workload", "llm.decode", "--max-ttft-ms", "0"]) == 2
+    assert capsys.readouterr().err == ("wattbench: error: --max-ttft-ms must be a positive number of milliseconds, "
+                                       "got 0.0\n")

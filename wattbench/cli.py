@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run files (results/runs/*.json)")
     select.add_argument("--workload", required=True, help="e.g. gemm.infer")
     select.add_argument("--max-latency-ms", type=float, default=None, help="bound on the median latency per call")
+    select.add_argument("--max-ttft-ms", type=float, default=None, help="bound on the TTFT p50 (LLM cases)")
+    select.add_argument("--max-tpot-ms", type=float, default=None,
+                        help="bound on the TPOT p50 (LLM decode), e.g. 40: names the device and sweep setting")
     select.add_argument("--metric", default="units_per_joule",
                         help="units_per_joule | joules_per_unit | units_per_s | median_ms | tflops")
     select.add_argument("--allow-fallback", action="store_true",
@@ -224,7 +227,8 @@ def _select(args) -> int:
         maps = select_precisions(args.runs, args.workload, skip_bad=args.skip_bad)
         print(format_precisions(maps, args.workload))
         return 0 if maps else 1
-    ranking = select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad)
+    ranking = select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad,
+                             max_ttft_ms=args.max_ttft_ms, max_tpot_ms=args.max_tpot_ms)
     if ranking.fallback and not args.allow_fallback:
         print(f"wattbench: not ranked by {args.metric}: {ranking.fallback}; pass --allow-fallback to rank by "
               "units_per_s instead", file=sys.stderr)
