@@ -8,6 +8,7 @@ import pytest
 
 from wattbench import cli, estimate
 from wattbench.device import Device
+from wattbench.errors import UsageError
 from wattbench.power import PowerConfig
 from wattbench.power.monitor import EDGE_RUN_UPDATES, WindowRule
 from wattbench.specs import load_specs
@@ -139,3 +140,10 @@ def test_bad_dry_runs_give_one_line_and_exit_2(capsys, args, pattern):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert re.search(pattern, err), err
+
+
+def test_a_sweep_plans_the_default_and_every_value_asked_for():
+    assert estimate.sweep_settings({"--power-limits": "200:400:100", "--sm-clocks": "1200,1500"}) == 6
+    assert estimate.sweep_settings({}) == 1
+    with pytest.raises(UsageError, match="--power-limits"):
+        estimate.sweep_settings({"--power-limits": "lots"})

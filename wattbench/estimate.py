@@ -316,3 +316,12 @@ def dry_run(config, settings: int = 1) -> str:
         raise UsageError(f"{what} no benchmark for preset {config.preset!r} on {config.device.spec}")
     plan = estimate(chosen, machine, config.plan, config.power, settings, eager_decode=config.eager_decode)
     return format_plan(plan, machine, config.preset, config.keyword)
+
+
+def sweep_settings(asked: dict[str, str]) -> int:
+    """How many settings a sweep of `asked` (its knob options' values by option name: {"--power-limits":
+    "200:400:100"}) runs, the default included; parsed as the sweep parses them, not checked against a device
+    (a dry run plans a GPU sweep on a host without one)."""
+    from wattbench.power.knobs import KNOBS, parse_values
+
+    return 1 + sum(len(parse_values(asked[knob.option], name)) for name, knob in KNOBS.items() if knob.option in asked)
