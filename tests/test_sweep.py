@@ -127,3 +127,17 @@ def test_sigterm_mid_sweep_puts_the_originals_back_and_keeps_every_measured_reco
     run = json.loads(run_file.read_text())
     assert "default" in {record.setting_id for record in records(run)} and not run["wattbench"]["complete"]
     assert "sm1500mhz" not in {record.setting_id for record in records(run)}
+
+
+def test_the_run_table_names_each_records_setting_once_a_run_holds_several():
+    from wattbench.results import format_table
+
+    def bench(setting=None):
+        info = {"workload": "gemm.infer", "style": "infer", "impl": "torch", "precision": "fp32", "size": "M1",
+                "median_s": 1e-3, "unit": "tokens", **({"setting": setting} if setting else {})}
+        return {"name": "gemm", "extra_info": info}
+
+    plain = format_table({"benchmarks": [bench()], "wattbench": {}})
+    assert "setting" not in plain.splitlines()[0]
+    swept = format_table({"benchmarks": [bench(), bench("pl300w")], "wattbench": {}}).splitlines()
+    assert swept[0].split()[5] == "setting" and swept[2].split()[5] == "default" and swept[3].split()[5] == "pl300w"

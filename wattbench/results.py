@@ -117,12 +117,15 @@ def disagreeing_benchmarks(run: dict) -> list[tuple[str, list[str]]]:
 
 
 def format_table(run: dict) -> str:
-    """The summary table `wattbench run` prints: time, throughput and energy per benchmark."""
-    header = ["workload", "style", "impl", "precision", "size", "median", "throughput", "energy/unit",
-              "work/J", "avg power"]
+    """The summary table `wattbench run` prints: time, throughput and energy per benchmark (and, for a sweep's
+    run file, the setting of each)."""
+    found = records(run)
+    settings = len({record.setting_id for record in found}) > 1
+    header = ["workload", "style", "impl", "precision", "size", *(["setting"] if settings else []), "median",
+              "throughput", "energy/unit", "work/J", "avg power"]
     rows = []
     interpreted_seen = False
-    for bench, record in zip(run["benchmarks"], records(run)):
+    for bench, record in zip(run["benchmarks"], found):
         impl = record.impl or "?"
         if record.interpreted:
             impl += "*"
@@ -130,7 +133,8 @@ def format_table(run: dict) -> str:
         throughput = record.units_per_s
         unit = record.unit or ""
         rows.append([record.workload or bench.get("name", "?"), record.style or "?", impl,
-                     record.precision or "?", record.size or "?", _fmt_time(record.median_s),
+                     record.precision or "?", record.size or "?", *([record.setting_id] if settings else []),
+                     _fmt_time(record.median_s),
                      f"{_fmt_number(throughput)} {unit}/s" if throughput else "-",
                      *_energy_cells(record.energy_or_none, record.unit or "unit")])
     lines = aligned_lines(header, [[str(cell) for cell in row] for row in rows])
