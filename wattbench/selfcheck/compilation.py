@@ -108,10 +108,12 @@ class Launch:
 
 @dataclass(frozen=True)
 class DriveError:
-    """A case or probe that raised before or between its launches."""
+    """A case or probe that raised before or between its launches; `unsupported` when it refused the target
+    (UnsupportedDevice: FP8 below sm_89), which is the entry point working as meant, not a failure."""
 
     origin: str
     message: str
+    unsupported: bool = False
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,8 @@ def enumerate_launches(target: Target, preset: str = "full",
     Runs in a process whose kernels were imported with Triton's interpreter off (see `run_check`).
     `select` keeps the drives whose label it accepts.
     """
+    from wattbench.kernels.targets import UnsupportedDevice
+
     recorder = LaunchRecorder(target)
     errors = []
     drives = registry_drives(target, preset) + api_probes()
@@ -360,6 +364,8 @@ def enumerate_launches(target: Target, preset: str = "full",
                 drive()
         except Saturated:
             pass
+        except UnsupportedDevice as exc:
+            errors.append(DriveError(origin, first_line(str(exc)), unsupported=True))
         except Exception as exc:  # noqa: BLE001 - one case's error is reported, the others still run
             errors.append(DriveError(origin, f"{type(exc).__name__}: {first_line(str(exc))}"))
     return recorder.launches, errors
@@ -563,6 +569,25 @@ def api_probes() -> list[tuple[str, Callable[[], object]]]:
         def _(dtype=dtype):
             lists = [[tensor(4096, 4096, dtype=dtype), tensor(4096, dtype=dtype)] for _ in range(4)]
             kernels.adamw_step(*lists, 1, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+        # int4 weight-only: each activation dtype, groups of 32 and 128, decode to prefill rows, bias or not.
+        for group in (32, 128):
+            for rows in (1, 16, 4096):
+                for bias in (False, True):
+                    @probe(f"matmul_int4w {name} group{group} M{rows} bias={bias}")
+                    def _(dtype=dtype, group=group, rows=rows, bias=bias):
+                        w = kernels.quantize_int4(tensor(4096, 4096, dtype=torch.float32), group)
+                        c = tensor(4096, dtype=dtype) if bias else None
+                        run(lambda: kernels.matmul_int4w(tensor(rows, 4096, dtype=dtype), w, c), False)
+    # FP8 (bf16 activations only): both scalings, bias or not, decode to prefill rows. Below sm_89 the kernel
+    # refuses the GPU (UnsupportedDevice): reported as not on that target.
+    for scaling in ("row", "tensor"):
+        for rows in (1, 16, 4096):
+            for bias in (False, True):
+                @probe(f"matmul_fp8 {scaling} M{rows} bias={bias}")
+                def _(scaling=scaling, rows=rows, bias=bias):
+                    w = kernels.quantize_fp8_weight(tensor(4096, 4096, dtype=torch.bfloat16), scaling)
+                    c = tensor(4096, dtype=torch.bfloat16) if bias else None
+                    run(lambda: kernels.matmul_fp8(tensor(rows, 4096, dtype=torch.bfloat16), w, c), False)
     return probes
 
 
@@ -678,12 +703,13 @@ def print_report(reports: list[TargetReport], preset: str, seconds: float, cpu_s
             print(f"  NO FITTING CONFIG: {launch.variants[0].name} for {launch.origin} "
                   f"({len(launch.variants)} of {launch.configs_listed} configs tried)", file=out)
         for error in report.drive_errors:
-            print(f"  DRIVE ERROR: {error.origin}: {error.message}", file=out)
+            print(f"  {'not on this target' if error.unsupported else 'DRIVE ERROR'}: {error.origin}: "
+                  f"{error.message}", file=out)
         spilling = sum(len(k.spilling) for k in report.kernels.values())
         over = sum(len(k.over_limit) for k in report.kernels.values())
         print(f"  {t.arch}: {report.variants} variants of {len(report.kernels)} kernels, {report.failures} failed, "
               f"{spilling} spill, {over} over the shared-memory limit, {len(report.unfit)} launches without a "
-              f"fitting config, {len(report.drive_errors)} drive errors", file=out)
+              f"fitting config, {len(failed_drives(report))} drive errors", file=out)
     print(f"\ncompiled in {seconds:.0f} s with {workers} worker processes; the compiles took {cpu_seconds:.0f} s of "
           f"CPU time", file=out)
 
@@ -692,7 +718,12 @@ def exit_code(reports: list[TargetReport]) -> int:
     """1 when a launch would fail on a GPU of a target: a variant that does not compile, a launch with
     no config that fits, or an entry point that raised; 0 otherwise (spills and configs over the limit,
     which the autotuner skips, are reported only)."""
-    return int(any(r.failures or r.unfit or r.drive_errors for r in reports))
+    return int(any(r.failures or r.unfit or failed_drives(r) for r in reports))
+
+
+def failed_drives(report: TargetReport) -> list[DriveError]:
+    """The drives that raised, less those that refused the target as meant (UnsupportedDevice)."""
+    return [error for error in report.drive_errors if not error.unsupported]
 
 
 # Running it ------------------------------------------------------------------------------------------

@@ -151,6 +151,8 @@ def _infer_skip(impl: str, precision: str, device: Device) -> str | None:
             check_fp8_device(device.torch)
         except UnsupportedDevice as exc:
             return str(exc)
+        except (AssertionError, RuntimeError):  # no CUDA in this torch build (a plan or a compile check of a GPU
+            pass  # run): the capability is unknown here, and the kernel refuses an unfit GPU when it launches
     if weight_format(precision) != "sp24":
         return None
     if impl == "triton":
@@ -248,5 +250,5 @@ register(Workload(
     flops=lambda p: matmul_flops(p["M"], p["N"], p["K"], bias=True),
     bytes=_infer_bytes,
     skip=_infer_skip,
-    cpu_compiled=("fp32-M16-K512-N512",),
+    cpu_impls={COMPILED: ("fp32-M16-K512-N512",)},
 ))
