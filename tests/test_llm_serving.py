@@ -105,3 +105,11 @@ def test_a_scenario_that_cannot_fit_is_skipped_too(monkeypatch):
     params = {"model": "llama3.1-70b", "N": 64, "B": 64, "P": 512, "T": 64, "rate": 16}
     with pytest.raises(pytest.skip.Exception, match=r"llama3.1-70b at batch 64 does not fit: .*64 × 2048 positions"):
         server.make_inputs(params, "bf16", torch.device("cuda:0"), torch.Generator())
+
+
+def test_interpreted_triton_draws_no_cpu_curve_beyond_batch_4():
+    from wattbench.workloads import cases
+
+    on_cpu = [c for c in cases("quick", ON_CPU) if c.workload.name in ("llm.prefill", "llm.decode")]
+    assert {c.size.params["B"] for c in on_cpu if c.impl == "torch"} == {1, 4, 16}
+    assert {c.size.params["B"] for c in on_cpu if c.impl == "triton"} == {1, 4}

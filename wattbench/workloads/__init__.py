@@ -128,9 +128,10 @@ class Workload:
     #: Why a step cannot be captured into a CUDA graph (host syncs, host copies, Python state that
     #: changes per call and would be frozen); None when it can. Graph mode runs such steps eagerly.
     not_capturable: str | None = None
-    #: The cases ("PRECISION-SIZE", e.g. "fp32-M16-K512-N512") that run the `compiled` impl on a CPU, where each
-    #: compilation takes seconds: a few only, to keep the quick preset short. On GPUs every case runs it.
-    cpu_compiled: tuple[str, ...] = ()
+    #: impl -> the cases it runs on a CPU ("PRECISION-SIZE", e.g. "fp32-M16-K512-N512", or "SIZE" at every
+    #: precision); an impl not named runs every case. It keeps the quick preset short where an impl costs seconds
+    #: per case there: `compiled` (each compilation) and, at model level, interpreted `triton`. GPUs run them all.
+    cpu_impls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Precision -> the only sizes (names) it runs at on a CPU, to keep the quick preset short (a quantised
     #: model's correctness needs one batch size, not a curve); a precision not named runs at every size.
     cpu_sizes_of: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -269,9 +270,13 @@ def cases(preset: str, device: Device, suite: str | None = None) -> list[Case]:
         if preset in size.presets and device.type in size.devices
         for precision in workload.precisions.get(device.type, ())
         for impl in workload.impls
-        if impl != "compiled" or device.type != "cpu" or f"{precision}-{size.name}" in workload.cpu_compiled
+        if device.type != "cpu" or _runs_on_cpu(workload.cpu_impls.get(impl), precision, size)
         if device.type != "cpu" or size.name in workload.cpu_sizes_of.get(precision, (size.name,))
     ], preset, device.type)
+
+
+def _runs_on_cpu(named: tuple[str, ...] | None, precision: str, size: Size) -> bool:
+    return named is None or size.name in named or f"{precision}-{size.name}" in named
 
 
 @functools.cache

@@ -222,6 +222,7 @@ register(Workload(
     make_inputs=lambda p, precision, device, gen: _layer_inputs(p, precision, device, gen, train=True),
     impls={"torch": _train_step(matmul_reference), "triton": _train_step(matmul),
            COMPILED: compiled(_train_step(matmul_reference))},
+    cpu_impls={COMPILED: ()},  # on a CPU, the compiled GEMM is the inference one's
     units_per_call=m_rows,
     flops=_train_flops,
     bytes=_train_bytes,

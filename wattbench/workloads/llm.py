@@ -37,6 +37,9 @@ INFER_PRECISIONS = {"cpu": ("fp32", "fp8", "int8w-fp32", "int4w-fp32"), "cuda": 
 GENERATE_PRECISIONS = {"cpu": ("fp32", "int8w-fp32"), "cuda": ("bf16", "int8w-bf16")}
 #: On a CPU, fp8 and int4w run at the first batch size only: a check of their correctness, in seconds.
 CPU_QUANTISED_AT = {"prefill": "tiny-B1-P32", "decode": "tiny-B1-P32-T4"}
+#: On a CPU, Triton (interpreted: its figures compare nothing, each call takes seconds) runs the first two batch
+#: sizes only, a check of its correctness; the torch path draws the whole CPU curve.
+CPU_INTERPRETED_AT = {"prefill": ("tiny-B1-P32", "tiny-B4-P32"), "decode": ("tiny-B1-P32-T4", "tiny-B4-P32-T4")}
 ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
 
 
@@ -309,6 +312,7 @@ register(Workload(
     name="llm.prefill", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=device_sizes(*_PREFILL), precisions=INFER_PRECISIONS, make_inputs=_infer_inputs,
     impls={"torch": _prefill_build("torch"), "triton": _prefill_build("triton")},
+    cpu_impls={"triton": CPU_INTERPRETED_AT["prefill"]},
     cpu_sizes_of={"fp8": (CPU_QUANTISED_AT["prefill"],), "int4w-fp32": (CPU_QUANTISED_AT["prefill"],)},
     units_per_call=lambda p: p["B"] * p["P"], flops=prefill_flops,
     bytes=lambda p, precision: weight_bytes(p, precision) + kv_bytes(p, precision, p["P"]),
@@ -320,7 +324,7 @@ register(Workload(
     name="llm.decode", op="transformer", style="infer", unit="tokens", suite="models",
     sizes=device_sizes(*_DECODE), precisions=INFER_PRECISIONS, make_inputs=_DECODING_INPUTS,
     impls={impl: functools.partial(DecodeStep, impl=impl) for impl in ("torch", "triton", COMPILED)},
-    cpu_compiled=("fp32-tiny-B4-P32-T4",),
+    cpu_impls={COMPILED: ("fp32-tiny-B4-P32-T4",), "triton": CPU_INTERPRETED_AT["decode"]},
     cpu_sizes_of={"fp8": (CPU_QUANTISED_AT["decode"],), "int4w-fp32": (CPU_QUANTISED_AT["decode"],)},
     units_per_call=_generated, flops=decode_flops, bytes=decode_bytes,
     not_capturable="the step replays graphs of its own: one per batch size, one replay per token",

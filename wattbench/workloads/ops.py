@@ -96,7 +96,7 @@ def op_workloads(op: str, unit: str, args: Callable[[Params, torch.dtype, torch.
             name=f"{op}.{style}", op=op, style=style, unit=unit, sizes=sizes,
             precisions=precisions, make_inputs=_inputs(args, reference_fn, train),
             impls={"torch": build(reference_fn), "triton": build(triton_fn), COMPILED: compiled(build(reference_fn))},
-            cpu_compiled=cpu_compiled.get(style, ()),
+            cpu_impls={COMPILED: cpu_compiled.get(style, ())},
             units_per_call=units,
             flops=lambda p, train=train: flops(p, train),
             bytes=lambda p, precision, train=train: bytes(p, train, element_size(precision)),
