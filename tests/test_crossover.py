@@ -154,3 +154,11 @@ def test_the_report_shows_the_crossover_and_flags_the_budget(tmp_path):
     assert "fp8 wins from batch 32 on this device, by 11% ± 3%" in summary_md
     assert "OUTSIDE BUDGET; error 30.00%" in summary_md
     assert (out / "plots" / "crossover.png").exists() or any(out.rglob("crossover.png"))
+
+
+def test_a_map_without_a_dense_baseline_says_so(tmp_path):
+    frame = load_runs([synthetic_run(tmp_path)], budget=Budget()).frame
+    (found,) = crossover_maps(frame[frame["precision"] != "bf16"])
+    assert found.baseline is None and math.isnan(found.saving_pct(32)[0])
+    assert summary(found).endswith("no dense baseline (bf16 or fp32) ran; the least per unit by batch: "
+                                   "1: int4w-bf16, 8: int4w-bf16, 32: fp8, 128: fp8")

@@ -147,6 +147,9 @@ def summary(found: Crossover) -> str:
             break
         tail.insert(0, batch)
     where = f"{found.title}, by {measure}"
+    if found.baseline is None:
+        listed = ", ".join(f"{_batch(b)}: {found.winners[b]}" for b in batches)
+        return f"{where}: no dense baseline ({' or '.join(BASELINES)}) ran; the least per unit by batch: {listed}"
     if last == found.baseline and len(tail) == len(batches):
         return f"{where}: {last} wins at every batch ({_batch(batches[0])}-{_batch(batches[-1])})"
     if last == found.baseline or len(tail) < 2 and len(batches) > 1:
