@@ -162,3 +162,17 @@ def test_a_map_without_a_dense_baseline_says_so(tmp_path):
     assert found.baseline is None and math.isnan(found.saving_pct(32)[0])
     assert summary(found).endswith("no dense baseline (bf16 or fp32) ran; the least per unit by batch: "
                                    "1: int4w-bf16, 8: int4w-bf16, 32: fp8, 128: fp8")
+
+
+def test_the_runs_per_watt_summary_never_names_a_case_outside_the_budget():
+    from wattbench.summary import summarize
+
+    def bench(precision, per_s, within):
+        info = {"workload": "llm.decode", "impl": "torch", "style": "infer", "precision": precision,
+                "size": "tiny-B1-P32-T4", "shape": {"model": "tiny", "B": 1}, "units_per_s": per_s,
+                **({"within_budget": within} if within is not None else {})}
+        return {"extra_info": info}
+
+    run = {"benchmarks": [bench("fp32", 100.0, None), bench("int4w-fp32", 300.0, False), bench("fp8", 200.0, True)]}
+    best = summarize(run)["models"]["tiny"]["phases"]["decode"]
+    assert (best["precision"], best["value"]) == ("fp8", 200.0)

@@ -23,7 +23,7 @@ def _model_phases(found: list[Record]) -> dict:
     by_model = defaultdict(dict)
     for record in found:
         phase = next((name for name, workload in PHASES if record.workload == workload), None)
-        if phase is None or not record.units_per_s:
+        if phase is None or not record.units_per_s or record.within_budget is False:  # outside the accuracy budget
             continue
         model = (record.shape or {}).get("model", "?")
         by_model[model].setdefault(phase, []).append(record)
