@@ -54,9 +54,10 @@ OP_LAUNCHES = {"infer": 1, "train": 3}
 MODEL_LAUNCHES_PER_STEP = 150
 #: Per timed round beyond the call itself: two clock reads, the L2 flush, pytest-benchmark's loop.
 ROUND_OVERHEAD_S = {"cuda": 60e-6, "cpu": 20e-6}
-#: Building a case's inputs and its first call, seconds; a model-level case also builds its model.
+#: Building a case's inputs and its first call, seconds; a model-level case also builds its model (a 125M or 8B
+#: one on a GPU, a tiny one on a CPU).
 SETUP_S = 0.3
-MODEL_SETUP_S = 3.0
+MODEL_SETUP_S = {"cuda": 3.0, "cpu": 0.5}
 #: NVML's energy counter: update period and read cost (docs/power.md).
 NVML_UPDATE_S = 0.1
 NVML_READ_S = 20e-6
@@ -67,8 +68,9 @@ EXPECTED_WINDOWS = 2.5
 CONFIGS_PER_KERNEL = 6
 COMPILE_S_PER_CONFIG = 1.0
 AUTOTUNE_S_PER_CONFIG = 0.15
-#: torch.compile of one case (the `compiled` impl), seconds, on a GPU and on a CPU.
-TORCH_COMPILE_S = {"cuda": 40.0, "cpu": 25.0}
+#: torch.compile of one case (the `compiled` impl), seconds, on a GPU and on a CPU (a cold Inductor cache; a warm
+#: one, from an earlier run on the host, takes a few seconds).
+TORCH_COMPILE_S = {"cuda": 40.0, "cpu": 10.0}
 #: Triton's interpreter on a CPU against the roofline time of the same work.
 INTERPRETER_SLOWDOWN = 400.0
 #: A sweep setting's settle time, seconds.
@@ -211,7 +213,7 @@ def triton_kernels(case: Case) -> list[tuple[str, str, str]]:
 
 def timing_seconds(case: Case, call_s: float, plan: TimingPlan, device_type: str) -> float:
     rounds = plan.warmup_rounds + plan.rounds_for(call_s)
-    setup = MODEL_SETUP_S if case.workload.suite == "models" else SETUP_S
+    setup = MODEL_SETUP_S[device_type] if case.workload.suite == "models" else SETUP_S
     return setup + call_s + rounds * (call_s + ROUND_OVERHEAD_S[device_type])
 
 
