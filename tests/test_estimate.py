@@ -143,7 +143,13 @@ def test_bad_dry_runs_give_one_line_and_exit_2(capsys, args, pattern):
 
 
 def test_a_sweep_plans_the_default_and_every_value_asked_for():
-    assert estimate.sweep_settings({"--power-limits": "200:400:100", "--sm-clocks": "1200,1500"}) == 6
+    assert estimate.sweep_settings({"power_limits": "200:400:100", "sm_clocks": "1200,1500"}) == 6
     assert estimate.sweep_settings({}) == 1
     with pytest.raises(UsageError, match="--power-limits"):
-        estimate.sweep_settings({"--power-limits": "lots"})
+        estimate.sweep_settings({"power_limits": "lots"})
+
+
+def test_a_sweep_dry_run_plans_every_setting(capsys):
+    assert cli.main(["sweep", "--device", "cuda", "--dry-run", "-k", "softmax", "--power-limits", "300,400"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"6 benchmarks x 3 settings; estimated .*, idle baseline 30 s, .*, settling 6.0 s", out)

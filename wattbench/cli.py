@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--restore", action="store_true",
                        help="restore the originals recorded in this host's state file "
                             "($XDG_STATE_HOME/wattbench, else ~/.local/state/wattbench), then remove it")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="list the benchmarks and settings that would run and the estimated time; run nothing")
+    sweep.add_argument("--device-name", default=None, metavar="NAME",
+                       help="with --dry-run: the GPU to plan for (default on a host without a GPU: an H100 80GB)")
     sweep.add_argument("pytest_args", nargs=argparse.REMAINDER,
                        help="after '--': run options, e.g. -- --wattbench-energy-window 2 --wattbench-idle 0")
 
@@ -311,6 +315,15 @@ def _sweep(args) -> int:
             raise UsageError("--restore only puts the originals back: give it alone (`wattbench sweep --restore`)")
         return knobs.restore_leftover()
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    if args.dry_run:
+        from wattbench import estimate
+
+        config, _ = from_command(args.device, args.preset, args.keyword, extra, specs=args.specs,
+                                 find_device=lambda spec: estimate.planning_device(spec, args.device_name))
+        print(estimate.dry_run(config, estimate.sweep_settings(asked)))
+        return 0
+    if args.device_name:
+        raise UsageError("--device-name only plans: give it with --dry-run")
     config, pytest_args = from_command(args.device, args.preset, args.keyword, extra, specs=args.specs)
     if config.resume or config.save_trace:
         raise UsageError("a sweep writes its own run file per setting: it takes no --wattbench-resume, "

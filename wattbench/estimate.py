@@ -321,9 +321,10 @@ def dry_run(config, settings: int = 1) -> str:
 
 
 def sweep_settings(asked: dict[str, str]) -> int:
-    """How many settings a sweep of `asked` (its knob options' values by option name: {"--power-limits":
+    """How many settings a sweep of `asked` (its knob options' values as plan_sweep takes them: {"power_limits":
     "200:400:100"}) runs, the default included; parsed as the sweep parses them, not checked against a device
     (a dry run plans a GPU sweep on a host without one)."""
     from wattbench.power.knobs import KNOBS, parse_values
 
-    return 1 + sum(len(parse_values(asked[knob.option], name)) for name, knob in KNOBS.items() if knob.option in asked)
+    keyword = {name: knob.option.removeprefix("--").replace("-", "_") for name, knob in KNOBS.items()}
+    return 1 + sum(len(parse_values(asked[keyword[name]], name)) for name in KNOBS if keyword[name] in asked)
