@@ -30,7 +30,8 @@ def test_cases_cover_both_styles_and_impls_with_unique_ids(preset, device):
     ids = [case.id for case in selected]
     assert len(ids) == len(set(ids))
     assert {c.workload.style for c in selected} == {"train", "infer"}
-    assert {c.impl for c in selected} == {"torch", "triton"}
+    quick_gpu = preset == "quick" and device.type == "cuda"  # its subset leaves the compiled impl to full
+    assert {c.impl for c in selected} == {"torch", "triton"} | (set() if quick_gpu else {"compiled"})
     assert all(device.type in c.size.devices and preset in c.size.presets for c in selected)
 
 
