@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--time-threshold", default=None, metavar="PCT",
                       help="e.g. 5%% (default: [tool.wattbench.gate] in pyproject.toml, else 5%%)")
     gate.add_argument("--energy-threshold", default=None, metavar="PCT",
-                      help="e.g. 8%% (default: [tool.wattbench.gate] in pyproject.toml, else 8%%)")
+                      help="e.g. 5%% (default: [tool.wattbench.gate] in pyproject.toml, else 5%%)")
     gate.add_argument("--strict", action="store_true", help="fail when a baseline benchmark is missing from the run")
     gate.add_argument("--force", action="store_true",
                       help="compare across device names, driver major versions or interpreted/compiled Triton")
