@@ -47,6 +47,9 @@ GEMM_FP32 = [
     (128, 128, 32, 3, 8), (128, 128, 16, 3, 8), (128, 64, 16, 3, 8), (64, 128, 16, 3, 8),
     (64, 64, 32, 3, 8), (32, 64, 32, 3, 4), (16, 64, 64, 3, 4), (16, 128, 16, 3, 4),
 ]
+#: Hopper's wgmma needs a warpgroup of 4 warps: a 2-warp 16-bit tile falls back to mma.sync there, and
+#: the 64x32x32 one spills (8 B per thread), so Hopper tries 16-bit tiles of 4 warps or more only.
+WARPGROUP = 4
 #: Largest M that 16-row (decode) tiles are tried for; larger products never pick them.
 DECODE_ROWS = 64
 #: Accumulators per thread that an erf (gelu) or sigmoid (silu) epilogue leaves room for.
@@ -81,6 +84,8 @@ def gemm_pruner(kernel: str, rows_16bit, rows_tf32, rows_fp32, b_name: str, b_co
     also read B converted to A's dtype from shared memory."""
     def choose(args, capability):
         rows = dot_rows(args["a_ptr"].dtype, args["PRECISION"], rows_16bit, rows_tf32, rows_fp32)
+        if capability >= (9, 0) and rows is rows_16bit:
+            rows = [row for row in rows if row[4] >= WARPGROUP]
         if args["M"] > DECODE_ROWS:
             rows = [row for row in rows if row[0] > 16]
         if args.get("ACTIVATION") in ("gelu", "silu"):
