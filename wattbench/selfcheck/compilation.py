@@ -289,6 +289,7 @@ def fake_gpu(target: Target, recorder: LaunchRecorder):
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
+    from wattbench.device import Device
     from wattbench.kernels import targets
 
     properties = SimpleNamespace(name=target.gpu, major=target.capability[0], minor=target.capability[1],
@@ -302,6 +303,8 @@ def fake_gpu(target: Target, recorder: LaunchRecorder):
                             ("current_device", lambda: 0), ("synchronize", lambda device=None: None)):
             stack.enter_context(mock.patch.object(torch.cuda, name, value))
         stack.enter_context(mock.patch.object(targets, "LAUNCH_DEVICE_TYPES", ("cuda", "meta")))
+        # Making the GPU current needs CUDA in the torch build; the meta tensors need no device at all.
+        stack.enter_context(mock.patch.object(Device, "current", lambda self: contextlib.nullcontext()))
         stack.enter_context(mock.patch.object(Autotuner, "run",
                                               lambda self, *a, **k: recorder.autotuner_run(self, *a, **k)))
         stack.enter_context(mock.patch.object(JITFunction, "run",
@@ -325,7 +328,7 @@ def registry_drives(target: Target, preset: str) -> list[tuple[str, Callable[[],
     import torch
 
     from wattbench.device import Device
-    from wattbench.workloads import cases
+    from wattbench.workloads import Context, cases
 
     device = Device("cuda", 0, target.gpu)  # what the registry's choices see; the tensors are on meta
     drives = []
@@ -337,6 +340,8 @@ def registry_drives(target: Target, preset: str) -> list[tuple[str, Callable[[],
         def drive(case=case):
             generator = torch.Generator().manual_seed(case.seed(0))
             inputs = case.workload.make_inputs(case.size.params, case.precision, torch.device("meta"), generator)
+            # Eager decode: a graph replays the very launches its capture made, and capturing needs a GPU.
+            inputs["context"] = Context(device, preset, eager_decode=True)
             case.workload.impls[case.impl](inputs)()
 
         drives.append((case.id, drive))
