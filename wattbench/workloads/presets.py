@@ -11,7 +11,15 @@ subset sized to complete, energy included, in about 10 minutes on one H100-class
 - every model-level workload at one batch size (its first GPU size), the same precision;
 - one scenario (`QUICK_SCENARIO`, torch only: the serving path, the kernels being compared above).
 
-The full preset runs every case its sizes allow.
+The full preset on a GPU runs every case its sizes allow but the combinations that would take it past about
+90 minutes (by the same estimate) without answering a further question:
+
+- the model-level curves (llm.*, scenario.*) run the full preset's model (Llama-3.1-8B); the 125M model only
+  at the quick preset's point;
+- the `compiled` impl (about 40 s of compilation per case) runs at the dense precision only: each op at its
+  largest shape (where fusion has the most to win), the model's curves at `FULL_COMPILED_BATCHES`;
+- a quantised precision runs the model's curves at `FULL_QUANTISED_BATCHES`, enough for the crossover map;
+- the scenarios and `llm.generate` run at the dense precision: the precisions are compared on the curves.
 """
 
 from __future__ import annotations
@@ -29,12 +37,48 @@ QUICK_PRECISION = "bf16"
 QUICK_SCENARIO = "scenario.single_stream"
 
 
+#: The model-level batch points of the full GPU preset's `compiled` impl and quantised precisions.
+FULL_COMPILED_BATCHES = (1, 64)
+FULL_QUANTISED_BATCHES = (1, 32, 256)
+
+
 def select(cases: list[Case], preset: str, device_type: str) -> list[Case]:
     """The preset's cases among every case its sizes allow on the device type, in their order."""
-    if preset != "quick" or device_type != "cuda":
+    if device_type != "cuda":
         return cases
-    chosen = quick_gpu_sizes(cases)
-    return [case for case in cases if (case.workload.name, case.impl, case.precision, case.size.name) in chosen]
+    quick = quick_gpu_sizes(cases)
+
+    def in_quick(case: Case) -> bool:
+        return (case.workload.name, case.impl, case.precision, case.size.name) in quick
+
+    if preset == "full":  # the quick preset's cases and the rest
+        return [case for case in cases if in_quick(case) or in_full_gpu_preset(case, cases)]
+    return [case for case in cases if in_quick(case)]
+
+
+def in_full_gpu_preset(case: Case, cases: list[Case]) -> bool:
+    """Whether the full GPU preset runs `case` (see the module docstring)."""
+    from wattbench.precision import Precision
+    from wattbench.workloads.llm import FULL_MODEL
+
+    name, params = case.workload.name, case.size.params
+    model_level = name.startswith(("llm.", "scenario."))
+    if model_level and params.get("model") != FULL_MODEL and any(
+            other.workload is case.workload and other.size.params.get("model") == FULL_MODEL for other in cases):
+        return False
+    quantised = Precision.parse(case.precision).quantized
+    dense = case.precision == QUICK_PRECISION
+    if case.impl == "compiled":
+        if not dense:
+            return False
+        if model_level:
+            return params.get("B") in FULL_COMPILED_BATCHES
+        largest = max((other for other in cases if other.workload is case.workload),
+                      key=lambda other: other.workload.flops(other.size.params))
+        return case.size.name == largest.size.name
+    if model_level and quantised:
+        return name.startswith("llm.") and name != "llm.generate" and params.get("B") in FULL_QUANTISED_BATCHES
+    return True
 
 
 def quick_gpu_sizes(cases: list[Case]) -> set[tuple[str, str, str, str]]:
