@@ -139,3 +139,11 @@ def test_a_failing_round_leaves_no_half_timed_record(sim):
     with PowerMonitor(GPU1, PowerConfig(), probes=[]) as power, pytest.raises(pytest.skip.Exception):
         measure(case, Settings(device=GPU1, plan=fast_plan(), seed=0), clock, power, benchmark)
     assert benchmark.has_error  # pytest-benchmark then leaves it out of its JSON
+
+
+def test_an_fp32_record_says_what_its_dots_ran_on_by_torchs_tf32_switch(sim, monkeypatch):
+    info, _ = run_case(sim, simulated_workload(sim, set()), fast_plan())
+    assert info["fp32_dots"] == "ieee"  # torch's default: TF32 off, FMA loops
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    info, _ = run_case(sim, simulated_workload(sim, set()), fast_plan())
+    assert info["fp32_dots"] == "tf32"

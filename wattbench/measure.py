@@ -223,4 +223,15 @@ def record_fields(case: Case, settings: Settings, target: timing.Target, samples
         tflops=accounting["flops"] / median_s / 1e12 if median_s else None,
         gbps=accounting["bytes"] / median_s / 1e9 if median_s else None,
         note="Triton interpreter on CPU: timing is meaningless and must not be compared" if interpreted else None,
+        fp32_dots=fp32_dots(case, device),
     ).to_json()
+
+
+def fp32_dots(case: Case, device: Device) -> str | None:
+    """What an fp32 case's dots ran on a GPU ("ieee" or "tf32"); imported late, as the kernels read the
+    interpreter switch when first imported."""
+    if device.type != "cuda" or case.dtype != torch.float32:
+        return None
+    from wattbench.kernels.matmul import dot_precision
+
+    return dot_precision(torch.float32)

@@ -148,6 +148,9 @@ class Record:
     note: str | None = _field("string")
     #: How a decode-style step ran its tokens: "cuda_graph" (one replay per token) or "eager".
     decode: str | None = _field("string")
+    #: What fp32 dots ran on a GPU, by torch's TF32 switch (both impls follow it): "ieee" (FMA loops, torch's
+    #: default) or "tf32" (tensor cores); a factor of several in time and energy.
+    fp32_dots: str | None = _field("string")
     #: The compiled impl's torch.compile settings ({"mode", "backend"}) and the wall seconds its compilation took
     #: (outside the timed rounds and the energy windows).
     compile: dict | None = _field("object")
