@@ -60,7 +60,9 @@ def part(name, benchmarks, complete=True, failed=()):
     return {"machine_info": {"node": "h", "wattbench": {"device": {"name": name}}}, "commit_info": {},
             "datetime": "d", "version": "5", "benchmarks": benchmarks,
             "wattbench": {"device": "cuda:0", "device_name": name, "complete": complete, "failed": list(failed),
-                          "skipped": [], "power": {"source": "nvml"}, "started_utc": "a", "ended_utc": "b"}}
+                          "skipped": [], "power": {"source": "nvml"}, "started_utc": "a", "ended_utc": "b",
+                          "planned": [b["params"]["wattbench_case"] for b in benchmarks] + [f["case"] for f in failed],
+                          "segments": [{"started_utc": "a", "ended_utc": "b", "missing": []}]}}
 
 
 def bench(case):
@@ -80,6 +82,9 @@ def test_merge_names_the_physical_gpu_of_every_record():
     assert block["failed"] == [{"case": "b", "error": "boom", "device": "cuda:3"}]
     assert [(d["device"], d["cuda_visible_devices"]) for d in block["per_device"]] == [("cuda:0", "4"),
                                                                                         ("cuda:3", "GPU-3c")]
+    assert [d["planned"] for d in block["per_device"]] == [["a", "b"], ["a", "b"]]
+    assert all(d["segments"] for d in block["per_device"]) and "segments" not in block
+    assert block["planned"] == ["a", "b"]
     assert [(d["device"], d["cuda_visible_devices"], d["name"]) for d in merged["machine_info"]["wattbench"]["devices"]] \
         == [("cuda:0", "4", "H100"), ("cuda:3", "GPU-3c", "H100")]
 

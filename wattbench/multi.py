@@ -115,14 +115,16 @@ def merge_runs(parts: list[tuple[Worker, dict]]) -> dict:
             merged["benchmarks"].append({**bench, "extra_info": info, "fullname": fullname})
     blocks = [(worker, data["wattbench"]) for worker, data in parts]
     merged["wattbench"] = {
-        **first["wattbench"],
+        # Every worker plans the same benchmarks; the segments that ran them are each worker's own (per device).
+        **{k: v for k, v in first["wattbench"].items() if k != "segments"},
         "device": ",".join(w.device for w, _ in blocks),
         "device_name": ",".join(sorted({b["device_name"] for _, b in blocks})),
         "complete": all(b.get("complete") for _, b in blocks),
         "failed": [{**f, "device": w.device} for w, b in blocks for f in b.get("failed", [])],
         "skipped": [{**s, "device": w.device} for w, b in blocks for s in b.get("skipped", [])],
         "per_device": [{"device": w.device, "cuda_visible_devices": w.visible,
-                        **{k: b.get(k) for k in ("device_name", "complete", "started_utc", "ended_utc", "power")}}
+                        **{k: b.get(k) for k in ("device_name", "complete", "started_utc", "ended_utc", "power",
+                                                 "planned", "segments")}}
                        for w, b in blocks],
     }
     return merged
