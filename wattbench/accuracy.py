@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from wattbench.errors import UsageError
-from wattbench.gate.config import find_pyproject
+from wattbench.pyproject import tool_table
 
 #: The record fields the accuracy guard writes (declared in wattbench.record).
 FIGURES = ("accuracy", "top1_agreement", "kl_divergence")
@@ -102,12 +101,5 @@ def parse_budget(table, where: str) -> Budget:
 
 def load_budget(start: Path = Path(".")) -> Budget:
     """The budget of the nearest pyproject.toml's `[tool.wattbench.accuracy]`, else the defaults."""
-    path = find_pyproject(Path(start))
-    if path is None:
-        return Budget()
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the accuracy budget: {exc}") from None
-    table = document.get("tool", {}).get("wattbench", {}).get("accuracy")
-    return Budget() if table is None else parse_budget(table, f"{path} [tool.wattbench.accuracy]")
+    table, where = tool_table("accuracy", start, "the accuracy budget")
+    return Budget() if table is None else parse_budget(table, where)

@@ -24,11 +24,7 @@ from pathlib import Path
 
 from wattbench import schema
 from wattbench.errors import UsageError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
+from wattbench.pyproject import tool_table
 
 GATE_METRICS = schema.GATE_METRICS  # the metrics a threshold is set for: 'time', 'energy'
 #: Energy as time: two energy records at the monitor's default ±2% target combine to ±2.8%, so an
@@ -89,30 +85,10 @@ def parse_fraction(value, where: str) -> float:
     return number
 
 
-def find_pyproject(start: Path) -> Path | None:
-    """The nearest pyproject.toml in `start` or its parents, as pytest finds its rootdir."""
-    for folder in (start.resolve(), *start.resolve().parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def load_config(start: Path = Path(".")) -> GateConfig:
     """Settings from the nearest pyproject.toml's `[tool.wattbench.gate]`, or the defaults."""
-    path = find_pyproject(Path(start))
-    if path is None:
-        return GateConfig()
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read gate settings: {exc}") from None
-    table = document
-    for key in ("tool", "wattbench", "gate"):
-        table = table.get(key) if isinstance(table, dict) else None
-    if table is None:
-        return GateConfig()
-    return parse_table(table, f"{path} [tool.wattbench.gate]")
+    table, where = tool_table("gate", start, "gate settings")
+    return GateConfig() if table is None else parse_table(table, where)
 
 
 def parse_table(table, where: str) -> GateConfig:

@@ -37,13 +37,8 @@ from pathlib import Path
 import pandas as pd
 
 from wattbench.errors import UsageError
-from wattbench.gate.config import find_pyproject
+from wattbench.pyproject import tool_table
 from wattbench.report.verdict import Pick, unit_of, workload_order
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
 
 #: Each number the table or the options may give: (lowest value allowed, whether that value is allowed, words).
 NUMBERS = {"electricity_per_kwh": (0.0, True, "a price per kWh"), "pue": (1.0, True, "a PUE"),
@@ -154,19 +149,10 @@ def parse_device_prices(values: list[str]) -> dict[str, float]:
 
 def read_table(start: Path) -> tuple[dict, str]:
     """`[tool.wattbench.cost]` of the nearest pyproject.toml ({} when there is none) and where it is."""
-    path = find_pyproject(Path(start))
-    if path is None:
-        return {}, ""
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read cost settings: {exc}") from None
-    table = document
-    for key in ("tool", "wattbench", "cost"):
-        table = table.get(key) if isinstance(table, dict) else None
+    table, where = tool_table("cost", start, "cost settings")
     if table is not None and not isinstance(table, dict):
-        raise UsageError(f"{path} [tool.wattbench.cost]: expected a table")
-    return table or {}, f"{path} [tool.wattbench.cost]"
+        raise UsageError(f"{where}: expected a table")
+    return table or {}, where
 
 
 def load_cost(start: Path = Path("."), options: dict | None = None) -> CostInputs | None:
