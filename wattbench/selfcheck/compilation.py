@@ -355,6 +355,8 @@ def enumerate_launches(target: Target, preset: str = "full",
     Runs in a process whose kernels were imported with Triton's interpreter off (see `run_check`).
     `select` keeps the drives whose label it accepts.
     """
+    import pytest
+
     from wattbench.kernels.targets import UnsupportedDevice
 
     recorder = LaunchRecorder(target)
@@ -369,7 +371,7 @@ def enumerate_launches(target: Target, preset: str = "full",
                 drive()
         except Saturated:
             pass
-        except UnsupportedDevice as exc:
+        except (UnsupportedDevice, pytest.skip.Exception) as exc:  # a kernel refused, or the case skips itself
             errors.append(DriveError(origin, first_line(str(exc)), unsupported=True))
         except Exception as exc:  # noqa: BLE001 - one case's error is reported, the others still run
             errors.append(DriveError(origin, f"{type(exc).__name__}: {first_line(str(exc))}"))
