@@ -37,16 +37,23 @@ def test_max_autotune_in_the_full_preset_on_gpus_only():
     assert compile_mode(Context(ON_CPU, preset="full")) == "default"
 
 
-def test_a_cpu_compiles_only_a_few_cases_a_gpu_every_one():
+def test_a_cpu_compiles_only_a_few_cases_a_gpus_full_preset_one_per_op_and_two_model_points():
     on_cpu = {case.id for case in cases("quick", ON_CPU) if case.impl == "compiled"}
     assert on_cpu == {"gemm.infer-compiled-fp32-M16-K512-N512", "rms_norm.infer-compiled-fp32-M64-N512",
                       "llm.decode-compiled-fp32-tiny-B4-P32-T4"}
     on_gpu = cases("full", GPU)  # the GPU quick preset is a subset without it (wattbench.workloads.presets)
     torch_cases = {case.id.replace("-torch-", "-") for case in on_gpu if case.impl == "torch"}
-    compiled_cases = {case.id.replace("-compiled-", "-") for case in on_gpu if case.impl == "compiled"}
+    compiled = [case for case in on_gpu if case.impl == "compiled"]
+    assert {case.id.replace("-compiled-", "-") for case in compiled} <= torch_cases
     compiled_workloads = {w.name for w in workloads() if "compiled" in w.impls}
-    assert compiled_cases == {case for case in torch_cases if case.split("-")[0] in compiled_workloads}
+    assert {case.workload.name for case in compiled} == compiled_workloads
     assert {"gemm.infer", "gemm.train", "rms_norm.train", "attention.infer", "llm.decode"} <= compiled_workloads
+    assert {case.precision for case in compiled} == {"bf16"}  # the dense precision only (presets.py)
+    for name in compiled_workloads - {"llm.decode"}:
+        ours = [case for case in compiled if case.workload.name == name]
+        largest = max((c for c in on_gpu if c.workload.name == name), key=lambda c: c.workload.flops(c.size.params))
+        assert [case.size.name for case in ours] == [largest.size.name], name
+    assert {case.size.params["B"] for case in compiled if case.workload.name == "llm.decode"} == {1, 64}
 
 
 def test_every_case_compiles_afresh_past_dynamos_recompile_limit(monkeypatch):
