@@ -17,6 +17,7 @@ from wattbench.power.monitor import EDGE_RUN_UPDATES
 from wattbench.power import nvml, sampler as sampler_module
 from wattbench.power.base import Channel, Probe, SourceStatus
 from wattbench.power.simulate import constant, live_probe
+from wattbench.record import EnergyRecord, kinds
 
 CPU = Device("cpu", None, "Test CPU")
 FAST = dict(min_window_s=0.3, max_window_s=0.3, repeats=2, idle_s=0.2, sample_hz=200)  # windows of 0.3 s
@@ -446,6 +447,10 @@ def test_a_live_benchmark_record_says_what_its_windows_aimed_at_and_reached(monk
     assert len(record["window_joules_per_call"]) == record["windows"] == 2 and record["edge_calls"] > 0
     assert not any("not reached" in w for w in record["warnings"])
     schema.validate(record, schema.ENERGY, "energy")  # the documented run-file fields
+    # A measured record fills every field record.EnergyRecord declares (a valid one has no reason): a field added
+    # there and forgotten here fails this.
+    assert {name for name in kinds(EnergyRecord) if record.get(name) is None} == {"reason"}
+    assert EnergyRecord.from_json(record).to_json() == record
 
 
 def test_a_target_out_of_reach_is_warned_about(monkeypatch):

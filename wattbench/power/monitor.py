@@ -537,8 +537,7 @@ class PowerMonitor:
             _, calls, stopped = run_windows(live, rule, self._rng)
         finally:
             self._pause()
-        record = self.record(live.results, calls, units_per_call, rule, stopped)
-        record["edge_calls"] = live.edge_calls
+        record = self.record(live.results, calls, units_per_call, rule, stopped, live.edge_calls)
         self._add_conditions(record, live.conditions, cooldown)
         if self.readback is not None:
             self._add_setting(record, live.readbacks)
@@ -597,52 +596,56 @@ class PowerMonitor:
         return result
 
     def record(self, windows, calls: list[int], units_per_call: float, rule: WindowRule | None = None,
-               stopped: str | None = None) -> dict:
-        """The energy record of `windows` (WindowResults); with the `rule` they followed and why
-        they `stopped`, its `adaptive` block says what was aimed at and what was reached."""
+               stopped: str | None = None, edge_calls: int | None = None) -> dict:
+        """The energy record of `windows` (WindowResults), as record.EnergyRecord writes it; with the `rule` they
+        followed and why they `stopped`, its `adaptive` block says what was aimed at and what was reached.
+        `edge_calls`: the calls made outside the windows (`_LiveRun.edge_calls`)."""
         primary = [sum_channels([w.channels[c.name] for c in self.primary]) for w in windows]
         summary = combine(primary, calls, self.idle_power_w)
         first = self.primary[0]
-        record = {"source": first.source, "method": first.method,
-                  "reason": None if summary["valid_windows"] else f"energy invalid: {summary['reasons'][0]}",
-                  "valid": summary["valid_windows"] > 0, "scope": first.scope,
-                  "channel": "+".join(c.name for c in self.primary),
-                  **{f: summary[f] for f in ENERGY_FIELDS if f in summary},
-                  "joules_per_unit": None, "units_per_joule": None,
-                  "updates": summary["updates"], "windows": len(windows), "valid_windows": summary["valid_windows"],
-                  "calls_per_window": calls, "window_joules_per_call": summary["window_joules_per_call"],
-                  **window_throughput(windows, calls, units_per_call),
-                  # On the trace's clock (seconds since the monitor started), so plots can shade the windows.
-                  "window_spans_s": [[w.start_s - self.sampler.started_s, w.end_s - self.sampler.started_s]
-                                     for w in windows]}
-        if record["valid"]:
-            record["joules_per_unit"] = summary["joules_per_call"] / units_per_call
-            record["units_per_joule"] = units_per_call / summary["joules_per_call"] \
-                if summary["joules_per_call"] > 0 else None
-        record["channels"] = {}
-        for channel in self.sampler.channels:
-            each = combine([w.channels[channel.name] for w in windows], calls)
-            record["channels"][channel.name] = {
-                "method": channel.method, "scope": channel.scope, "joules_per_call": each["joules_per_call"],
+        valid = summary["valid_windows"] > 0
+        figures = {name: summary.get(name) for name in EnergyRecord.FIGURES}
+        if valid:
+            per_call = summary["joules_per_call"]
+            figures.update(joules_per_unit=per_call / units_per_call,
+                           units_per_joule=units_per_call / per_call if per_call > 0 else None)
+        channels = {channel.name: self._channel_energy(channel, windows, calls) for channel in self.sampler.channels}
+        energy = EnergyRecord(
+            source=first.source, method=first.method,
+            reason=None if valid else f"energy invalid: {summary['reasons'][0]}", valid=valid, scope=first.scope,
+            **figures, windows=len(windows), valid_windows=summary["valid_windows"],
+            window_joules_per_call=summary["window_joules_per_call"],
+            **window_throughput(windows, calls, units_per_call),
+            # On the trace's clock (seconds since the monitor started), so plots can shade the windows.
+            window_spans_s=[[w.start_s - self.sampler.started_s, w.end_s - self.sampler.started_s] for w in windows],
+            edge_calls=edge_calls,
+            adaptive=None if rule is None else adaptive_block(rule, stopped, primary, summary,
+                                                              self.update_s is not None),
+            boundary=boundary(first.source, first.scope, figures["joules_per_call"], self.idle_power_w is not None,
+                              channels),
+            extra={"channel": "+".join(c.name for c in self.primary), "updates": summary["updates"],
+                   "calls_per_window": calls, "channels": channels,
+                   **self._cross_check(figures["joules_per_call"], channels)})
+        return {**energy.to_json(),
+                "warnings": self._warnings(windows, primary, summary) + self._target_warnings(energy)}
+
+    @staticmethod
+    def _channel_energy(channel: Channel, windows, calls: list[int]) -> dict:
+        """One sampled channel's own figures over the windows (the record's `channels`)."""
+        each = combine([w.channels[channel.name] for w in windows], calls)
+        return {"method": channel.method, "scope": channel.scope, "joules_per_call": each["joules_per_call"],
                 "avg_power_w": each["avg_power_w"], "uncertainty_pct": each["uncertainty_pct"],
                 "valid_windows": each["valid_windows"], **({"reasons": each["reasons"]} if each["reasons"] else {})}
-        record.update(self._cross_check(record))
-        record["boundary"] = boundary(first.source, first.scope, record.get("joules_per_call"),
-                                      self.idle_power_w is not None, record["channels"])
-        if rule is not None:
-            record["adaptive"] = adaptive_block(rule, stopped, primary, summary, self.update_s is not None)
-        record["warnings"] = self._warnings(windows, primary, summary) + self._target_warnings(record)
-        return record
 
-    def _target_warnings(self, record: dict) -> list[str]:
-        adaptive = record.get("adaptive")
-        if not adaptive or adaptive["target_pct"] is None or not record["valid"]:
+    def _target_warnings(self, energy: EnergyRecord) -> list[str]:
+        adaptive = energy.adaptive
+        if not adaptive or adaptive["target_pct"] is None or not energy.valid:
             return []
         warnings = []
         if adaptive["stopped"] != TARGET_REACHED:
             reached = "no uncertainty" if adaptive["reached_pct"] is None else f"±{adaptive['reached_pct']:.2g}%"
             warnings.append(f"energy target ±{adaptive['target_pct']:g}% not reached: {reached} after "
-                            f"{record['windows']} window(s) of up to {max(adaptive['lengths_s']):.3g} s "
+                            f"{energy.windows} window(s) of up to {max(adaptive['lengths_s']):.3g} s "
                             f"(spread ±{adaptive['spread_pct']:.2g}%, edges ±{adaptive['edge_pct']:.2g}%)")
         floor = adaptive["floor_s"]
         if floor is not None and floor > max(adaptive["max_window_s"], adaptive["min_window_s"]):
@@ -652,7 +655,7 @@ class PowerMonitor:
             warnings.append(self.update_reason)
         return warnings
 
-    def _cross_check(self, record: dict) -> dict:
+    def _cross_check(self, joules_per_call: float | None, channels: dict) -> dict:
         """Instant-power energy against the counter of the same device, when both exist.
 
         Matched by `Channel.sensor`, not by scope: NVML labels its counter "GPU board" and its
@@ -664,10 +667,10 @@ class PowerMonitor:
         twin = next((c for c in self.sampler.channels if c.sensor == first.sensor and c.method == "instant"), None)
         if twin is None:
             return {}
-        other = record["channels"][twin.name]["joules_per_call"]
-        base = record["joules_per_call"]
+        other = channels[twin.name]["joules_per_call"]
         return {"cross_check_method": "instant", "cross_check_joules_per_call": other,
-                "disagreement_pct": None if other is None or not base else 100 * (other - base) / base}
+                "disagreement_pct": None if other is None or not joules_per_call
+                else 100 * (other - joules_per_call) / joules_per_call}
 
     def _warnings(self, windows, primary: list[ChannelWindow], summary: dict) -> list[str]:
         warnings = [f"window {i + 1}/{len(windows)} invalid: {w.reason}" for i, w in enumerate(primary) if not w.valid]
