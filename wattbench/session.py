@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
@@ -21,12 +20,10 @@ from wattbench import schema, timing
 from wattbench.config import RunConfig
 from wattbench.journal import RunJournal, recorded_cases
 from wattbench.power import PowerMonitor
-
-#: Signals that end a run the way Ctrl-C does: what completed is kept, and the run can be resumed.
-INTERRUPTING = ("SIGINT", "SIGTERM", "SIGHUP")
+from wattbench.signals import Handlers
 
 
-class Interrupts:
+class Interrupts(Handlers):
     """While a session measures, SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (pytest then ends the
     session and the run file says so), and which signal came is remembered for the run file. While the
     session writes its results (`deferred`), a signal is only noted, so that no final write is cut short.
@@ -36,21 +33,7 @@ class Interrupts:
         self.received: str | None = None
         self.pending = False
         self._deferring = False
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for name in INTERRUPTING:
-            signum = getattr(signal, name, None)
-            if signum is None or signal.getsignal(signum) is signal.SIG_IGN:
-                continue
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        super().__init__(self._handle)
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name

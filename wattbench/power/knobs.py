@@ -25,7 +25,6 @@ import re
 import signal
 import socket
 import sys
-import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import ExitStack, contextmanager
@@ -38,6 +37,7 @@ from wattbench.conditions import is_throttle
 from wattbench.device import Device
 from wattbench.errors import UsageError
 from wattbench.power import nvml, sysfs
+from wattbench.signals import Handlers
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,6 @@ SETTLE_POLL_S = 0.1
 STEADY_READS = 3
 
 STATE_FORMAT = "wattbench-knob-state/1"
-#: Signals after which the originals are put back before the previous handler (or the default) takes over.
-INTERRUPTING = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class KnobError(Exception):
@@ -807,7 +805,7 @@ class KnobSession:
         self.path = state_path or state_file()
         #: The name of the signal that interrupted the sweep, once one has.
         self.interrupted: str | None = None
-        self._previous: dict[int, object] = {}
+        self._handlers = Handlers(self._on_signal)
 
     def __enter__(self) -> "KnobSession":
         try:
@@ -826,14 +824,14 @@ class KnobSession:
         except BaseException:
             self.plan.close()
             raise
-        self._install_handlers()
+        self._handlers.install()
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
             failed = self.restore()
         finally:
-            self._uninstall_handlers()
+            self._handlers.restore()
             self.plan.close()
         if failed and exc_type is None:
             raise self._not_put_back(failed)
@@ -920,27 +918,13 @@ class KnobSession:
             raise KnobError(f"the sweep was interrupted ({self.interrupted}) and its settings put back: no further "
                             "setting is applied")
 
-    def _install_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for name in INTERRUPTING:
-            signum = getattr(signal, name, None)
-            if signum is None or signal.getsignal(signum) is signal.SIG_IGN:
-                continue
-            self._previous[signum] = signal.signal(signum, self._on_signal)
-
-    def _uninstall_handlers(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        self._previous.clear()
-
     def _on_signal(self, signum, frame) -> None:
         self.interrupted = signal.Signals(signum).name
-        previous = self._previous.get(signum)
+        previous = self._handlers.previous.get(signum)
         failed = self.restore()
         if failed:
             print(f"wattbench: error: {self.interrupted}: {self._not_put_back(failed)}", file=sys.stderr)
-        self._uninstall_handlers()
+        self._handlers.restore()
         if callable(previous):
             previous(signum, frame)
         else:  # the default: end the process by this signal, as it would have ended without the sweep
