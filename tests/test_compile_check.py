@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -173,9 +172,9 @@ def pinned():
     """{arch: (exit code, report, printed report)} of `run_check` on the pinned probes."""
     checked = {}
     for arch, probes in PINNED.items():
-        out = io.StringIO()
-        code, (report,) = run_check([arch], "quick", probes, workers=2, out=out)
-        checked[arch] = code, report, out.getvalue()
+        check = run_check([arch], "quick", probes, workers=2)
+        (report,) = check.reports
+        checked[arch] = check.exit_code, report, check.text()
     return checked
 
 

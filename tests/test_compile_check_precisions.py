@@ -3,14 +3,13 @@ and FP8's refusal of sm_80 is reported as not on that target, not as a failure."
 
 from __future__ import annotations
 
-import io
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import pytest
 
-from wattbench.selfcheck.compilation import (TARGETS, DriveError, _enumerate_worker, _init_worker, api_probes,
-                                             exit_code, print_report, summarize)
+from wattbench.selfcheck.compilation import (TARGETS, CompileCheck, DriveError, _enumerate_worker, _init_worker,
+                                             api_probes, exit_code, summarize)
 
 
 def test_the_probes_cover_both_scalings_every_int4_dtype_and_group():
@@ -25,10 +24,9 @@ def test_a_refused_target_is_not_a_failure():
     refused = DriveError("api matmul_fp8 row M1 bias=False", "matmul_fp8: e4m3 tensor cores need 8.9", unsupported=True)
     report = summarize(TARGETS["sm_80"], [], [refused], {})
     assert exit_code([report]) == 0
-    out = io.StringIO()
-    print_report([report], "full", 1.0, 1.0, 1, out)
-    assert "not on this target: api matmul_fp8 row M1 bias=False" in out.getvalue()
-    assert "0 drive errors" in out.getvalue() and "DRIVE ERROR" not in out.getvalue()
+    text = CompileCheck([report], "full", 1.0, 1.0, 1).text()
+    assert "not on this target: api matmul_fp8 row M1 bias=False" in text
+    assert "0 drive errors" in text and "DRIVE ERROR" not in text
     broken = summarize(TARGETS["sm_80"], [], [refused, DriveError("case", "KeyError: 'x'")], {})
     assert exit_code([broken]) == 1
 

@@ -344,9 +344,12 @@ def _selfcheck(args) -> int:
         print(report.text())
         return 0 if report.passed else 1
     if args.check == "compile":
-        from wattbench.selfcheck.compilation import main as compile_check
+        from wattbench.selfcheck.compilation import run_check
 
-        return compile_check(args.arch, args.preset or "full", args.only)
+        check = run_check([arch.strip() for arch in args.arch.split(",") if arch.strip()], args.preset or "full",
+                          args.only)
+        print(check.text())
+        return check.exit_code
     if args.check == "gate":
         from wattbench.selfcheck.gate import gate_error_rates
 

@@ -23,7 +23,6 @@ import importlib
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -32,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from types import SimpleNamespace
-from typing import Callable, Iterable, TextIO
+from typing import Callable, Iterable
 from unittest import mock
 
 from wattbench.errors import UsageError
@@ -675,50 +674,59 @@ def _bytes(n: int) -> str:
     return f"{n:,} B"
 
 
-def print_report(reports: list[TargetReport], preset: str, seconds: float, cpu_seconds: float, workers: int,
-                 out: TextIO) -> None:
-    import triton
+@dataclass
+class CompileCheck:
+    """What `run_check` found: a report per target, and what the compiles cost."""
 
-    print(f"wattbench selfcheck compile: Triton {triton.__version__}; every variant the registry's GPU cases "
-          f"(preset {preset}) and the API probes launch", file=out)
-    print(f"not driven: {NOT_DRIVEN[1]}", file=out)
-    for report in reports:
-        t = report.target
-        cuda, driver = driver_requirement(t.cc)
-        print(f"\n{t.arch}: stands for {t.gpu} ({t.sm_count} SMs, {_bytes(t.shared_limit)} shared memory per "
-              f"block); cubins from ptxas {cuda}, which need driver {driver} or newer", file=out)
-        header = ("kernel", "variants", "failed", "max shared", "max regs", "spilling", "max spill", "over limit",
-                  "dot instructions")
-        rows = [(k.kernel, str(k.variants), str(len(k.failures)), _bytes(k.max_shared), str(k.max_registers),
-                 str(len(k.spilling)), _bytes(max((b for _, b in k.spilling), default=0)), str(len(k.over_limit)),
-                 ", ".join(f"{label} {n}" for label, n in k.dots.most_common()) or "no dot")
-                for k in report.kernels.values()]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, tuple("-" * w for w in widths), *rows]:
-            print("  ".join(cell.ljust(w) if i in (0, 8) else cell.rjust(w)
-                            for i, (cell, w) in enumerate(zip(row, widths))).rstrip(), file=out)
-        for k in report.kernels.values():
-            for variant, error in k.failures:
-                print(f"  FAILED {k.kernel} {variant.describe()}: {error}", file=out)
-        for k in report.kernels.values():
-            for variant, shared in k.over_limit:
-                print(f"  over the limit: {k.kernel} {variant.describe()}: {_bytes(shared)}", file=out)
-        for k in report.kernels.values():
-            for variant, spill in k.spilling:
-                print(f"  spills: {k.kernel} {variant.describe()}: {_bytes(spill)} per thread", file=out)
-        for launch in report.unfit:
-            print(f"  NO FITTING CONFIG: {launch.variants[0].name} for {launch.origin} "
-                  f"({len(launch.variants)} of {launch.configs_listed} configs tried)", file=out)
-        for error in report.drive_errors:
-            print(f"  {'not on this target' if error.unsupported else 'DRIVE ERROR'}: {error.origin}: "
-                  f"{error.message}", file=out)
-        spilling = sum(len(k.spilling) for k in report.kernels.values())
-        over = sum(len(k.over_limit) for k in report.kernels.values())
-        print(f"  {t.arch}: {report.variants} variants of {len(report.kernels)} kernels, {report.failures} failed, "
-              f"{spilling} spill, {over} over the shared-memory limit, {len(report.unfit)} launches without a "
-              f"fitting config, {len(failed_drives(report))} drive errors", file=out)
-    print(f"\ncompiled in {seconds:.0f} s with {workers} worker processes; the compiles took {cpu_seconds:.0f} s of "
-          f"CPU time", file=out)
+    reports: list[TargetReport]
+    preset: str
+    seconds: float
+    cpu_seconds: float
+    workers: int
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.reports)
+
+    def text(self) -> str:
+        """The report `wattbench selfcheck compile` prints: a table per target, then every finding."""
+        import triton
+
+        lines = [f"wattbench selfcheck compile: Triton {triton.__version__}; every variant the registry's GPU cases "
+                 f"(preset {self.preset}) and the API probes launch", f"not driven: {NOT_DRIVEN[1]}"]
+        for report in self.reports:
+            t = report.target
+            cuda, driver = driver_requirement(t.cc)
+            lines += ["", f"{t.arch}: stands for {t.gpu} ({t.sm_count} SMs, {_bytes(t.shared_limit)} shared memory "
+                          f"per block); cubins from ptxas {cuda}, which need driver {driver} or newer"]
+            header = ("kernel", "variants", "failed", "max shared", "max regs", "spilling", "max spill", "over limit",
+                      "dot instructions")
+            rows = [(k.kernel, str(k.variants), str(len(k.failures)), _bytes(k.max_shared), str(k.max_registers),
+                     str(len(k.spilling)), _bytes(max((b for _, b in k.spilling), default=0)), str(len(k.over_limit)),
+                     ", ".join(f"{label} {n}" for label, n in k.dots.most_common()) or "no dot")
+                    for k in report.kernels.values()]
+            widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+            for row in [header, tuple("-" * w for w in widths), *rows]:
+                lines.append("  ".join(cell.ljust(w) if i in (0, 8) else cell.rjust(w)
+                                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            lines += [f"  FAILED {k.kernel} {variant.describe()}: {error}"
+                      for k in report.kernels.values() for variant, error in k.failures]
+            lines += [f"  over the limit: {k.kernel} {variant.describe()}: {_bytes(shared)}"
+                      for k in report.kernels.values() for variant, shared in k.over_limit]
+            lines += [f"  spills: {k.kernel} {variant.describe()}: {_bytes(spill)} per thread"
+                      for k in report.kernels.values() for variant, spill in k.spilling]
+            lines += [f"  NO FITTING CONFIG: {launch.variants[0].name} for {launch.origin} "
+                      f"({len(launch.variants)} of {launch.configs_listed} configs tried)" for launch in report.unfit]
+            lines += [f"  {'not on this target' if error.unsupported else 'DRIVE ERROR'}: {error.origin}: "
+                      f"{error.message}" for error in report.drive_errors]
+            spilling = sum(len(k.spilling) for k in report.kernels.values())
+            over = sum(len(k.over_limit) for k in report.kernels.values())
+            lines.append(f"  {t.arch}: {report.variants} variants of {len(report.kernels)} kernels, {report.failures} "
+                         f"failed, {spilling} spill, {over} over the shared-memory limit, {len(report.unfit)} launches "
+                         f"without a fitting config, {len(failed_drives(report))} drive errors")
+        lines += ["", f"compiled in {self.seconds:.0f} s with {self.workers} worker processes; the compiles took "
+                      f"{self.cpu_seconds:.0f} s of CPU time"]
+        return "\n".join(lines)
 
 
 def exit_code(reports: list[TargetReport]) -> int:
@@ -740,12 +748,16 @@ def _enumerate_worker(arch: str, preset: str, select: str | None):
     return enumerate_launches(TARGETS[arch], preset, pattern.search if pattern else None)
 
 
-def run_check(archs: Iterable[str], preset: str = "full", select: str | None = None, workers: int | None = None,
-              out: TextIO = sys.stdout) -> tuple[int, list[TargetReport]]:
-    """Enumerate and compile for every target in `archs`; print the report; return (exit code, reports).
+def run_check(archs: Iterable[str], preset: str = "full", select: str | None = None,
+              workers: int | None = None) -> CompileCheck:
+    """Enumerate and compile for every target in `archs` the variants of `preset`'s registry GPU cases and
+    of the API probes (a UsageError for an unknown target or preset).
 
     `select` is a regular expression over the drives' labels (registry case ids, "api ..." probes).
     """
+    from wattbench.workloads import check_preset
+
+    check_preset(preset)
     archs = list(archs)
     unknown = [a for a in archs if a not in TARGETS]
     if unknown or not archs:
@@ -759,14 +771,5 @@ def run_check(archs: Iterable[str], preset: str = "full", select: str | None = N
         variants = list(dict.fromkeys(v for launches, _ in found for launch in launches for v in launch.variants))
         results = dict(zip(variants, pool.map(compile_variant, variants, chunksize=1)))
     reports = [summarize(TARGETS[arch], launches, errors, results) for arch, (launches, errors) in zip(archs, found)]
-    print_report(reports, preset, time.perf_counter() - start, sum(r.cpu_seconds for r in results.values()), workers,
-                 out)
-    return exit_code(reports), reports
-
-
-def main(arch: str = "sm_80,sm_89,sm_90", preset: str = "full", select: str | None = None) -> int:
-    """`wattbench selfcheck compile`."""
-    from wattbench.workloads import check_preset
-
-    check_preset(preset)
-    return run_check([a.strip() for a in arch.split(",") if a.strip()], preset, select)[0]
+    return CompileCheck(reports, preset, time.perf_counter() - start, sum(r.cpu_seconds for r in results.values()),
+                        workers)
