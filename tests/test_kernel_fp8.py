@@ -18,7 +18,6 @@ Tolerances (relative Frobenius error; documented in docs/kernel-performance.md):
 from __future__ import annotations
 
 import importlib
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -163,32 +162,19 @@ def test_bad_input_is_rejected_before_launch(change, error, match):
         fp8.matmul_fp8(*change(*_good()))
 
 
-@pytest.fixture
-def gpu(monkeypatch):
-    """Compiled kernels on a GPU of the given capability and shared memory, as the device checks and pruners see it."""
-    def describe(capability, shared=232_448):
-        props = SimpleNamespace(major=capability[0], minor=capability[1], multi_processor_count=100,
-                                shared_memory_per_block_optin=shared)
-        monkeypatch.setattr(fp8, "INTERPRETED", False)
-        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
-        targets.device_limits.cache_clear()
-    yield describe
-    targets.device_limits.cache_clear()
-
-
-def test_a_gpu_without_fp8_tensor_cores_is_refused_in_one_line(gpu):
-    gpu((8, 0))
+def test_a_gpu_without_fp8_tensor_cores_is_refused_in_one_line(described_gpu, monkeypatch):
+    monkeypatch.setattr(fp8, "INTERPRETED", False)  # the compiled kernels' check, not the interpreter's
+    described_gpu((8, 0), 166_912)
     with pytest.raises(targets.UnsupportedDevice, match=r"compute capability 8.9 or newer .*this GPU is 8.0"):
         fp8.check_fp8_device(torch.device("cuda", 0))
-    gpu((8, 9))
+    described_gpu((8, 9), 101_376)
     fp8.check_fp8_device(torch.device("cuda", 0))
 
 
 @pytest.mark.parametrize("capability, shared", [((8, 9), 101_376), ((9, 0), 232_448)], ids=["sm_89", "sm_90"])
 @pytest.mark.parametrize("rows", [1, 64, 4096])
-def test_each_target_keeps_fitting_tiles_and_hopper_alone_the_largest(gpu, capability, shared, rows):
-    gpu(capability, shared)
+def test_each_target_keeps_fitting_tiles_and_hopper_alone_the_largest(described_gpu, capability, shared, rows):
+    described_gpu(capability, shared)
     configs = fp8.tile_configs(fp8.GEMM_FP8 + fp8.GEMM_FP8_HOPPER)
     kept = fp8._matmul_fp8_kernel.early_config_prune(configs, {}, M=rows, ROW_SCALES=True)
     blocks = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps)

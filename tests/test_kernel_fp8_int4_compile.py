@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -44,14 +43,9 @@ def _launch(kernel: str, M: int):
 
 
 def compile_first_configs(arch: str, kernel: str, M: int) -> list[dict]:
-    """In a worker with the interpreter off: each launch's first config compiled for `arch`, with its shared
-    memory, registers, spills (cuobjdump) and the PTX's MMA instructions."""
-    import triton
-    from triton import knobs
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from wattbench.selfcheck.compilation import LaunchRecorder, _jit_function, fake_gpu, parse_resource_usage
+    """In a worker with the interpreter off: each launch's first config compiled for `arch` as the check compiles
+    it, with its shared memory, spills (cuobjdump) and the PTX's MMA instructions."""
+    from wattbench.selfcheck.compilation import LaunchRecorder, compile_kernel, fake_gpu, resource_usage
 
     target = TARGETS[arch]
     recorder = LaunchRecorder(target)
@@ -60,18 +54,8 @@ def compile_first_configs(arch: str, kernel: str, M: int) -> list[dict]:
     results = []
     for launch in recorder.launches:
         variant = launch.variants[0]
-        module, qualname = variant.kernel.split(":")
-        jit_fn = _jit_function(getattr(__import__(module, fromlist=[qualname]), qualname))
-        names = [name for name, _ in variant.signature]
-        attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in variant.aligned}
-        compiled = triton.compile(ASTSource(jit_fn, dict(variant.signature), dict(variant.constexprs), attrs),
-                                  target=GPUTarget("cuda", target.cc, 32), options=dict(variant.options))
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-            cubin.write(compiled.asm["cubin"])
-            cubin.flush()
-            usage = parse_resource_usage(subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", cubin.name],
-                                                        capture_output=True, text=True, check=True).stdout)
-        usage = usage.get(compiled.metadata.name, {})
+        compiled = compile_kernel(variant)
+        usage = resource_usage(compiled)
         mma = sorted(set(re.findall(r"\b(wgmma\.mma_async\S*|mma\.sync\S*)", compiled.asm["ptx"])))
         results.append({"kernel": variant.name, "config": variant.describe(), "shared": compiled.metadata.shared,
                         "spills": usage.get("STACK", 0) + usage.get("LOCAL", 0), "mma": mma})

@@ -17,14 +17,12 @@ Tolerances (relative Frobenius error; documented in docs/kernel-performance.md):
 from __future__ import annotations
 
 import importlib
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kernel_checks import DEVICE, INTERPRETED, REL_TOL, assert_rel_close, generator_for, randn
-from wattbench.kernels import targets
 from wattbench.kernels.accuracy import gemm_accuracy
 from wattbench.kernels.quantize import Int4Weight, quantize_int4
 
@@ -135,28 +133,15 @@ def test_bad_input_is_rejected_before_launch(change, error, match):
         int4.matmul_int4w(*change(*_good()))
 
 
-@pytest.fixture
-def gpu(monkeypatch):
-    """torch.cuda describing a GPU of the given capability and shared memory, as the pruner reads it."""
-    def describe(capability, shared):
-        props = SimpleNamespace(major=capability[0], minor=capability[1], multi_processor_count=100,
-                                shared_memory_per_block_optin=shared)
-        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
-        targets.device_limits.cache_clear()
-    yield describe
-    targets.device_limits.cache_clear()
-
-
 @pytest.mark.parametrize("capability, shared", [((8, 0), 166_912), ((8, 6), 101_376), ((8, 9), 101_376),
                                                 ((9, 0), 232_448)], ids=["sm_80", "sm_86", "sm_89", "sm_90"])
 @pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, "tf32"), (torch.float32, "tf32"),
                                               (torch.float32, "ieee")], ids=["bf16", "fp32-tf32", "fp32-ieee"])
 @pytest.mark.parametrize("rows", [1, 4096])
 @pytest.mark.parametrize("group_size", [32, 128])
-def test_each_target_keeps_tiles_that_fit_and_stay_within_a_group(gpu, capability, shared, dtype, precision, rows,
-                                                                  group_size):
-    gpu(capability, shared)
+def test_each_target_keeps_tiles_that_fit_and_stay_within_a_group(described_gpu, capability, shared, dtype, precision,
+                                                                  rows, group_size):
+    described_gpu(capability, shared)
     a = torch.empty(1, dtype=dtype, device="meta")
     configs = int4.tile_configs(int4.TENSOR_CORES + int4.HOPPER + int4.FP32)
     args = {"a_ptr": a, "PRECISION": precision, "M": rows, "GROUP_SIZE": group_size}

@@ -4,7 +4,6 @@ when none fits. (Spills and the real shared memory are pinned by `wattbench self
 from __future__ import annotations
 
 import importlib
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,19 +21,6 @@ attention, decode_attention, matmul, matmul_int8 = (importlib.import_module(f"wa
 SUPPORTED = {arch: (t.capability, t.shared_limit) for arch, t in TARGETS.items()}
 # An RTX 30xx or A10 is sm_86 with the L4's 99 KB per block: the smallest limit of the sm_80 family.
 SUPPORTED["sm_86"] = ((8, 6), 101_376)
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """torch.cuda describing a GPU of the given capability and shared memory, as the pruners read it."""
-    def describe(capability, shared):
-        props = SimpleNamespace(major=capability[0], minor=capability[1], multi_processor_count=100,
-                                shared_memory_per_block_optin=shared)
-        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
-        targets.device_limits.cache_clear()
-    yield describe
-    targets.device_limits.cache_clear()
 
 
 @pytest.mark.parametrize("arch", SUPPORTED)
@@ -69,9 +55,9 @@ def test_wide_attention_tiles_are_tried_only_where_they_do_not_spill():
                                               (torch.float32, "ieee")])
 @pytest.mark.parametrize("rows", [1, 4096])
 @pytest.mark.parametrize("activation", ["none", "gelu"])
-def test_every_gemm_keeps_a_tile_that_fits(gpu, arch, dtype, precision, rows, activation):
+def test_every_gemm_keeps_a_tile_that_fits(described_gpu, arch, dtype, precision, rows, activation):
     capability, shared = SUPPORTED[arch]
-    gpu(capability, shared)
+    described_gpu(capability, shared)
     a = torch.empty(1, dtype=dtype, device="meta")
     for kernel, b in ((matmul._matmul_kernel, a), (matmul_int8._matmul_int8w_kernel, torch.empty(1, dtype=torch.int8))):
         args = {"a_ptr": a, "b_ptr": b, "q_ptr": b, "PRECISION": precision, "M": rows, "ACTIVATION": activation}
@@ -80,8 +66,8 @@ def test_every_gemm_keeps_a_tile_that_fits(gpu, arch, dtype, precision, rows, ac
         assert kept and all(config in listed for config in kept), kernel
 
 
-def test_decode_tiles_for_decode_sized_m_only(gpu):
-    gpu((9, 0), 232_448)
+def test_decode_tiles_for_decode_sized_m_only(described_gpu):
+    described_gpu((9, 0), 232_448)
     a = torch.empty(1, dtype=torch.bfloat16, device="meta")
     configs = _all_configs(matmul._matmul_kernel)
     for rows, decode_tiles in ((16, True), (64, True), (65, False)):
@@ -89,9 +75,9 @@ def test_decode_tiles_for_decode_sized_m_only(gpu):
         assert any(c.kwargs["BLOCK_M"] == 16 for c in kept) == decode_tiles
 
 
-def test_an_erf_epilogue_gets_tiles_with_room_for_it(gpu):
+def test_an_erf_epilogue_gets_tiles_with_room_for_it(described_gpu):
     """gelu's erf spills the 128-accumulators-per-thread tiles (128x256 on 8 warps, 128x128 on 4)."""
-    gpu((9, 0), 232_448)
+    described_gpu((9, 0), 232_448)
     a = torch.empty(1, dtype=torch.bfloat16, device="meta")
     configs = _all_configs(matmul._matmul_kernel)
     plain = matmul._matmul_kernel.early_config_prune(configs, {}, a_ptr=a, b_ptr=a, PRECISION="tf32", M=4096,
@@ -113,9 +99,9 @@ def _row_lists(kernel):
     return matmul_int8.DECODE_TENSOR_CORES, matmul_int8.DECODE_TENSOR_CORES, matmul_int8.DECODE_FP32
 
 
-def test_fp32_gemm_tiles_are_the_fp32_lists_not_the_16_bit_ones(gpu):
+def test_fp32_gemm_tiles_are_the_fp32_lists_not_the_16_bit_ones(described_gpu):
     """fp32 with TF32 off runs FMA loops: the 16-bit tiles spill there and need twice their shared memory."""
-    gpu((8, 9), 101_376)
+    described_gpu((8, 9), 101_376)
     a = torch.empty(1, dtype=torch.float32, device="meta")
     prune = matmul._matmul_kernel.early_config_prune
     kept = prune(_all_configs(matmul._matmul_kernel), {}, a_ptr=a, b_ptr=a, PRECISION="ieee", M=4096)
@@ -132,8 +118,8 @@ def test_shared_memory_depends_on_the_target():
     assert targets.pipeline_buffers((9, 0), 3) * stage == 147_456
 
 
-def test_a_gpu_without_room_for_any_config_is_refused_clearly(gpu):
-    gpu((8, 6), 16_384)
+def test_a_gpu_without_room_for_any_config_is_refused_clearly(described_gpu):
+    described_gpu((8, 6), 16_384)
     a = torch.empty(1, dtype=torch.float32, device="meta")
     with pytest.raises(targets.UnsupportedDevice, match=r"matmul: none of its 10 configs .* 16,384 B .* 8\.6"):
         matmul._matmul_kernel.early_config_prune(_all_configs(matmul._matmul_kernel), {}, a_ptr=a, b_ptr=a,
@@ -144,9 +130,9 @@ def test_a_gpu_without_room_for_any_config_is_refused_clearly(gpu):
 @pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, "tf32"), (torch.float32, "tf32"),
                                               (torch.float32, "ieee")])
 @pytest.mark.parametrize("group", [16, 32])
-def test_decode_keeps_a_tile_that_fits(gpu, arch, dtype, precision, group):
+def test_decode_keeps_a_tile_that_fits(described_gpu, arch, dtype, precision, group):
     capability, shared = SUPPORTED[arch]
-    gpu(capability, shared)
+    described_gpu(capability, shared)
     configs = decode_attention._configs(decode_attention._TENSOR_CORE_TILES + decode_attention._FMA_TILES)
     kept = decode_attention._decode_split_kernel.early_config_prune(
         configs, {}, Q=torch.empty(1, dtype=dtype, device="meta"), HEAD_DIM=128, BLOCK_G=group,

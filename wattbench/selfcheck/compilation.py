@@ -413,10 +413,10 @@ def dot_instructions(ptx: str, has_dot: bool) -> str | None:
     return "FMA" if has_dot else None
 
 
-def compile_variant(variant: Variant) -> CompileResult:
-    """Compile `variant` to cubin (in a worker with the interpreter off) and read what it uses."""
+def compile_kernel(variant: Variant):
+    """Triton's compile of `variant` for its target (in a process with the interpreter off): the kernel with its
+    cubin, PTX and metadata."""
     import triton
-    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -425,18 +425,30 @@ def compile_variant(variant: Variant) -> CompileResult:
     names = [name for name, _ in variant.signature]
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in variant.aligned}
     source = ASTSource(jit_fn, dict(variant.signature), dict(variant.constexprs), attrs)
-    target = GPUTarget("cuda", TARGETS[variant.arch].cc, 32)
-    start = _cpu_seconds()
-    try:
-        compiled = triton.compile(source, target=target, options=dict(variant.options))
-    except Exception as exc:  # noqa: BLE001 - a compile failure is the finding
-        return CompileResult(error=error_line(exc), cpu_seconds=_cpu_seconds() - start)
+    return triton.compile(source, target=GPUTarget("cuda", TARGETS[variant.arch].cc, 32),
+                          options=dict(variant.options))
+
+
+def resource_usage(compiled) -> dict[str, int]:
+    """What a compiled kernel's cubin uses, read by cuobjdump: {"REG": n, "STACK": n, "LOCAL": n, ...}."""
+    from triton import knobs
+
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
         text = subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", cubin.name], capture_output=True,
                               text=True, check=True).stdout
-    usage = parse_resource_usage(text).get(compiled.metadata.name, {})
+    return parse_resource_usage(text).get(compiled.metadata.name, {})
+
+
+def compile_variant(variant: Variant) -> CompileResult:
+    """Compile `variant` to cubin (in a worker with the interpreter off) and read what it uses."""
+    start = _cpu_seconds()
+    try:
+        compiled = compile_kernel(variant)
+    except Exception as exc:  # noqa: BLE001 - a compile failure is the finding
+        return CompileResult(error=error_line(exc), cpu_seconds=_cpu_seconds() - start)
+    usage = resource_usage(compiled)
     return CompileResult(shared=compiled.metadata.shared, registers=usage.get("REG"),
                          spill_bytes=usage.get("STACK", 0) + usage.get("LOCAL", 0),
                          dot=dot_instructions(compiled.asm["ptx"], "tt.dot" in compiled.asm["ttir"]),
