@@ -116,13 +116,26 @@ def disagreeing_benchmarks(run: dict) -> list[tuple[str, list[str]]]:
     return found
 
 
+def inter_token_latency(record) -> dict | None:
+    """A record's ITL percentiles in ms ({"p50", "p90", "p99"}: llm.decode's steps, llm.generate's token gaps;
+    wattbench.metrics.latency_percentiles), or None where it has none."""
+    itl = record.extra.get("itl_ms")
+    return itl if isinstance(itl, dict) else None
+
+
+def _itl_cell(record) -> str:
+    itl = inter_token_latency(record)
+    return "-" if itl is None else f"{format_seconds(itl['p50'] / 1e3)} / {format_seconds(itl['p99'] / 1e3)}"
+
+
 def format_table(run: dict) -> str:
     """The summary table `wattbench run` prints: time, throughput and energy per benchmark (and, for a sweep's
-    run file, the setting of each)."""
+    run file, the setting of each; where a record has an inter-token latency, its p50 and p99)."""
     found = records(run)
     settings = len({record.setting_id for record in found}) > 1
+    itl = any(inter_token_latency(record) for record in found)
     header = ["workload", "style", "impl", "precision", "size", *(["setting"] if settings else []), "median",
-              "throughput", "energy/unit", "work/J", "avg power"]
+              "throughput", *(["ITL p50 / p99"] if itl else []), "energy/unit", "work/J", "avg power"]
     rows = []
     interpreted_seen = False
     for bench, record in zip(run["benchmarks"], found):
@@ -136,17 +149,22 @@ def format_table(run: dict) -> str:
                      record.precision or "?", record.size or "?", *([record.setting_id] if settings else []),
                      _fmt_time(record.median_s),
                      f"{_fmt_number(throughput)} {unit}/s" if throughput else "-",
+                     *([_itl_cell(record)] if itl else []),
                      *_energy_cells(record.energy_or_none, record.unit or "unit")])
     lines = aligned_lines(header, [[str(cell) for cell in row] for row in rows])
-    lines += _footnotes(run, interpreted_seen)
+    lines += _footnotes(run, interpreted_seen, itl)
     return "\n".join(lines)
 
 
-def _footnotes(run: dict, interpreted_seen: bool) -> list[str]:
+def _footnotes(run: dict, interpreted_seen: bool, itl_seen: bool) -> list[str]:
     notes = []
     if interpreted_seen:
         notes.append("* interpreted: Triton ran through its interpreter on the CPU; correct results, "
                      "but the timing is meaningless and must not be compared")
+    if itl_seen:
+        notes.append("ITL p50 / p99: time between a sequence's consecutive tokens; llm.decode: every decode step of "
+                     "the timed rounds (one token for each sequence of the batch; CUDA events between steps on a "
+                     "GPU, the host clock on a CPU: the record's itl_method), llm.generate: host-synchronised tokens")
     found = records(run)
     energies = [record.energy_or_none for record in found]
     reasons = {energy.reason for energy in energies if energy.joules_per_unit is None}

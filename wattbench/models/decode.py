@@ -13,10 +13,14 @@ graph over their first rows, as vLLM captures one graph per batch size.
 The prompt's prefill stays eager (one forward over the whole prompt: its launches are amortised over
 its positions). The eager mode runs the very same step without a graph, on a CPU or when asked for on
 a GPU, so both modes compute the same tokens.
+
+`StepTimes` times each step of a decode call (the inter-token latency of every sequence in the batch)
+without a host synchronisation inside the call: on a GPU a CUDA event on the stream between replays.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -28,6 +32,47 @@ from wattbench.models.transformer import KVCache, Transformer
 
 #: How a decoder runs its steps: the value of a record's `decode` field.
 DECODE_MODES = ("cuda_graph", "eager")
+#: How StepTimes takes a step's time, by device type: the value of a record's `itl_method` field.
+ITL_METHODS = {"cuda": "cuda_event", "cpu": "perf_counter"}
+
+
+class StepTimes:
+    """The time of every step of the decode calls it is given to (`StaticDecoder.decode(steps, times)`).
+
+    A step makes one token for every sequence of the batch, so its time is each sequence's inter-token
+    latency. Each call is timed from its first step's start to its last step's end (what happens between
+    calls, `start`'s copies and the L2 flush before a round, is no step's). On a GPU ("cuda_event") a CUDA
+    event is recorded on the current stream before the first step and after each, graph replay or eager
+    launches alike: the device's time between consecutive tokens, read once in `seconds()`, so no step
+    waits for the host (an event record costs the host about a microsecond per token, inside the call).
+    On a CPU ("perf_counter") the host clock after each step: a CPU's torch operations are synchronous.
+    """
+
+    def __init__(self, device: Device):
+        self.on_cuda = device.type == "cuda"
+        self.method = ITL_METHODS["cuda" if self.on_cuda else "cpu"]
+        self._calls: list[list] = []
+
+    def _mark(self):
+        if not self.on_cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def begin_call(self) -> None:
+        self._calls.append([self._mark()])
+
+    def step_done(self) -> None:
+        self._calls[-1].append(self._mark())
+
+    def seconds(self) -> list[float]:
+        """Every step's time, in order (on a GPU, after waiting for the last step's event)."""
+        if self.on_cuda:
+            if self._calls:
+                self._calls[-1][-1].synchronize()
+            return [start.elapsed_time(end) / 1e3 for call in self._calls for start, end in zip(call, call[1:])]
+        return [end - start for call in self._calls for start, end in zip(call, call[1:])]
 
 
 class StaticDecoder:
@@ -101,9 +146,9 @@ class StaticDecoder:
         self.positions[:batch].fill_(position)
         self.batch, self.position = batch, position
 
-    def decode(self, steps: int) -> torch.Tensor:
-        """`steps` greedy tokens per sequence; returns the last step's logits (batch, vocab), which in graph
-        mode is the graph's output buffer (the next replay rewrites it)."""
+    def decode(self, steps: int, times: StepTimes | None = None) -> torch.Tensor:
+        """`steps` greedy tokens per sequence, each step timed into `times` if given; returns the last step's
+        logits (batch, vocab), which in graph mode is the graph's output buffer (the next replay rewrites it)."""
         if self.batch is None:
             raise RuntimeError("decode: call prefill() or start() first")
         if steps < 1 or self.position + steps > self.model.config.max_seq:
@@ -111,8 +156,12 @@ class StaticDecoder:
                              f"{self.model.config.max_seq} positions")
         call = self._calls[self.batch]
         with self.device.current():
+            if times is not None:
+                times.begin_call()
             for _ in range(steps):
                 call()
+                if times is not None:
+                    times.step_done()
         self.position += steps
         return self._logits[self.batch]
 

@@ -18,7 +18,7 @@ from wattbench.accuracy import Budget, load_budget
 from wattbench.errors import UsageError
 from wattbench.specs import SpecTable, load_specs
 from wattbench.record import IDENTITY_FIELDS, EnergyRecord, Record, comparability
-from wattbench.results import load_run, run_environment
+from wattbench.results import inter_token_latency, load_run, run_environment
 from wattbench.schema import is_finite_number, shown
 
 #: Identity of a benchmark across runs (record.IDENTITY_FIELDS); a list, as pandas takes column keys.
@@ -38,6 +38,7 @@ COLUMNS = [
     "joules_per_call", "joules_per_unit", "units_per_joule", "avg_power_w", "peak_power_w", "idle_power_w",
     "dynamic_joules_per_call", "energy_uncertainty_pct", "energy_valid_windows",
     "energy_boundary", "dynamic_joules_per_unit", "gpu_plus_host_joules_per_unit", "batch_size",
+    "itl_p50_ms", "itl_p99_ms",
     "spec_name", "peak_tflops", "pct_peak_flops", "peak_gbps", "pct_peak_bw", "attainable_tflops", "pct_roofline",
     "accuracy", "top1_agreement", "kl_divergence", "reference_path", "within_budget", "accuracy_note",
 ]
@@ -166,6 +167,8 @@ def record_row(path: Path, run: dict, bench: dict, specs: SpecTable, budget: Bud
     row.update(_boundary_columns(record.energy_or_none, _number(record.units_per_call)))
     shape = record.shape or {}
     row["batch_size"] = _number(shape.get("B", shape.get("M")))  # a model's batch, a GEMM's rows
+    itl = inter_token_latency(record) or {}
+    row.update(itl_p50_ms=_number(itl.get("p50")), itl_p99_ms=_number(itl.get("p99")))
     row.update(_spec_columns(specs, device_name, precision, tflops, gbps, intensity))
     row.update(_accuracy_columns(record, budget or load_budget()))
     return row

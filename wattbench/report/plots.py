@@ -301,11 +301,15 @@ def latency_vs_energy(frame: pd.DataFrame) -> Plot:
 #: The model-level workloads whose batch curves are drawn, and how each implementation's line is dashed.
 BATCH_CURVE_WORKLOADS = ("llm.prefill", "llm.decode")
 IMPL_LINES = {"torch": "-", "triton": "--", "compiled": ":"}
+#: The workload whose inter-token latency (the record's `itl_ms`) is drawn beside the batch curves.
+ITL_WORKLOAD = "llm.decode"
 
 
 def batch_curve(frame: pd.DataFrame) -> Plot:
     """Prefill and decode: energy per token against the batch size, a line per device, precision and
-    implementation (throughput where energy was measured on no device), as ML.ENERGY draws its curves."""
+    implementation (throughput where energy was measured on no device), as ML.ENERGY draws its curves; beside
+    them decode's inter-token latency at the same points (p50, a band to p99), the price of each batch's
+    energy saving."""
     rows = comparable(frame)
     rows = rows[rows["workload"].isin(BATCH_CURVE_WORKLOADS) & rows["batch_size"].notna()]
     batches = rows.groupby("workload")["batch_size"].nunique()
@@ -322,8 +326,10 @@ def batch_curve(frame: pd.DataFrame) -> Plot:
         drawn = drawn[drawn["workload"].isin(workloads)]
     metric = "joules_per_unit" if per_joule else "units_per_s"
     colours = device_colours(drawn)
-    figure = _figure(5.2 * len(workloads) + 0.5, 4.6)
-    axes = np.atleast_1d(figure.subplots(1, len(workloads)))
+    itl = drawn[(drawn["workload"] == ITL_WORKLOAD) & drawn["itl_p50_ms"].notna()]
+    panels = len(workloads) + (not itl.empty)
+    figure = _figure(5.2 * panels + 0.5, 4.6)
+    axes = np.atleast_1d(figure.subplots(1, panels))
     if per_joule:
         figure.suptitle("Energy per token vs batch size (lower is better): prefill and decode")
     else:
@@ -339,6 +345,8 @@ def batch_curve(frame: pd.DataFrame) -> Plot:
         ax.set_xlabel("batch size (sequences per call)")
         ax.set_ylabel(f"energy per {unit.rstrip('s')} (J)" if per_joule else f"throughput ({unit}/s)")
         _log_axes(ax)
+    if not itl.empty:
+        _itl_panel(axes[-1], itl, colours)
     handles = [Line2D([], [], color=c, linewidth=3, label=d) for d, c in colours.items()]
     handles += [Line2D([], [], color="grey", marker=_precision_marker(p), linestyle="", label=p)
                 for p in sorted(set(drawn["precision"]))]
@@ -349,11 +357,29 @@ def batch_curve(frame: pd.DataFrame) -> Plot:
                "panel titles name the models. On a GPU, energy per token falls steeply from small batches and "
                "flattens by 256-512 (ML.ENERGY's Llama-3.1-8B curve on an H100: 0.455 J/token at batch 8, "
                "0.0702 at 512).")
+    if not itl.empty:
+        caption += (f" The right-hand panel is {ITL_WORKLOAD}'s inter-token latency at the same points: the time of "
+                    "one decode step, which makes a token for every sequence of the batch (line: p50; band: up to "
+                    "p99 of the timed rounds' steps; CUDA events between steps on a GPU, the host clock on a CPU).")
     if not per_joule:
         caption += " Energy was measured on no device, so this shows throughput instead of energy per token."
         return Plot("batch_curve_throughput", "Throughput vs batch size, prefill and decode (energy measured on "
                     "no device)", figure, caption)
     return Plot("batch_curve", "Energy per token vs batch size, prefill and decode", figure, caption)
+
+
+def _itl_panel(ax, rows: pd.DataFrame, colours: dict[str, str]) -> None:
+    """ITL against batch size: p50 a line per device, precision and implementation, shaded up to p99."""
+    for (device, precision, impl), line in rows.groupby(["device_name", "precision", "impl"]):
+        line = line.groupby("batch_size")[["itl_p50_ms", "itl_p99_ms"]].median().sort_index()
+        ax.plot(line.index, line["itl_p50_ms"], color=colours[device], linestyle=IMPL_LINES.get(impl, "-."),
+                marker=_precision_marker(precision), markersize=5, linewidth=1.3)
+        ax.fill_between(line.index, line["itl_p50_ms"], line["itl_p99_ms"], color=colours[device], alpha=0.15,
+                        linewidth=0)
+    ax.set_title(f"{ITL_WORKLOAD}: inter-token latency (p50, band to p99)", fontsize=10)
+    ax.set_xlabel("batch size (sequences per call)")
+    ax.set_ylabel("ITL: time per decode step (ms)")
+    _log_axes(ax)
 
 
 def _ceiling_styles(precisions) -> dict[str, str]:

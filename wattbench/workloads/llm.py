@@ -14,14 +14,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import statistics
 import time
 
 import pytest
 import torch
 
 from wattbench.compiled import COMPILED, compile_fn, compile_metrics, first_call
-from wattbench.metrics import RequestTiming, latency_metrics
-from wattbench.models.decode import StaticDecoder
+from wattbench.metrics import FORMULAS, RequestTiming, latency_metrics, latency_percentiles
+from wattbench.models.decode import StaticDecoder, StepTimes
 from wattbench.models.ops import ops_for
 from wattbench.models.memory import memory_needed
 from wattbench.models.quantized import accuracy_guard, model_weight_bytes, swap_linears
@@ -176,15 +177,32 @@ def decode_mode(context: Context) -> str:
     return "cuda_graph" if context.device.type == "cuda" and not context.eager_decode else "eager"
 
 
+def step_latency(steps_s: list[float]) -> dict | None:
+    """A decode's ITL from its step times: p50, p90, p99 and mean in ms; None where no step was timed."""
+    if not steps_s:
+        return None
+    return {**latency_percentiles(steps_s), "mean": statistics.fmean(steps_s) * 1e3}
+
+
 class DecodeStep(Step):
     """Decode `T` tokens after a prompt of `P` through a StaticDecoder: the prompt prefilled once, outside the
     timed step; each call restarts from the prompt's first token (device copies only) and decodes `T` tokens,
-    `T` graph replays in "cuda_graph" mode. The record's `decode` field says which mode ran."""
+    `T` graph replays in "cuda_graph" mode. The record's `decode` field says which mode ran.
+
+    The record's ITL (`itl_ms`: p50, p90, p99 and mean in ms, over `itl_steps` steps) is the time of every step
+    of the timed rounds' calls (`reset()` to `metrics()`; the energy windows are not timed per step), by the
+    method in `itl_method` (wattbench.models.decode.StepTimes): "cuda_event" on a GPU, each replay's device time
+    between CUDA events with no host sync inside a call; "perf_counter" on a CPU. One step makes a token for
+    every sequence, so the batch's step times are every sequence's inter-token gaps (vLLM's ITL pooled over
+    requests has the same percentiles). The host's read of each token is not in it (llm.generate's is)."""
 
     def __init__(self, inputs: Inputs, impl: str):
         context, prompt, model = inputs["context"], inputs["prompt"], inputs["model"]
         self.context, self.mode, self.new_tokens = context, decode_mode(context), inputs["new_tokens"]
         self.compile_s = None
+        #: The steps being timed (from reset() until metrics()), and the ITL figures metrics() made of them.
+        self.times: StepTimes | None = None
+        self.itl: dict = {}
         if impl == COMPILED:  # the model's torch decode step compiled whole: its first calls compile it
             started = time.perf_counter()
             decode_fn = compile_fn(model.decode, context)
@@ -201,10 +219,19 @@ class DecodeStep(Step):
 
     def __call__(self):
         self.decoder.start(self.first, self.prompt_length)
-        return self.decoder.decode(self.new_tokens)
+        return self.decoder.decode(self.new_tokens, self.times)
+
+    def reset(self) -> None:
+        self.times = StepTimes(self.context.device)
 
     def metrics(self) -> dict:
-        return {"decode": self.mode, **({} if self.compile_s is None else compile_metrics(self.context, self.compile_s))}
+        if self.times is not None:
+            steps_s = self.times.seconds()
+            self.itl = {"itl_ms": step_latency(steps_s), "itl_steps": len(steps_s), "itl_method": self.times.method,
+                        "formulas": {"itl_ms": FORMULAS["itl_ms"]}}
+            self.times = None
+        return {"decode": self.mode, **self.itl,
+                **({} if self.compile_s is None else compile_metrics(self.context, self.compile_s))}
 
 
 class GenerationStep(Step):
