@@ -117,8 +117,8 @@ def disagreeing_benchmarks(run: dict) -> list[tuple[str, list[str]]]:
 
 
 def inter_token_latency(record) -> dict | None:
-    """A record's ITL percentiles in ms ({"p50", "p90", "p99"}: llm.decode's steps, llm.generate's token gaps;
-    wattbench.metrics.latency_percentiles), or None where it has none."""
+    """A record's ITL in ms (p50, p90, p99 of wattbench.metrics.latency_percentiles, and a mean for llm.decode's
+    steps; llm.generate's are its host-synchronised token gaps), or None where it has none."""
     itl = record.extra.get("itl_ms")
     return itl if isinstance(itl, dict) else None
 
