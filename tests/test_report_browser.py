@@ -62,7 +62,7 @@ MEASURE = """<script>window.addEventListener("load", function () {
 def seen(tmp_path_factory):
     """What the browser measured on the report of the fixtures (and the CPU run)."""
     folder = tmp_path_factory.mktemp("browser")
-    assert write_report(RUNS, folder / "report", trace=DATA / "fixture_h100_trace.csv") == 0
+    assert write_report(RUNS, folder / "report", trace=DATA / "fixture_h100_trace.csv").out == folder / "report"
     page = (folder / "report" / "report.html").read_text()
     checked = folder / "checked.html"
     checked.write_text(page.replace("<head>", "<head>" + RECORD_ERRORS, 1).replace("</body>", MEASURE + "</body>"))

@@ -91,11 +91,11 @@ def test_devices_are_ranked_by_total_cost_under_the_latency_bound(runs):
 
 
 def test_the_report_shows_cost_columns_only_when_their_inputs_are_given(runs, tmp_path):
-    assert write_report(runs, tmp_path / "plain") == 0
+    assert write_report(runs, tmp_path / "plain").out == tmp_path / "plain"
     for name in ("summary.md", "report.html"):
         text = (tmp_path / "plain" / name).read_text()
         assert "derived" not in text.lower() and "CO2e" not in text and "cost" not in text.lower()
-    assert write_report(runs, tmp_path / "priced", cost=INPUTS) == 0
+    assert write_report(runs, tmp_path / "priced", cost=INPUTS).out == tmp_path / "priced"
     summary = (tmp_path / "priced" / "summary.md").read_text()
     assert "## Cost and carbon per 1M units (derived)" in summary
     assert "DERIVED, not measured" in summary and "electricity 0.2 EUR/kWh, PUE 1.5, grid 400 gCO2e/kWh" in summary
@@ -108,7 +108,7 @@ def test_the_report_shows_cost_columns_only_when_their_inputs_are_given(runs, tm
 
 
 def test_carbon_alone_gives_co2e_and_no_cost_column(runs, tmp_path):
-    assert write_report(runs, tmp_path / "out", cost={"carbon_g_per_kwh": 400}) == 0
+    assert write_report(runs, tmp_path / "out", cost={"carbon_g_per_kwh": 400}).out == tmp_path / "out"
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| workload | rank | device | configuration | per 1M | facility kWh | kg CO2e | median ms |" in summary
     assert "total cost" not in summary and "PUE not given (1: the device's energy only)" in summary
@@ -124,7 +124,7 @@ def test_the_pyproject_table_is_read_and_options_override_it(runs, tmp_path):
     overridden = cost.load_cost(tmp_path, {"electricity_per_kwh": 0.2, "device_per_hour": {"B$": 1.0}})
     assert overridden.electricity_per_kwh == 0.2 and overridden.price_per_hour("DEVICE-B") == 1.0
     assert cost.load_cost(Path("/"), {}) is None  # no table, no option: no cost at all
-    assert write_report(runs, tmp_path / "out", config_root=tmp_path) == 0
+    assert write_report(runs, tmp_path / "out", config_root=tmp_path).out == tmp_path / "out"
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "not ranked: DEVICE-A: no device price matches its name" in summary
     assert "| gemm.infer | 1 | DEVICE-B | torch bf16 M1 | tokens | 0.0075 | 0.00375 | 0.8 | 0.8038 | 4 |" in summary

@@ -9,8 +9,10 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from wattbench import cli
 from wattbench.errors import UsageError
 from wattbench.report import write_report
+from wattbench.specs import load_specs
 
 DATA = Path(__file__).parent / "data" / "report"
 CPU, H100, L4 = DATA / "cpu_run.json", DATA / "fixture_h100.json", DATA / "fixture_l4.json"
@@ -36,13 +38,14 @@ def many_devices(tmp_path_factory):
     """A report over a real CPU run and synthetic GPU fixtures (kernels, and a model a day later), with the H100
     kernel fixture's trace."""
     out = tmp_path_factory.mktemp("report") / "many"
-    status = write_report([H100, CPU, L4, LLM_H100, LLM_L4], out, trace=TRACE)
-    return status, out
+    written = write_report([H100, CPU, L4, LLM_H100, LLM_L4], out, trace=TRACE)
+    return written, out
 
 
 def test_report_over_several_devices_writes_every_artefact(many_devices):
-    status, out = many_devices
-    assert status == 0
+    written, out = many_devices
+    assert written.out == out and written.records == records(H100, CPU, L4, LLM_H100, LLM_L4) and written.runs == 5
+    assert set(written.files) == {p for p in out.rglob("*") if p.is_file()} - {out / "report-inputs.json"}
     table = pd.read_csv(out / "benchmarks.csv")
     assert len(table) == records(H100, CPU, L4, LLM_H100, LLM_L4)
     assert (out / "benchmarks.parquet").exists() == (importlib.util.find_spec("pyarrow") is not None)
@@ -115,7 +118,7 @@ def test_html_page_puts_the_verdict_first_and_is_self_contained(many_devices):
 
 def test_single_cpu_run_without_energy_still_answers(tmp_path, capsys):
     out = tmp_path / "reports" / CPU.stem
-    assert write_report([CPU], out) == 0
+    assert cli.main(["report", str(CPU), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "plot power_over_time skipped: no power trace given" in printed
     assert "plot triton_vs_torch skipped" in printed and "interpreted" in printed
@@ -145,7 +148,7 @@ def later_runs(folder: Path, count: int) -> list[Path]:
 
 
 def test_history_over_three_runs_is_drawn_and_every_change_tabled(tmp_path):
-    assert write_report(later_runs(tmp_path, 3), tmp_path / "out") == 0
+    assert write_report(later_runs(tmp_path, 3), tmp_path / "out").out == tmp_path / "out"
     assert "history" in drawn_plots(tmp_path / "out")
     height, width, _ = matplotlib.image.imread(tmp_path / "out" / "plots" / "history.png").shape
     assert height > 400 and width > 800  # small multiples, not a strip
@@ -160,7 +163,7 @@ def test_a_trace_is_drawn_against_the_run_it_was_saved_beside(tmp_path):
     run.write_text(H100.read_text())
     trace = tmp_path / "h100.trace.csv"
     trace.write_text(TRACE.read_text())
-    assert write_report([CPU, run], tmp_path / "out", trace=trace) == 0
+    assert write_report([CPU, run], tmp_path / "out", trace=trace).out == tmp_path / "out"
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert f"Power over time of {H100_NAME}" in summary
 
@@ -171,7 +174,10 @@ def test_a_bad_or_missing_run_file_is_an_error_unless_bad_files_are_skipped(tmp_
     with pytest.raises(UsageError, match=rf"^{broken}: not valid JSON .*\(1 other file\(s\) too\); pass --skip-bad"):
         write_report([CPU, broken, missing], tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert write_report([broken, CPU, missing], tmp_path / "out", skip_bad=True) == 0
+    written = write_report([broken, CPU, missing], tmp_path / "out", skip_bad=True)
+    assert written.runs == 1 and [note.split(":")[0] for note in written.notes] == [f"skipped {broken}",
+                                                                                    f"skipped {missing}"]
+    assert cli.main(["report", str(broken), str(CPU), str(missing), "--out", str(tmp_path / "out"), "--skip-bad"]) == 0
     captured = capsys.readouterr()
     assert f"wattbench: skipped {broken}: not valid JSON" in captured.err
     assert f"wattbench: skipped {missing}: cannot read" in captured.err and "wattbench: skipped" not in captured.out
@@ -199,7 +205,9 @@ def test_a_trace_that_cannot_be_read_is_refused_before_anything_is_written(tmp_p
 def test_an_empty_trace_skips_the_plot_with_the_reason(tmp_path, capsys):
     trace = tmp_path / "trace.csv"
     trace.write_text("timestamp_s,source,channel,method,watts,joules\n")
-    assert write_report([H100], tmp_path / "out", trace=trace) == 0
+    skipped = write_report([H100], tmp_path / "out", trace=trace).skipped_plots
+    assert skipped["power_over_time"].startswith("the power trace holds no readings")
+    assert cli.main(["report", str(H100), "--out", str(tmp_path / "out"), "--trace", str(trace)]) == 0
     assert "plot power_over_time skipped: the power trace holds no readings" in capsys.readouterr().out
 
 
@@ -212,12 +220,12 @@ def test_a_report_is_named_after_its_inputs_and_never_replaces_another_unasked(t
     assert pair == default_report_dir([H100, CPU]) and pair.name.startswith("combined-2-runs-")
     assert pair != default_report_dir([CPU, L4])
     out = tmp_path / "out"
-    assert write_report([CPU], out) == 0
-    assert write_report([CPU], out) == 0  # the same inputs: brought up to date
+    assert write_report([CPU], out).out == out
+    assert write_report([CPU], out).out == out  # the same inputs: brought up to date
     with pytest.raises(UsageError, match=r"'.*out' holds the report of other run files \(1 of them\): choose another "
                                          r"--out, or pass --force"):
         write_report([H100], out)
-    assert write_report([H100], out, force=True) == 0
+    assert write_report([H100], out, force=True).out == out
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not a report")
     with pytest.raises(UsageError, match=r"is not empty and holds no report of wattbench's"):
@@ -233,3 +241,23 @@ def test_no_usable_input_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="cannot be created"):
         write_report([CPU], tmp_path / "file" / "out")
+
+
+def test_the_report_matches_devices_in_the_spec_table_it_is_given(tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"format": "wattbench-device-specs/1", "devices": [
+        {"name": "Any device", "kind": "cpu", "match": [".*"],
+         "peak_tflops": {"fp32": {"value": 2.0, "source": "test figure"}}}]}))
+    write_report([CPU], tmp_path / "given", specs=load_specs(mine))
+    assert set(pd.read_csv(tmp_path / "given" / "benchmarks.csv")["spec_name"]) == {"Any device"}
+    write_report([CPU], tmp_path / "shipped")
+    assert "Any device" not in set(pd.read_csv(tmp_path / "shipped" / "benchmarks.csv")["spec_name"].dropna())
+    assert cli.main(["report", str(CPU), "--specs", str(mine), "--out", str(tmp_path / "command")]) == 0
+    assert set(pd.read_csv(tmp_path / "command" / "benchmarks.csv")["spec_name"]) == {"Any device"}
+    mine.write_text(json.dumps({"format": "wattbench-device-specs/1", "devices": [
+        {"name": "X", "peak_tflops": {"fp32": {"value": 2.0}}}]}))  # a figure without its source
+    capsys.readouterr()
+    assert cli.main(["report", str(CPU), "--specs", str(mine), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wattbench: error: {mine}") and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

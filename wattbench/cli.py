@@ -212,12 +212,32 @@ def _run_devices(args, extra: list[str]) -> int:
 def _report(args) -> int:
     from wattbench.report import write_report
     from wattbench.report.cost import parse_device_prices
+    from wattbench.specs import load_specs
 
     cost = {"electricity_per_kwh": args.electricity_price, "currency": args.currency, "pue": args.pue,
             "carbon_g_per_kwh": args.carbon_intensity, "max_latency_ms": args.max_latency_ms,
             "device_per_hour": parse_device_prices(args.device_price)}
-    return write_report(args.runs, args.out, args.specs, args.trace, skip_bad=args.skip_bad, force=args.force,
-                        cost=cost)
+    specs = load_specs(args.specs)  # a bad file: one line, before anything is written
+    return show_report(write_report(args.runs, args.out, specs, args.trace, skip_bad=args.skip_bad,
+                                    force=args.force, cost=cost))
+
+
+def show_notes(notes) -> None:
+    """Notes on the inputs (run files left out or without a record) on stderr."""
+    for note in notes:
+        print(f"wattbench: {note}", file=sys.stderr)
+
+
+def show_report(report) -> int:
+    """A written report (report.render.WrittenReport): its notes on stderr, the plots left out and the files
+    written on stdout; 0 (a report that could not be written raised UsageError instead)."""
+    show_notes(report.notes)
+    for name, why in report.skipped_plots.items():
+        print(f"wattbench: plot {name} skipped: {why}")
+    print(f"wattbench: report of {report.records} record(s) from {report.runs} run file(s) in {report.out}:")
+    for path in report.files:
+        print(f"  {path}")
+    return 0
 
 
 def _select(args) -> int:
@@ -228,11 +248,13 @@ def _select(args) -> int:
     from wattbench.report.select import format_precisions, format_ranking, select_precisions
 
     if args.precisions:
-        maps = select_precisions(args.runs, args.workload, skip_bad=args.skip_bad)
+        maps, file_notes = select_precisions(args.runs, args.workload, skip_bad=args.skip_bad)
+        show_notes(file_notes)
         print(format_precisions(maps, args.workload))
         return 0 if maps else 1
     ranking = select_devices(args.runs, args.workload, args.max_latency_ms, args.metric, skip_bad=args.skip_bad,
                              max_ttft_ms=args.max_ttft_ms, max_tpot_ms=args.max_tpot_ms)
+    show_notes(ranking.file_notes)
     if ranking.fallback and not args.allow_fallback:
         print(f"wattbench: not ranked by {args.metric}: {ranking.fallback}; pass --allow-fallback to rank by "
               "units_per_s instead", file=sys.stderr)

@@ -171,7 +171,7 @@ def run_workers(workers: list[Worker], config: RunConfig, runs_dir: Path, pytest
         print("wattbench: no worker wrote a run file", file=sys.stderr)
         return max(codes)
     results.write_json_atomic(final, merge_runs(parts))
-    runner.finish(final, trace=None, report=True, specs=Path(config.specs_path) if config.specs_path else None)
+    runner.finish(final, trace=None, report=True, specs=config.specs)
     return max(codes)
 
 

@@ -17,6 +17,7 @@ from wattbench.conditions import throttled_benchmarks
 from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
 from wattbench.journal import recorded_cases
+from wattbench.specs import SpecTable
 
 SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
 
@@ -63,13 +64,13 @@ def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True) -
     `pytest_args` are further pytest arguments (no run options: they are in `config`). Returns 0 when every
     benchmark ran, 1 when some failed or the run stopped early, INTERRUPTED (130) when a signal cut it short.
 
-    The user's spec file (`config.specs_path`) is used for MFU during the run and for the report."""
+    The user's spec table (`config.specs`, read once from `config.specs_path`) is used for MFU during the run
+    and for the report."""
     from wattbench.plugin import GivenConfig
 
     final = Path(config.run_file)
     scratch = final.with_name(f".{final.stem}.pytest-benchmark.json")
     trace = Path(config.save_trace) if config.save_trace else None
-    specs = Path(config.specs_path) if config.specs_path else None
     args = [str(SUITES_DIR), "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-o", "addopts=",
             "-v", "--no-header", "--benchmark-quiet",
             "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning", f"--benchmark-json={scratch}",
@@ -97,7 +98,7 @@ def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True) -
         print(f"wattbench: no results were written (pytest exit status {int(status)})", file=sys.stderr)
         return 1
     try:
-        data = finish(final, trace if trace and trace.exists() else None, report and not interrupted, specs)
+        data = finish(final, trace if trace and trace.exists() else None, report and not interrupted, config.specs)
     except KeyboardInterrupt:
         interrupted, data = True, results.load_run(final)
     return outcome(final, data, interrupted, report_dir_for(final) if report else None,
@@ -127,8 +128,9 @@ def report_dir_for(final: Path) -> Path:
     return final.parent.parent / "reports" / final.stem
 
 
-def finish(final: Path, trace: Path | None, report: bool, specs: Path | None = None) -> dict:
-    """Add the per-watt comparison to a finished run file, print its table, and write its report."""
+def finish(final: Path, trace: Path | None, report: bool, specs: SpecTable | None = None) -> dict:
+    """Add the per-watt comparison to a finished run file, print its table, and write its report (with the spec
+    table the run loaded, `RunConfig.specs`; None: the shipped one)."""
     data = results.load_run(final)
     block = data["wattbench"]
     if not (data["benchmarks"] or block.get("failed") or block.get("skipped")):
@@ -150,7 +152,9 @@ def finish(final: Path, trace: Path | None, report: bool, specs: Path | None = N
             print(f"  {case}: {'; '.join(how)}")
     print(f"\nrun file: {final}")
     if report and data["benchmarks"]:
+        from wattbench.cli import show_report
         from wattbench.report import write_report
 
-        write_report([final], report_dir_for(final), specs=specs, trace=trace, force=True)  # its own folder
+        written = write_report([final], report_dir_for(final), specs=specs, trace=trace, force=True)  # its own folder
+        show_report(written)
     return data

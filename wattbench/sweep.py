@@ -88,8 +88,7 @@ def _finish(final: Path, measured: list[Measured], plan: SweepPlan, config: RunC
     if not measured:
         print("wattbench: the sweep ended before any setting was measured: nothing was written", file=sys.stderr)
         return runner.INTERRUPTED if interrupted else 1
-    data = runner.finish(final, None, report and not interrupted,
-                         Path(config.specs_path) if config.specs_path else None)
+    data = runner.finish(final, None, report and not interrupted, config.specs)
     done = [part.setting.id for part in measured]
     missing = [setting.id for setting in plan.settings if setting.id not in done]
     if interrupted or missing:

@@ -1,7 +1,8 @@
 """Reports and hardware selection over run files from many hosts.
 
 - `write_report(runs, out, specs=None, trace=None, cost=None)`: CSV (+ Parquet), plots, summary.md and
-  report.html, the verdict first (`verdict`), cost and carbon when their inputs are given (`cost`).
+  report.html, the verdict first (`verdict`), cost and carbon when their inputs are given (`cost`); `specs` a
+  loaded `SpecTable`; it returns a `WrittenReport` for the command to show.
 - `select_devices(runs, workload, max_latency_ms, metric)`: devices ranked per joule under a latency bound.
 - `load_runs(paths)`: run files into one tidy DataFrame; `load_specs(file)`: the device spec table.
 """

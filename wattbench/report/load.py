@@ -1,13 +1,12 @@
 """Run files from any number of hosts into one tidy DataFrame: one row per benchmark record; power traces.
 
 `load_runs` collects the files it cannot use, each with why; `check_problems` refuses them unless the
-user asked to skip bad files.
+user asked to skip bad files, and says which it left out.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,17 +201,16 @@ def load_runs(paths: list[Path], specs: SpecTable | None = None, budget: Budget 
     return loaded
 
 
-def check_problems(loaded: Loaded, skip_bad: bool) -> None:
+def check_problems(loaded: Loaded, skip_bad: bool) -> list[str]:
     """A run file the user named and that cannot be used is an error, unless they asked to skip such files
-    (`--skip-bad`): then each is named on stderr, as is each run file without a record."""
+    (`--skip-bad`); the messages that name each file left out and each run file without a record, for the
+    command to show (cli.show_notes)."""
     if loaded.problems and not skip_bad:
         path, why = loaded.problems[0]
         others = f" ({len(loaded.problems) - 1} other file(s) too)" if len(loaded.problems) > 1 else ""
         raise UsageError(f"{path}: {why}{others}; pass --skip-bad to leave such files out")
-    for path, why in loaded.problems:
-        print(f"wattbench: skipped {path}: {why}", file=sys.stderr)
-    for path in loaded.empty:
-        print(f"wattbench: note: {path} holds no benchmark record yet", file=sys.stderr)
+    return ([f"skipped {path}: {why}" for path, why in loaded.problems]
+            + [f"note: {path} holds no benchmark record yet" for path in loaded.empty])
 
 
 #: A power trace CSV (PowerMonitor.write_trace): the columns, and those that hold numbers (watts or joules

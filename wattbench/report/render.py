@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -487,27 +488,41 @@ def check_report_dir(out: Path, runs: list[Path], force: bool) -> None:
                          "of them): choose another --out, or pass --force to replace it")
 
 
-def write_report(runs: list[Path], out: Path | None = None, specs: Path | None = None, trace: Path | None = None,
-                 skip_bad: bool = False, force: bool = False, cost: dict | None = None,
-                 config_root: Path = Path(".")) -> int:
+@dataclass(frozen=True)
+class WrittenReport:
+    """What `write_report` wrote, for the command to show (cli.show_report): the folder and its files, the
+    plots left out (name -> why), and the notes on the run files left out or without a record."""
+
+    out: Path
+    records: int
+    runs: int
+    files: tuple[Path, ...]
+    skipped_plots: dict[str, str]
+    notes: tuple[str, ...]
+
+
+def write_report(runs: list[Path], out: Path | None = None, specs: SpecTable | None = None,
+                 trace: Path | None = None, skip_bad: bool = False, force: bool = False, cost: dict | None = None,
+                 config_root: Path = Path(".")) -> WrittenReport:
     """Write benchmarks.csv (+ .parquet with pyarrow), plots/*.png|svg, summary.md and report.html to `out`
     (default: `default_report_dir(runs)`).
 
-    `trace` is a power trace CSV (PowerMonitor.write_trace) of the run file it was saved beside, else of the first
-    run file. `cost` holds the command
-    line's cost options (wattbench.report.cost.KEYS), over `[tool.wattbench.cost]` of the pyproject.toml nearest
-    `config_root`; without either, no cost or carbon figure appears. A run file that cannot be used is an error
-    unless `skip_bad`; a folder holding another report is refused unless `force`.
-    Returns 0; bad input raises UsageError before anything is written.
+    `specs` is the device spec table, loaded once by the caller (a run's `RunConfig.specs`, the command's
+    `--specs`); None: the shipped one. `trace` is a power trace CSV (PowerMonitor.write_trace) of the run file it
+    was saved beside, else of the first run file. `cost` holds the command line's cost options
+    (wattbench.report.cost.KEYS), over `[tool.wattbench.cost]` of the pyproject.toml nearest `config_root`;
+    without either, no cost or carbon figure appears. A run file that cannot be used is an error unless
+    `skip_bad`; a folder holding another report is refused unless `force`.
+    Returns what it wrote; bad input raises UsageError before anything is written.
     """
     if not isinstance(runs, (list, tuple)):
         raise TypeError(f"runs must be a list of run file paths, got {type(runs).__name__}")
     runs = [Path(p) for p in runs]
-    table = load_specs(Path(specs) if specs is not None else None)
+    table = specs or load_specs()
     power_trace = load_trace(Path(trace)) if trace is not None else None
     inputs = costs.load_cost(config_root, cost)
     loaded = load_runs(runs, table)
-    check_problems(loaded, skip_bad)
+    notes = check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
     records = setting_rows(loaded.runs, table)
@@ -529,9 +544,4 @@ def write_report(runs: list[Path], out: Path | None = None, specs: Path | None =
     (out / "report.html").write_text(page.to_html(report, out / "plots"))
     written += [out / "plots" / f"{plot.name}.{suffix}" for plot in drawn for suffix in ("png", "svg")]
     written += [out / "summary.md", out / "report.html"]
-    for name, why in skipped.items():
-        print(f"wattbench: plot {name} skipped: {why}")
-    print(f"wattbench: report of {len(loaded.frame)} record(s) from {len(loaded.runs)} run file(s) in {out}:")
-    for path in written:
-        print(f"  {path}")
-    return 0
+    return WrittenReport(out, len(loaded.frame), len(loaded.runs), tuple(written), skipped, tuple(notes))

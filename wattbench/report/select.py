@@ -67,6 +67,8 @@ class Ranking:
     notes: list[str] = field(default_factory=list)
     #: Why the ranking is by units_per_s, not the metric asked for (energy not measured anywhere), else None.
     fallback: str | None = None
+    #: The run files left out or without a record (load.check_problems), for the command to show on stderr.
+    file_notes: list[str] = field(default_factory=list)
 
 
 def check_workload(frame: pd.DataFrame, workload: str) -> None:
@@ -223,26 +225,29 @@ def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank devices for, e.g. --workload gemm.infer")
     loaded = load_runs(list(runs))
-    check_problems(loaded, skip_bad)
+    file_notes = check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
-    return rank_devices(setting_rows(loaded.runs), workload, max_latency_ms, metric, max_ttft_ms, max_tpot_ms)
+    ranking = rank_devices(setting_rows(loaded.runs), workload, max_latency_ms, metric, max_ttft_ms, max_tpot_ms)
+    ranking.file_notes = file_notes
+    return ranking
 
 
-def select_precisions(runs: list[Path], workload: str, skip_bad: bool = False) -> list:
+def select_precisions(runs: list[Path], workload: str, skip_bad: bool = False) -> tuple[list, list[str]]:
     """`workload`'s crossover maps over the run files (wattbench.report.crossover: per device, implementation and
-    size, the precision with the most work per joule at each batch size, inside the accuracy budget)."""
+    size, the precision with the most work per joule at each batch size, inside the accuracy budget), and the
+    notes on the run files left out or without a record (load.check_problems)."""
     from wattbench.report.crossover import crossover_maps
     from wattbench.report.settings import setting_rows
 
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank precisions for, e.g. --workload gemm.infer")
     loaded = load_runs(list(runs))
-    check_problems(loaded, skip_bad)
+    file_notes = check_problems(loaded, skip_bad)
     if loaded.frame.empty:
         raise UsageError("none of the run files holds a benchmark record")
     check_workload(loaded.frame, workload)
-    return [found for found in crossover_maps(setting_rows(loaded.runs)) if found.workload == workload]
+    return [found for found in crossover_maps(setting_rows(loaded.runs)) if found.workload == workload], file_notes
 
 
 def format_precisions(maps: list, workload: str) -> str:
