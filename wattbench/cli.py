@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="long-term RAPL limit of every CPU package in W (writable powercap sysfs)")
     knobs.add_argument("--cpu-max-freqs", default=None, metavar="MHZ",
                        help="cpufreq scaling_max_freq of every CPU in MHz (writable cpufreq sysfs)")
+    sweep.add_argument("--resume", type=Path, default=None, metavar="RUN.json",
+                       help="continue the sweep cut short in RUN.json: its settings, device, preset and -k; the "
+                            "settings it finished are kept")
     sweep.add_argument("--restore", action="store_true",
                        help="restore the originals recorded in this host's state file "
                             "($XDG_STATE_HOME/wattbench, else ~/.local/state/wattbench), then remove it")
@@ -328,15 +331,19 @@ def _sweep(args) -> int:
     """A sweep (the run options, then every setting, checked before anything runs), or --restore."""
     from wattbench.config import from_command
     from wattbench.power import knobs
-    from wattbench.sweep import run_sweep
+    from wattbench.sweep import resumed_plan, run_sweep
 
-    options = [knob.option.removeprefix("--").replace("-", "_") for knob in knobs.KNOBS.values()]  # plan_sweep's
-    asked = {option: getattr(args, option) for option in options if getattr(args, option) is not None}
+    asked = {knob.argument: getattr(args, knob.argument) for knob in knobs.KNOBS.values()
+             if getattr(args, knob.argument) is not None}
     if args.restore:
-        if asked or args.keyword or args.device or args.preset or args.pytest_args:
+        if asked or args.keyword or args.device or args.preset or args.pytest_args or args.resume:
             raise UsageError("--restore only puts the originals back: give it alone (`wattbench sweep --restore`)")
         return knobs.restore_leftover()
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    if args.resume:
+        if asked or args.dry_run:
+            raise UsageError("--resume continues the sweep its run file planned: give it no settings or --dry-run")
+        asked = resumed_plan(args.resume)
     if args.dry_run:
         from wattbench import estimate
 
@@ -346,12 +353,13 @@ def _sweep(args) -> int:
         return 0
     if args.device_name:
         raise UsageError("--device-name only plans: give it with --dry-run")
-    config, pytest_args = from_command(args.device, args.preset, args.keyword, extra, specs=args.specs)
-    if config.resume or config.save_trace:
+    config, pytest_args = from_command(args.device, args.preset, args.keyword, extra, resume=args.resume,
+                                       specs=args.specs)
+    if (config.resume and not args.resume) or config.save_trace:
         raise UsageError("a sweep writes its own run file per setting: it takes no --wattbench-resume, "
                          "--wattbench-run-file or --wattbench-save-trace")
     plan = knobs.plan_sweep(config.device, sysfs_root=config.power.sysfs_root, **asked)
-    return run_sweep(config, plan, pytest_args, args.out, report=args.report)
+    return run_sweep(config, plan, pytest_args, args.out, report=args.report, resume=args.resume)
 
 
 def _selfcheck(args) -> int:

@@ -326,5 +326,5 @@ def sweep_settings(asked: dict[str, str]) -> int:
     (a dry run plans a GPU sweep on a host without one)."""
     from wattbench.power.knobs import KNOBS, parse_values
 
-    keyword = {name: knob.option.removeprefix("--").replace("-", "_") for name, knob in KNOBS.items()}
-    return 1 + sum(len(parse_values(asked[keyword[name]], name)) for name in KNOBS if keyword[name] in asked)
+    return 1 + sum(len(parse_values(asked[knob.argument], name)) for name, knob in KNOBS.items()
+                   if knob.argument in asked)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from wattbench.conditions import throttled_benchmarks
 from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
 from wattbench.journal import recorded_cases
+from wattbench.signals import Handlers
 from wattbench.specs import SpecTable
 
 SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
@@ -41,16 +41,12 @@ def _interrupt(signum, frame):
 def interrupting():
     """SIGTERM (a scheduler's time limit, `kill`) and SIGHUP (the terminal closed) end what runs inside like
     Ctrl-C (a KeyboardInterrupt); a signal the process ignores (nohup) stays ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(signum) is not signal.SIG_IGN}
+    handlers = Handlers(_interrupt)
+    handlers.install()
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        handlers.restore()
 
 
 def run(*args, **kwargs) -> int:
@@ -59,10 +55,11 @@ def run(*args, **kwargs) -> int:
         return run_suites(*args, **kwargs)
 
 
-def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True) -> int:
+def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True, resume_with: str | None = None) -> int:
     """Run the suites in this process, handing pytest `config` (which names its run file, see `placed`);
     `pytest_args` are further pytest arguments (no run options: they are in `config`). Returns 0 when every
     benchmark ran, 1 when some failed or the run stopped early, INTERRUPTED (130) when a signal cut it short.
+    A run cut short says how to continue it: `resume_with` (a sweep's command), else `wattbench run --resume`.
 
     The user's spec table (`config.specs`, read once from `config.specs_path`) is used for MFU during the run
     and for the report."""
@@ -102,19 +99,22 @@ def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True) -
     except KeyboardInterrupt:
         interrupted, data = True, results.load_run(final)
     return outcome(final, data, interrupted, report_dir_for(final) if report else None,
-                   pytest_failed=status not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED))
+                   pytest_failed=status not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED),
+                   resume_with=resume_with or f"wattbench run --resume {final}")
 
 
-def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None, pytest_failed: bool) -> int:
-    """The exit code of a run that wrote its run file, with what to do next when it was cut short.
-    `pytest_failed`: pytest's own exit status was not a success (e.g. an internal error after the last write)."""
+def outcome(final: Path, data: dict, interrupted: bool, report_dir: Path | None, pytest_failed: bool,
+            resume_with: str) -> int:
+    """The exit code of a run that wrote its run file, with what to do next when it was cut short (the command
+    `resume_with`). `pytest_failed`: pytest's own exit status was not a success (e.g. an internal error after
+    the last write)."""
     block = data["wattbench"]
     if not block.get("complete"):
         planned = set(block.get("planned") or [])
         done = len(planned & recorded_cases(data["benchmarks"], block.get("failed", []), block.get("skipped", [])))
         how = "interrupted" if interrupted else "incomplete"
         print(f"wattbench: run {how}: {done} of {len(planned)} benchmarks recorded in {final}; continue it with "
-              f"`wattbench run --resume {final}`", file=sys.stderr)
+              f"`{resume_with}`", file=sys.stderr)
         return INTERRUPTED if interrupted else 1
     if interrupted:
         after = f"; write its report with `wattbench report {final} --out {report_dir}`" if report_dir else ""

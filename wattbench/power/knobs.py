@@ -50,6 +50,11 @@ class Knob:
     prefix: str
     what: str
 
+    @property
+    def argument(self) -> str:
+        """plan_sweep's keyword argument for it: `--sm-clocks` is `sm_clocks`."""
+        return self.option.removeprefix("--").replace("-", "_")
+
 
 KNOBS = {knob.name: knob for knob in (
     Knob("gpu_power_limit", "--power-limits", "W", "pl", "GPU power limit"),
