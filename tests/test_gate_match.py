@@ -3,6 +3,8 @@
 import pytest
 
 from wattbench.errors import UsageError
+from wattbench.gate.compare import compare_time
+from wattbench.gate.config import GateConfig
 from wattbench.gate.match import benchmark_id, match, refusals
 
 from test_gate_fixtures import record, run
@@ -22,6 +24,26 @@ def test_records_match_by_workload_impl_style_precision_size_and_device():
     assert result.missing == ["gemm.infer-torch-fp32-M1-K512-N512"]
     for name, base, cur in result.pairs:
         assert benchmark_id(base) == benchmark_id(cur) == name
+
+
+def at(setting, **fields):
+    bench = record(**fields)
+    bench["extra_info"]["setting"] = setting
+    return bench
+
+
+def test_a_sweeps_records_are_named_with_their_setting_and_keep_the_cases_thresholds():
+    """One case at three settings: three pairs, each named NAME@SETTING (the device's own setting by its name
+    alone), so a verdict says which setting moved; a pattern on the case id still sets its threshold."""
+    case = "gemm.infer-torch-fp32-M16-K512-N512"
+    baseline = run([at("default"), at("pl300w"), at("sm1200mhz")])
+    current = run([at("default"), at("pl300w"), at("pl200w")])
+    result = match(baseline, current)
+    assert ids(result.pairs) == [case, f"{case}@pl300w"]
+    assert result.new == [f"{case}@pl200w"] and result.missing == [f"{case}@sm1200mhz"]
+    config = GateConfig(patterns=(("gemm.infer-*-K512-N512", {"time": 0.2}),))
+    (pair,) = [p for p in result.pairs if p[0].endswith("@pl300w")]
+    assert compare_time(*pair, config).threshold == 0.2
 
 
 def test_device_name_is_part_of_the_identity_unless_ignored():

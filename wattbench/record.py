@@ -59,6 +59,12 @@ def _to_json(record) -> dict:
     return {**out, **record.extra}
 
 
+def case_label(case: str, setting: str | None) -> str:
+    """The name a message gives a case's record: its id, with `@SETTING` when a sweep measured it at another
+    setting than the device's own (a sweep's run file holds one record of a case per setting)."""
+    return case if setting in (None, DEFAULT_SETTING) else f"{case}@{setting}"
+
+
 @dataclass(frozen=True)
 class EnergyRecord:
     """A benchmark's energy: how it was measured (or why not) and its figures, each None when not measured."""
@@ -206,6 +212,11 @@ class Record:
     def name(self) -> str:
         """The registry case id (`Case.id`, the pytest id): workload-impl-precision-size."""
         return f"{self.workload}-{self.impl}-{self.precision}-{self.size}"
+
+    @property
+    def label(self) -> str:
+        """The name a message gives it (see `case_label`)."""
+        return case_label(self.name, self.setting_id)
 
     @property
     def not_comparable(self) -> str | None:

@@ -11,7 +11,7 @@ from wattbench import stats
 from wattbench.errors import UsageError
 from wattbench.gate.config import GateConfig
 from wattbench.gate.match import match, refusals
-from wattbench.record import EnergyRecord, Record
+from wattbench.record import EnergyRecord, Record, case_label
 
 SKIPPED = "skipped"
 EXCLUDED = "excluded"
@@ -131,7 +131,7 @@ def compare_benchmark(name: str, base: Record, cur: Record, config: GateConfig) 
 
 
 def compare_time(name: str, base: Record, cur: Record, config: GateConfig) -> MetricResult:
-    threshold = config.threshold(name, "time")
+    threshold = config.threshold(cur.name, "time")
     result = MetricResult("time", "median time", threshold, SKIPPED)
     base_timing, cur_timing = base.timing or {}, cur.timing or {}
     if base_timing.get("method") != cur_timing.get("method"):
@@ -158,7 +158,7 @@ def compare_time(name: str, base: Record, cur: Record, config: GateConfig) -> Me
 
 def compare_energy(name: str, base: Record, cur: Record, config: GateConfig) -> list[MetricResult]:
     """J/unit and units/J, or one skipped row with the reason when the two sides did not measure energy alike."""
-    threshold = config.threshold(name, "energy")
+    threshold = config.threshold(cur.name, "energy")
     unit = cur.unit or "unit"
     per_unit = MetricResult("energy", f"J/{unit.rstrip('s') or unit}", threshold, SKIPPED)
     per_joule = MetricResult("work_per_joule", f"{unit}/J", threshold, SKIPPED)
@@ -210,7 +210,8 @@ def _current_status(current: dict) -> dict[str, str]:
     selected = block.get("select")
     status = defaultdict(lambda: f"not in the current run, which ran with -k {selected!r}" if selected
                          else "not in the current run")
-    status.update({entry.get("case"): f"skipped: {entry.get('reason')}" for entry in block.get("skipped") or []})
-    status.update({entry.get("case"): f"FAILED ({entry.get('phase')}): {entry.get('error')}"
-                   for entry in block.get("failed") or []})
+    status.update({case_label(entry.get("case"), entry.get("setting")): f"skipped: {entry.get('reason')}"
+                   for entry in block.get("skipped") or []})
+    status.update({case_label(entry.get("case"), entry.get("setting")):
+                   f"FAILED ({entry.get('phase')}): {entry.get('error')}" for entry in block.get("failed") or []})
     return status

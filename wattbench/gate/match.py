@@ -45,7 +45,7 @@ def index_run(run: dict, label: str, with_device: bool = True) -> tuple[dict[tup
 
 
 def describe(record: Record, with_device: bool = False) -> str:
-    return record.name + (f" on {record.device_name}" if with_device else "")
+    return record.label + (f" on {record.device_name}" if with_device else "")
 
 
 def match(baseline: dict, current: dict, with_device: bool = True) -> Matching:
@@ -55,10 +55,10 @@ def match(baseline: dict, current: dict, with_device: bool = True) -> Matching:
     result = Matching(ignored=base_ignored + cur_ignored)
     for key, record in cur.items():
         if key in base:
-            result.pairs.append((record.name, base[key], record))
+            result.pairs.append((record.label, base[key], record))
         else:
-            result.new.append(record.name)
-    result.missing = [record.name for key, record in base.items() if key not in cur]
+            result.new.append(record.label)
+    result.missing = [record.label for key, record in base.items() if key not in cur]
     return result
 
 
