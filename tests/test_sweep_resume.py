@@ -76,6 +76,8 @@ def test_a_resumed_sweep_keeps_what_finished_continues_the_setting_cut_short_and
     assert resume(tmp_path, final) == 0
     out = capsys.readouterr().out
     assert "setting 1/3: default: kept from the run being resumed" in out, out
+    assert "setting 2/3: sm1200mhz\n" in out and "setting 3/3: sm1500mhz (~" in out, out  # the pace once known
+    assert "left in the sweep at its pace so far)" in out
     after = json.loads(final.read_text())
     assert after["wattbench"]["complete"]
     found = records(after)

@@ -16,6 +16,7 @@ continues its own run file as `wattbench run --resume` would, and the rest run.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 from wattbench import results, runner
 from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
+from wattbench.estimate import duration
 from wattbench.journal import RunJournal
 from wattbench.power.knobs import KNOBS, KnobError, KnobSession, Setting, SweepPlan
 from wattbench.record import Record
@@ -56,6 +58,7 @@ def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: P
     kept = {part.setting.id for part in measured}
     resume_with = f"wattbench sweep --resume {final}"
     status, interrupted, failure = 0, False, None
+    took: list[float] = []  # each setting's wall time in this session: the pace of the rest
     try:
         with runner.interrupting(), KnobSession(plan, state_path) as session:
             for number, setting in enumerate(plan.settings, start=1):
@@ -63,8 +66,12 @@ def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: P
                     print(f"wattbench sweep: setting {number}/{len(plan.settings)}: {setting.id}: kept from the "
                           "run being resumed", flush=True)
                     continue
-                print(f"wattbench sweep: setting {number}/{len(plan.settings)}: {setting.id}", flush=True)
+                to_run = [s for s in plan.settings[number - 1:] if s.id not in kept]
+                pace = f" (~{duration(len(to_run) * sum(took) / len(took))} left in the sweep at its pace so far)" \
+                    if took else ""
+                print(f"wattbench sweep: setting {number}/{len(plan.settings)}: {setting.id}{pace}", flush=True)
                 part = parts_dir / f"{setting.id}.json"
+                started = time.monotonic()
                 try:
                     with session.applied(setting) as applied:
                         own = replace(config.writing_to(part), setting=setting.id, readback=applied.readback,
@@ -82,6 +89,7 @@ def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: P
                     continue
                 if part.exists():
                     measured.append(Measured(setting, applied.settle_s, part))
+                took.append(time.monotonic() - started)
                 if code == runner.INTERRUPTED:
                     interrupted = True
                     break
