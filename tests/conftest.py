@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def child_bytecode_cache(tmp_path_factory):
+    """Python processes the tests start (wattbench runs, pytest sessions, spawned compile workers) share one
+    bytecode cache in the session's temporary folder. With PYTHONDONTWRITEBYTECODE set, each of them would compile
+    wattbench, pytest's assertion rewrite of it and everything they import from source again (seconds apiece);
+    the source tree stays free of __pycache__ either way. This process is not affected (Python reads both at start)."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("PYTHONDONTWRITEBYTECODE")
+        patch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.mktemp("pycache")))
+        yield
 
 
 @pytest.fixture
