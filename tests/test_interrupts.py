@@ -115,6 +115,9 @@ DRIVER = ("import sys; from pathlib import Path; import wattbench.runner as runn
           "runner.SUITES_DIR = Path(sys.argv[1]); from wattbench.cli import main; sys.exit(main(sys.argv[2:]))")
 SHORT_POWER = ("--", "--wattbench-idle=0", "--wattbench-energy-window=0.05", "--wattbench-energy-repeats=1",
                "--wattbench-min-time=0.005")
+#: The energy window's ceiling too: the replayed meter updates every 0.1 s, so the adaptive window would otherwise
+#: grow to 15 s for the torch case (where it lasts does not matter to the signals, which land at its start).
+CAPPED_POWER = (*SHORT_POWER, "--wattbench-energy-max-window=0.1")
 CASES = {"sig.infer-torch-fp32-N64", "sig.infer-triton-fp32-N64"}
 
 
@@ -134,7 +137,7 @@ def wattbench_run(suite, out, *args, signal_at=""):
     env = {**os.environ, "WATTBENCH_TEST_SIGNAL": signal_at}
     report = () if "report" in signal_at else ("--no-report",)
     return subprocess.run([sys.executable, "-c", DRIVER, str(suite), "run", "--device", "cpu", "--out", str(out),
-                           "--power-replay", str(suite / "meter.csv"), *report, *args, *SHORT_POWER],
+                           "--power-replay", str(suite / "meter.csv"), *report, *args, *CAPPED_POWER],
                           capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -156,15 +159,15 @@ def assert_interrupted(proc):
     return proc.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("chain", [
-    # Ctrl-C in one of many timed rounds; then SIGTERM in the single timed round of an interpreted case
-    ["torch:round:SIGINT", "triton:round:SIGTERM"],
-    # the terminal closed inside an energy window; then a second signal while the run file is being written
-    ["torch:energy:SIGHUP", "triton:twice:SIGTERM"],
-])
-def test_signals_while_measuring_leave_a_run_that_resume_completes(suite, tmp_path, chain):
+#: Each signal cuts one session of the run short (no record of the case it landed in), in one chain of resumes:
+#: Ctrl-C in one of many timed rounds; the terminal closed inside an energy window; SIGTERM in the single timed
+#: round of an interpreted case; then a second signal while the run file is being written.
+CHAIN = ["torch:round:SIGINT", "torch:energy:SIGHUP", "triton:round:SIGTERM", "triton:twice:SIGTERM"]
+
+
+def test_signals_while_measuring_leave_a_run_that_resume_completes(suite, tmp_path):
     """Each signal cuts one session of the run short; resuming after the last completes it."""
-    for position, signal_at in enumerate(chain):
+    for position, signal_at in enumerate(CHAIN):
         proc = wattbench_run(suite, tmp_path, *(["--resume", str(run_file(tmp_path)[0])] if position else []),
                              signal_at=signal_at)
         path, data = run_file(tmp_path)
@@ -186,7 +189,7 @@ def test_signals_while_measuring_leave_a_run_that_resume_completes(suite, tmp_pa
     block = final["wattbench"]
     assert block["complete"] is True and recorded(final) == CASES
     assert block["started_utc"] == started  # the first start is kept
-    assert [s["end"] for s in block["segments"]] == ["interrupted"] * len(chain) + ["finished"]
+    assert [s["end"] for s in block["segments"]] == ["interrupted"] * len(CHAIN) + ["finished"]
 
 
 def test_a_signal_during_collection_says_nothing_was_measured(suite, tmp_path):
@@ -208,7 +211,7 @@ def test_a_plain_pytest_session_interrupted_in_a_timed_round_keeps_its_run_file(
     run = tmp_path / "run.json"
     proc = subprocess.run([sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "-q",
                            "--rootdir", str(suite), f"--benchmark-json={tmp_path / 'bench.json'}",
-                           f"--wattbench-run-file={run}", "--wattbench-device=cpu", *SHORT_POWER[1:]],
+                           f"--wattbench-run-file={run}", "--wattbench-device=cpu", *CAPPED_POWER[1:]],
                           capture_output=True, text=True, timeout=300, cwd=suite,
                           env={**os.environ, "WATTBENCH_TEST_SIGNAL": "triton:round:SIGTERM"})
     assert proc.returncode == 2, proc.stdout + proc.stderr  # pytest's "interrupted"
