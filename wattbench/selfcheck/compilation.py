@@ -760,12 +760,13 @@ def _enumerate_worker(arch: str, preset: str, select: str | None):
     return enumerate_launches(TARGETS[arch], preset, pattern.search if pattern else None)
 
 
-def run_check(archs: Iterable[str], preset: str = "full", select: str | None = None,
+def run_check(archs: Iterable[str], preset: str = "full", select: str | dict[str, str] | None = None,
               workers: int | None = None) -> CompileCheck:
     """Enumerate and compile for every target in `archs` the variants of `preset`'s registry GPU cases and
     of the API probes (a UsageError for an unknown target or preset).
 
-    `select` is a regular expression over the drives' labels (registry case ids, "api ..." probes).
+    `select` is a regular expression over the drives' labels (registry case ids, "api ..." probes), or one per
+    target ({arch: expression}), all compiled by the same workers.
     """
     from wattbench.workloads import check_preset
 
@@ -779,7 +780,8 @@ def run_check(archs: Iterable[str], preset: str = "full", select: str | None = N
     with tempfile.TemporaryDirectory(prefix="wattbench-triton-cache-") as cache, \
             ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                 initargs=(cache,)) as pool:
-        found = list(pool.map(_enumerate_worker, archs, [preset] * len(archs), [select] * len(archs)))
+        selects = [select[arch] if isinstance(select, dict) else select for arch in archs]
+        found = list(pool.map(_enumerate_worker, archs, [preset] * len(archs), selects))
         variants = list(dict.fromkeys(v for launches, _ in found for launch in launches for v in launch.variants))
         results = dict(zip(variants, pool.map(compile_variant, variants, chunksize=1)))
     reports = [summarize(TARGETS[arch], launches, errors, results) for arch, (launches, errors) in zip(archs, found)]
