@@ -150,10 +150,15 @@ def test_a_run_file_with_any_field_changed_is_refused_or_usable_by_every_reader(
 
 
 def every_prefix(tmp_path, text: str, name: str):
+    """`name` holding each proper prefix of `text` in turn, shortest first: one character appended at a time
+    (rewriting the file for each prefix, a truncation apiece, took seconds)."""
     path = tmp_path / name
-    for end in range(len(text)):
-        path.write_text(text[:end])
-        yield path
+    path.write_text("")
+    with path.open("a") as growing:
+        for char in text:
+            yield path
+            growing.write(char)
+            growing.flush()
 
 
 def test_every_prefix_of_a_run_file_is_a_usage_error(tmp_path):
