@@ -161,6 +161,36 @@ def _activation_slope(z, ACTIVATION: tl.constexpr):
     return slope
 
 
+@triton.jit
+def tile_pointers(a_ptr, b_ptr, M, N, stride_am, stride_ak, stride_bk, stride_bn,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's rows, columns and K offsets, and the pointers of its first A (BLOCK_M x BLOCK_K)
+    and B (BLOCK_K x BLOCK_N) tiles. Rows/columns past the edge read a valid row/column instead
+    (wrapped) and are never stored, so only the K edge needs a load mask (`load_k_step`)."""
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
+    return rm, rn, rk, a_ptrs, b_ptrs
+
+
+@triton.jit
+def load_k_step(a_ptrs, b_ptrs, k0, rk, K):
+    """The A and B tiles of the K step at k0, zero past K (where they add nothing to the dot)."""
+    a = tl.load(a_ptrs, mask=(k0 + rk)[None, :] < K, other=0.0)
+    b = tl.load(b_ptrs, mask=(k0 + rk)[:, None] < K, other=0.0)
+    return a, b
+
+
+@triton.jit
+def store_tile(c_ptr, acc, rm, rn, M, N, stride_cm, stride_cn):
+    """The fp32 tile `acc` into C's in-bounds rows and columns, in C's dtype."""
+    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc.to(c_ptr.dtype.element_ty),
+             mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
 @triton.autotune(configs=autotune_configs(GEMM_16BIT, GEMM_TF32, GEMM_FP32, interpreted=triton.Config(
                      {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2})),
                  key=["M", "N", "K", "PRECISION"],
@@ -172,18 +202,11 @@ def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, preact_ptr, M, N, K,
                    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, STORE_PREACT: tl.constexpr,
                    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    # Rows/columns past the edge read a valid row/column instead (wrapped) and are never
-    # stored, so only the K edge needs a load mask.
-    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + rk[None, :] * stride_ak
-    b_ptrs = b_ptr + rk[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
+    rm, rn, rk, a_ptrs, b_ptrs = tile_pointers(a_ptr, b_ptr, M, N, stride_am, stride_ak, stride_bk, stride_bn,
+                                               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=(k0 + rk)[None, :] < K, other=0.0)
-        b = tl.load(b_ptrs, mask=(k0 + rk)[:, None] < K, other=0.0)
+        a, b = load_k_step(a_ptrs, b_ptrs, k0, rk, K)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -192,12 +215,9 @@ def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, preact_ptr, M, N, K,
         b_ptrs += BLOCK_K * stride_bk
     if HAS_BIAS:
         acc += tl.load(bias_ptr + (rn % N) * stride_bias).to(tl.float32)[None, :]
-    offsets = rm[:, None] * stride_cm + rn[None, :] * stride_cn
-    in_bounds = (rm[:, None] < M) & (rn[None, :] < N)
     if STORE_PREACT:
-        tl.store(preact_ptr + offsets, acc.to(preact_ptr.dtype.element_ty), mask=in_bounds)
-    acc = _activate(acc, ACTIVATION)
-    tl.store(c_ptr + offsets, acc.to(c_ptr.dtype.element_ty), mask=in_bounds)
+        store_tile(preact_ptr, acc, rm, rn, M, N, stride_cm, stride_cn)
+    store_tile(c_ptr, _activate(acc, ACTIVATION), rm, rn, M, N, stride_cm, stride_cn)
 
 
 @triton.jit

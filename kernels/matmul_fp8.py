@@ -21,7 +21,7 @@ import triton.language as tl
 
 from wattbench.kernels import INTERPRETED, targets
 from wattbench.kernels.matmul import (DECODE_ROWS, autotune_configs, check_devices, check_tensor, gemm_grid,
-                                      grouped_tile, matmul_flops, tile_configs)
+                                      load_k_step, matmul_flops, store_tile, tile_configs, tile_pointers)
 from wattbench.kernels.quantize import (FP8_DTYPE, FP8_MAX, FP8_SCALINGS, Fp8Weight, dequantize_fp8, fp8_scale_bytes,
                                         quantize_fp8_activations, quantize_fp8_weight)
 
@@ -68,17 +68,11 @@ def _matmul_fp8_kernel(a_ptr, b_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, c_ptr, 
                        stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
                        HAS_BIAS: tl.constexpr, ROW_SCALES: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    # Edge rows/columns read a valid (wrapped) row/column and are never stored: only K is masked.
-    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + rk[None, :] * stride_ak
-    b_ptrs = b_ptr + rk[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
+    rm, rn, rk, a_ptrs, b_ptrs = tile_pointers(a_ptr, b_ptr, M, N, stride_am, stride_ak, stride_bk, stride_bn,
+                                               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=(k0 + rk)[None, :] < K, other=0.0)
-        b = tl.load(b_ptrs, mask=(k0 + rk)[:, None] < K, other=0.0)
+        a, b = load_k_step(a_ptrs, b_ptrs, k0, rk, K)
         acc = tl.dot(a, b, acc)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
@@ -88,8 +82,7 @@ def _matmul_fp8_kernel(a_ptr, b_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, c_ptr, 
         acc *= tl.load(a_scale_ptr) * tl.load(b_scale_ptr)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn % N).to(tl.float32)[None, :]
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc.to(c_ptr.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+    store_tile(c_ptr, acc, rm, rn, M, N, stride_cm, stride_cn)
 
 
 @triton.jit

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from wattbench.kernels import targets
 from wattbench.kernels.matmul import (DECODE_ROWS, autotune_configs, check_devices, check_tensor, dot_precision,
-                                      dot_rows, gemm_grid, grouped_tile, interpreter_upcast, matmul_flops,
+                                      dot_rows, gemm_grid, grouped_tile, interpreter_upcast, matmul_flops, store_tile,
                                       tile_configs)
 from wattbench.kernels.quantize import (Int4Weight, check_int4_group, dequantize_int4, int4_weight_bytes, quantize_int4,
                                         unpack_int4)
@@ -100,8 +100,7 @@ def _matmul_int4w_kernel(a_ptr, q_ptr, scales_ptr, zeros_ptr, bias_ptr, c_ptr, M
         q_ptrs += BLOCK_K * stride_qk
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn % N).to(tl.float32)[None, :]
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc.to(c_ptr.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+    store_tile(c_ptr, acc, rm, rn, M, N, stride_cm, stride_cn)
 
 
 def _check_int4w_inputs(x, w, bias) -> None:

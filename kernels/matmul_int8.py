@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 
 from wattbench.kernels.matmul import (autotune_configs, check_devices, check_tensor, dot_precision, gemm_grid,
-                                      gemm_pruner, grouped_tile, interpreter_upcast, matmul_flops)
+                                      gemm_pruner, interpreter_upcast, load_k_step, matmul_flops, store_tile,
+                                      tile_pointers)
 
 _ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -49,17 +50,12 @@ def _matmul_int8w_kernel(a_ptr, q_ptr, scale_ptr, bias_ptr, c_ptr, M, N, K,
                          stride_am, stride_ak, stride_qk, stride_qn, stride_scale, stride_bias, stride_cm, stride_cn,
                          HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    # Edge rows/columns read a valid (wrapped) row/column and are never stored: only K is masked.
-    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + rk[None, :] * stride_ak
-    q_ptrs = q_ptr + rk[:, None] * stride_qk + (rn % N)[None, :] * stride_qn
+    rm, rn, rk, a_ptrs, q_ptrs = tile_pointers(a_ptr, q_ptr, M, N, stride_am, stride_ak, stride_qk, stride_qn,
+                                               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=(k0 + rk)[None, :] < K, other=0.0)
-        w = tl.load(q_ptrs, mask=(k0 + rk)[:, None] < K, other=0).to(a.dtype)
+        a, w = load_k_step(a_ptrs, q_ptrs, k0, rk, K)
+        w = w.to(a.dtype)
         if UPCAST:
             a = a.to(tl.float32)
             w = w.to(tl.float32)
@@ -69,8 +65,7 @@ def _matmul_int8w_kernel(a_ptr, q_ptr, scale_ptr, bias_ptr, c_ptr, M, N, K,
     acc *= tl.load(scale_ptr + (rn % N) * stride_scale)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + (rn % N) * stride_bias).to(tl.float32)[None, :]
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc.to(c_ptr.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+    store_tile(c_ptr, acc, rm, rn, M, N, stride_cm, stride_cn)
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
