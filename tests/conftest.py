@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from types import SimpleNamespace
 
@@ -20,6 +22,19 @@ def child_bytecode_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("PYTHONDONTWRITEBYTECODE")
         patch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.mktemp("pycache")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_facts_read_once():
+    """pytest-benchmark asks py-cpuinfo for the CPU's facts at the start of every pytest session, and py-cpuinfo
+    runs a Python process of its own for each answer (a second apiece): the sessions tests run in this process
+    (sweeps, in-process `wattbench run`) get a copy of the first answer."""
+    import cpuinfo
+
+    first = functools.cache(cpuinfo.get_cpu_info)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpuinfo, "get_cpu_info", lambda: copy.deepcopy(first()))
         yield
 
 
