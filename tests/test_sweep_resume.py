@@ -1,6 +1,6 @@
 """`wattbench sweep --resume`: a sweep cut short continues where it stopped, against the fake GPU (tests/fake_knobs.py)
 and a replayed power log: the settings that finished are kept (and not applied again), the one cut short continues
-its own run file, the rest run; a file that cannot be resumed is refused in one line before anything changes."""
+its own run file, the rest run; what cannot continue a sweep is refused in one line before anything changes."""
 
 import json
 
@@ -70,6 +70,7 @@ def test_a_resumed_sweep_keeps_what_finished_continues_the_setting_cut_short_and
     dropped = cut["benchmarks"].pop()
     cut["wattbench"]["complete"] = False
     part.write_text(json.dumps(cut))
+    check_refusals(final, tmp_path, gpu, capsys)
 
     locked = []
     gpu.before_change = lambda name, args: locked.append((name, args[-1] if args else None))
@@ -92,11 +93,12 @@ def test_a_resumed_sweep_keeps_what_finished_continues_the_setting_cut_short_and
     assert [value for name, value in locked if name == "nvmlDeviceSetGpuLockedClocks"] == [1200, 1500]
     assert gpu.state() == {**INITIAL, "sm_lock": None} and not knobs.state_file().exists()
     assert [s["id"] for s in after["wattbench"]["sweep"]["settings"]] == ["default", "sm1200mhz", "sm1500mhz"]
+    assert cli.main(["sweep", "--resume", str(final)]) == 2
+    assert "this sweep is complete; there is nothing to resume" in capsys.readouterr().err
 
 
-def test_what_cannot_be_resumed_is_refused_in_one_line(tmp_path, gpu, monkeypatch, capsys):
-    final = interrupted_sweep(tmp_path, monkeypatch, stop_at="sm1200mhz")
-    capsys.readouterr()
+def check_refusals(final, tmp_path, gpu, capsys):
+    """What cannot continue the sweep in `final` is refused in one line (exit 2), before any setting changes."""
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"benchmarks": [], "wattbench": {"complete": False}}))
     for args, message in [(["--resume", str(final), "--sm-clocks", "1200"], "give it no settings"),
