@@ -55,3 +55,14 @@ def described_gpu(monkeypatch):
         targets.device_limits.cache_clear()
     yield describe
     targets.device_limits.cache_clear()
+
+
+@pytest.fixture
+def gpu(tmp_path, monkeypatch):
+    """tests/fake_knobs.py's fake GPU behind pynvml for the rest of the test, the knob state file (what a sweep
+    must put back) in the test's own folder."""
+    from fake_knobs import fake_gpu_nvml
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with fake_gpu_nvml(tmp_path / "gpu.json") as fake_gpu:
+        yield fake_gpu

@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from fake_knobs import GPU, INITIAL, fake_gpu_nvml
+from fake_knobs import GPU, INITIAL
 
 from wattbench import cli
 from wattbench.config import from_command
@@ -33,13 +32,6 @@ def replay_log(path, watts=120.0, seconds=300):
     lines = ["timestamp,watts"] + [f"{start + i * 0.1:.3f},{watts}" for i in range(int(seconds * 10))]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture
-def gpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    with fake_gpu_nvml(tmp_path / "gpu.json") as fake_gpu:
-        yield fake_gpu
 
 
 def sweep(tmp_path, plan, keyword):

@@ -5,7 +5,7 @@ its own run file, the rest run; what cannot continue a sweep is refused in one l
 import json
 
 import pytest
-from fake_knobs import GPU, INITIAL, fake_gpu_nvml
+from fake_knobs import GPU, INITIAL
 from test_sweep import SHORT, replay_log
 
 from wattbench import cli, runner
@@ -17,13 +17,6 @@ from wattbench.sweep import resumed_plan, run_sweep
 
 #: Two cheap GEMM cases: enough to cut a setting's run file short after its first record.
 CASES = "gemm.infer and torch and M1- and not int4w and fp32"
-
-
-@pytest.fixture
-def gpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    with fake_gpu_nvml(tmp_path / "gpu.json") as fake_gpu:
-        yield fake_gpu
 
 
 def interrupted_sweep(tmp_path, monkeypatch, stop_at):
