@@ -122,6 +122,31 @@ def _autotune(kind: str):
                            prune_configs_by={"early_config_prune": _pruner(kind)})
 
 
+@triton.jit
+def program_batch_head(AXIS: tl.constexpr, H):
+    """This program's flat (batch, head) index on grid axis AXIS, and its batch and head in int64,
+    so that the offsets they scale do not wrap past 2**31 elements."""
+    bh = tl.program_id(AXIS)
+    return bh, (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+
+
+@triton.jit
+def load_rows(base, offs, offs_d, row_ok, stride_s, stride_d, UPCAST: tl.constexpr):
+    """The [rows, HEAD_DIM] tile of one head at rows `offs`, zero where `row_ok` is false (where it
+    adds nothing to a dot); in fp32 when UPCAST (`interpreter_upcast`)."""
+    tile = tl.load(base + offs[:, None] * stride_s + offs_d[None, :] * stride_d, mask=row_ok[:, None], other=0.0)
+    if UPCAST:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def store_rows(base, tile, offs, offs_d, row_ok, stride_s, stride_d):
+    """The fp32 tile into one head's rows `offs` where `row_ok`, in the output's dtype."""
+    tl.store(base + offs[:, None] * stride_s + offs_d[None, :] * stride_d, tile.to(base.dtype.element_ty),
+             mask=row_ok[:, None])
+
+
 @_autotune("fwd")
 @triton.jit
 def _attention_fwd_kernel(Q, K, V, O, LSE, qk_scale, H, S_q, S_k,
@@ -132,16 +157,11 @@ def _attention_fwd_kernel(Q, K, V, O, LSE, qk_scale, H, S_q, S_k,
                           CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
                           DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = program_batch_head(1, H)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < S_q
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd,
-                mask=row_ok[:, None], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
+    q = load_rows(Q + b * stride_qb + h * stride_qh, offs_m, offs_d, row_ok, stride_qs, stride_qd, UPCAST)
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
 
@@ -156,11 +176,8 @@ def _attention_fwd_kernel(Q, K, V, O, LSE, qk_scale, H, S_q, S_k,
     for start_n in range(0, end_n, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         col_ok = offs_n < S_k
-        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=col_ok[:, None], other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=col_ok[:, None], other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        k = load_rows(k_base, offs_n, offs_d, col_ok, stride_ks, stride_kd, UPCAST)
+        v = load_rows(v_base, offs_n, offs_d, col_ok, stride_vs, stride_vd, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         visible = col_ok[None, :]
         if CAUSAL:
@@ -173,8 +190,7 @@ def _attention_fwd_kernel(Q, K, V, O, LSE, qk_scale, H, S_q, S_k,
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
 
-    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :] * stride_od,
-             (acc / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok[:, None])
+    store_rows(O + b * stride_ob + h * stride_oh, acc / l_i[:, None], offs_m, offs_d, row_ok, stride_os, stride_od)
     tl.store(LSE + bh * S_q + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
 
 
@@ -185,15 +201,11 @@ def _attention_bwd_delta_kernel(O, DO, DELTA, H, S_q,
                                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta_i = sum_d o_id * do_id: the softmax-Jacobian term every score gradient needs."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = program_batch_head(1, H)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < S_q
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :] * stride_od,
-                mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dos + offs_d[None, :] * stride_dod,
-                 mask=row_ok[:, None], other=0.0)
+    o = load_rows(O + b * stride_ob + h * stride_oh, offs_m, offs_d, row_ok, stride_os, stride_od, False)
+    do = load_rows(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, row_ok, stride_dos, stride_dod, False)
     tl.store(DELTA + bh * S_q + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=row_ok)
 
 
@@ -210,19 +222,12 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_sca
                                DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One block of keys: dv = P^T dO and dk = scale * dS^T Q, summed over every query that sees them."""
     start_n = tl.program_id(0) * BLOCK_N
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = program_batch_head(1, H)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     col_ok = offs_n < S_k
-    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_ks + offs_d[None, :] * stride_kd,
-                mask=col_ok[:, None], other=0.0)
-    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd,
-                mask=col_ok[:, None], other=0.0)
-    if UPCAST:
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
+    k = load_rows(K + b * stride_kb + h * stride_kh, offs_n, offs_d, col_ok, stride_ks, stride_kd, UPCAST)
+    v = load_rows(V + b * stride_vb + h * stride_vh, offs_n, offs_d, col_ok, stride_vs, stride_vd, UPCAST)
     q_base = Q + b * stride_qb + h * stride_qh
     do_base = DO + b * stride_dob + h * stride_doh
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -234,12 +239,8 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_sca
     for start_m in range(start_m0, S_q, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < S_q
-        q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * stride_dos + offs_d[None, :] * stride_dod,
-                     mask=row_ok[:, None], other=0.0)
-        if UPCAST:
-            q = q.to(tl.float32)
-            do = do.to(tl.float32)
+        q = load_rows(q_base, offs_m, offs_d, row_ok, stride_qs, stride_qd, UPCAST)
+        do = load_rows(do_base, offs_m, offs_d, row_ok, stride_dos, stride_dod, UPCAST)
         lse = tl.load(LSE + bh * S_q + offs_m, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + bh * S_q + offs_m, mask=row_ok, other=0.0)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
@@ -252,10 +253,8 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_sca
         ds_t = p_t * (dp_t - delta[None, :])
         dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
 
-    tl.store(DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dks + offs_d[None, :] * stride_dkd,
-             (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
-    tl.store(DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvs + offs_d[None, :] * stride_dvd,
-             dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+    store_rows(DK + b * stride_dkb + h * stride_dkh, dk * sm_scale, offs_n, offs_d, col_ok, stride_dks, stride_dkd)
+    store_rows(DV + b * stride_dvb + h * stride_dvh, dv, offs_n, offs_d, col_ok, stride_dvs, stride_dvd)
 
 
 @_autotune("dq")
@@ -270,19 +269,12 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, H,
                              DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One block of queries: dq = scale * dS K, summed over every key the queries see."""
     start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = program_batch_head(1, H)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < S_q
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd,
-                mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dos + offs_d[None, :] * stride_dod,
-                 mask=row_ok[:, None], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-        do = do.to(tl.float32)
+    q = load_rows(Q + b * stride_qb + h * stride_qh, offs_m, offs_d, row_ok, stride_qs, stride_qd, UPCAST)
+    do = load_rows(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, row_ok, stride_dos, stride_dod, UPCAST)
     lse = tl.load(LSE + bh * S_q + offs_m, mask=row_ok, other=0.0)
     delta = tl.load(DELTA + bh * S_q + offs_m, mask=row_ok, other=0.0)
     k_base = K + b * stride_kb + h * stride_kh
@@ -295,11 +287,8 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, H,
     for start_n in range(0, end_n, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         col_ok = offs_n < S_k
-        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=col_ok[:, None], other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=col_ok[:, None], other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        k = load_rows(k_base, offs_n, offs_d, col_ok, stride_ks, stride_kd, UPCAST)
+        v = load_rows(v_base, offs_n, offs_d, col_ok, stride_vs, stride_vd, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         visible = row_ok[:, None] & col_ok[None, :]
         if CAUSAL:
@@ -309,8 +298,7 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, H,
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
 
-    tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqs + offs_d[None, :] * stride_dqd,
-             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+    store_rows(DQ + b * stride_dqb + h * stride_dqh, dq * sm_scale, offs_m, offs_d, row_ok, stride_dqs, stride_dqd)
 
 
 def _kernel_options(dtype: torch.dtype) -> dict:
