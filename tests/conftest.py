@@ -5,9 +5,25 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import signal
 from types import SimpleNamespace
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_not_ignored():
+    """Ctrl-C as a terminal delivers it, for the tests that send SIGINT to themselves or to the runs they start.
+    A shell starts a background job (`pytest &`, and CI runners that do the same) with SIGINT ignored, which its
+    children inherit and wattbench rightly leaves ignored; those tests would then see no interruption at all."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session", autouse=True)
