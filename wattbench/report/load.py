@@ -201,6 +201,16 @@ def load_runs(paths: list[Path], specs: SpecTable | None = None, budget: Budget 
     return loaded
 
 
+def load_usable(paths: list[Path], skip_bad: bool, specs: SpecTable | None = None) -> tuple[Loaded, list[str]]:
+    """`load_runs` for a command over the user's run files: the files that cannot be used refused (or left out
+    with `skip_bad`, see `check_problems`), and no record at all refused; with the notes for the command to show."""
+    loaded = load_runs(list(paths), specs)
+    notes = check_problems(loaded, skip_bad)
+    if loaded.frame.empty:
+        raise UsageError("none of the run files holds a benchmark record")
+    return loaded, notes
+
+
 def check_problems(loaded: Loaded, skip_bad: bool) -> list[str]:
     """A run file the user named and that cannot be used is an error, unless they asked to skip such files
     (`--skip-bad`); the messages that name each file left out and each run file without a record, for the

@@ -24,7 +24,7 @@ from wattbench.report import page, plots
 from wattbench.report import verdict as answers
 from wattbench.report.crossover import crossover_maps, crossover_table, summary as crossover_summary
 from wattbench.report.document import Report, Section
-from wattbench.report.load import Loaded, check_problems, load_runs, load_trace
+from wattbench.report.load import Loaded, load_trace, load_usable
 from wattbench.report.select import rank_devices
 from wattbench.report.select import format_number as _num
 from wattbench.report.settings import compare_settings, format_comparison, setting_rows
@@ -521,10 +521,7 @@ def write_report(runs: list[Path], out: Path | None = None, specs: SpecTable | N
     table = specs or load_specs()
     power_trace = load_trace(Path(trace)) if trace is not None else None
     inputs = costs.load_cost(config_root, cost)
-    loaded = load_runs(runs, table)
-    notes = check_problems(loaded, skip_bad)
-    if loaded.frame.empty:
-        raise UsageError("none of the run files holds a benchmark record")
+    loaded, notes = load_usable(runs, skip_bad, table)
     records = setting_rows(loaded.runs, table)
     out = Path(out) if out is not None else default_report_dir(runs)
     check_report_dir(out, runs, force)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from wattbench.errors import UsageError
-from wattbench.report.load import check_problems, comparable, energy_reasons, load_runs
+from wattbench.report.load import comparable, energy_reasons, load_usable
 from wattbench.results import aligned_lines
 from wattbench.schema import is_finite_number
 
@@ -224,10 +224,7 @@ def select_devices(runs: list[Path], workload: str, max_latency_ms: float | None
     check_options(metric, {"max_latency_ms": max_latency_ms, "max_ttft_ms": max_ttft_ms, "max_tpot_ms": max_tpot_ms})
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank devices for, e.g. --workload gemm.infer")
-    loaded = load_runs(list(runs))
-    file_notes = check_problems(loaded, skip_bad)
-    if loaded.frame.empty:
-        raise UsageError("none of the run files holds a benchmark record")
+    loaded, file_notes = load_usable(runs, skip_bad)
     ranking = rank_devices(setting_rows(loaded.runs), workload, max_latency_ms, metric, max_ttft_ms, max_tpot_ms)
     ranking.file_notes = file_notes
     return ranking
@@ -242,10 +239,7 @@ def select_precisions(runs: list[Path], workload: str, skip_bad: bool = False) -
 
     if not isinstance(workload, str) or not workload:
         raise UsageError("give the workload to rank precisions for, e.g. --workload gemm.infer")
-    loaded = load_runs(list(runs))
-    file_notes = check_problems(loaded, skip_bad)
-    if loaded.frame.empty:
-        raise UsageError("none of the run files holds a benchmark record")
+    loaded, file_notes = load_usable(runs, skip_bad)
     check_workload(loaded.frame, workload)
     return [found for found in crossover_maps(setting_rows(loaded.runs)) if found.workload == workload], file_notes
 
