@@ -1,6 +1,7 @@
 """The `wattbench` command: the main job end to end, and bad input as one line with exit code 2."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,10 +11,15 @@ import pytest
 
 from wattbench import cli
 
+def as_a_shell_starts_it() -> dict:
+    """The environment `wattbench` gets from a user's shell: without the TRITON_INTERPRET that this test
+    session's own wattbench plugin has set, so that each command decides on Triton's interpreter itself."""
+    return {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+
 
 def wattbench(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "wattbench.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+                          timeout=300, cwd=cwd, env=as_a_shell_starts_it())
 
 
 #: `wattbench run` on the CPU with short power windows, on a GPU host too.
@@ -90,7 +96,8 @@ def test_sigterm_keeps_a_valid_partial_run_that_resume_completes(tmp_path):
 
     select = "gemm and infer and M1- and not int8w and not int4w and not fp8"
     args = [sys.executable, "-m", "wattbench.cli", "run", *ON_CPU, "-k", select, "--out", str(tmp_path), *SHORT_POWER]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=as_a_shell_starts_it())
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:

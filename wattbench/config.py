@@ -10,6 +10,7 @@ builder (`from_options`) all derive from it, so a new run option is one RunConfi
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -90,11 +91,16 @@ class RunConfig:
         return replace(self, run_file=str(run_file), save_trace=None if trace is None else str(trace),
                        power=replace(self.power, save_trace=trace is not None))
 
-    def use_triton_interpreter(self) -> None:
-        """Triton can only run on a CPU through its interpreter: switched on here, once, before suites import
-        kernels (unless the user has decided)."""
+    def set_up_triton(self) -> None:
+        """Triton as this run needs it, before anything imports it: on a CPU its interpreter, the only way it
+        runs there (unless the user has decided); then triton itself imported, which reads that switch.
+
+        A run calls this before it puts its signal handlers in: a KeyboardInterrupt raised while libtriton
+        initialises ends in std::terminate (a nanobind::python_error: "Fatal Python error: Aborted"), so
+        triton must not be first imported under a handler that raises one."""
         if self.device.type == "cpu":
             os.environ.setdefault(INTERPRET_ENV, "1")
+        importlib.import_module("triton")
 
     def to_json(self) -> dict:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in NOT_JSON}

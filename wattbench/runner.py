@@ -38,9 +38,11 @@ def _interrupt(signum, frame):
 
 
 @contextmanager
-def interrupting():
+def interrupting(config: RunConfig):
     """SIGTERM (a scheduler's time limit, `kill`) and SIGHUP (the terminal closed) end what runs inside like
-    Ctrl-C (a KeyboardInterrupt); a signal the process ignores (nohup) stays ignored."""
+    Ctrl-C (a KeyboardInterrupt); a signal the process ignores (nohup) stays ignored. Triton is set up for
+    `config` first (see RunConfig.set_up_triton): a signal while it loads ends the process as it would have."""
+    config.set_up_triton()
     handlers = Handlers(_interrupt)
     handlers.install()
     try:
@@ -49,10 +51,10 @@ def interrupting():
         handlers.restore()
 
 
-def run(*args, **kwargs) -> int:
+def run(config: RunConfig, *args, **kwargs) -> int:
     """Run the suites (see `run_suites`), `interrupting`: SIGTERM and SIGHUP end it like Ctrl-C."""
-    with interrupting():
-        return run_suites(*args, **kwargs)
+    with interrupting(config):
+        return run_suites(config, *args, **kwargs)
 
 
 def run_suites(config: RunConfig, pytest_args: list[str], report: bool = True, resume_with: str | None = None) -> int:

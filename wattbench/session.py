@@ -93,7 +93,7 @@ class RunState:
     def start(cls, config: RunConfig) -> RunState:
         """The session of `config`: its journal opened and, on resume, checked against the run and continued
         from it (a UsageError when it cannot be)."""
-        config.use_triton_interpreter()
+        config.set_up_triton()
         if config.model:
             from wattbench.models.choice import resolve_model
             from wattbench.workloads import use_model

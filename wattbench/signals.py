@@ -6,19 +6,12 @@ SIGTERM and SIGHUP for a while and then give back what was there before; `Handle
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 from typing import Any, Callable
 
 #: Signals that end a run the way Ctrl-C does: what completed is kept, and the run can be resumed.
 INTERRUPTING = ("SIGINT", "SIGTERM", "SIGHUP")
-
-#: Compiled libraries whose set-up on import cannot be interrupted: a KeyboardInterrupt raised by a handler while
-#: triton's libtriton initialises ends in std::terminate (nanobind::python_error), a "Fatal Python error: Aborted"
-#: (seen in CI: a SIGTERM during the collection of a run; 4 in 120 signals timed over `import triton` here).
-#: They are imported before a handler goes in, so a signal then ends the process as it would have.
-IMPORTED_BEFORE_CATCHING = ("triton",)
 
 
 class Handlers:
@@ -34,11 +27,6 @@ class Handlers:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for module in IMPORTED_BEFORE_CATCHING:
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                pass  # not installed: nothing of it will be imported under the handler either
         for name in INTERRUPTING:
             signum = getattr(signal, name, None)
             if signum is None or signal.getsignal(signum) is signal.SIG_IGN:

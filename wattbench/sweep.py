@@ -60,7 +60,7 @@ def run_sweep(config: RunConfig, plan: SweepPlan, pytest_args: list[str], out: P
     status, interrupted, failure = 0, False, None
     took: list[float] = []  # each setting's wall time in this session: the pace of the rest
     try:
-        with runner.interrupting(), KnobSession(plan, state_path) as session:
+        with runner.interrupting(config), KnobSession(plan, state_path) as session:
             for number, setting in enumerate(plan.settings, start=1):
                 if setting.id in kept:
                     print(f"wattbench sweep: setting {number}/{len(plan.settings)}: {setting.id}: kept from the "
