@@ -1,8 +1,10 @@
 """Triton kernels, each beside its PyTorch reference (`wattbench.kernels.reference`).
 
-Imported as `wattbench.kernels`. Triton's interpreter must be chosen before the first
-kernel is defined, so that happens here, ahead of every kernel module. Each op's module
-also holds its FLOP and compulsory-byte counts (`<op>_flops`, `<op>_bytes`).
+Imported as `wattbench.kernels`. Triton's interpreter must be chosen before triton is first
+imported (its own @triton.jit helpers, tl.cdiv among them, are made then), so that happens
+here, ahead of every kernel module, for whatever has not chosen it yet (a run chooses it in
+RunConfig.set_up_triton). Each op's module also holds its FLOP and compulsory-byte counts
+(`<op>_flops`, `<op>_bytes`).
 """
 
 from wattbench.device import enable_triton_interpreter_without_gpu, triton_interpreted

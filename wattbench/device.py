@@ -1,8 +1,8 @@
 """Which device a run measures, and how Triton runs on it.
 
 Triton compiles for GPUs only. On a machine without CUDA its kernels still run, through
-Triton's interpreter, which must be switched on (TRITON_INTERPRET=1) before any kernel is
-defined. Results produced that way are correct but their timings mean nothing, so every
+Triton's interpreter, which must be switched on (TRITON_INTERPRET=1) before triton is first
+imported. Results produced that way are correct but their timings mean nothing, so every
 record says `interpreted`.
 """
 
