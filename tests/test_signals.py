@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import gc
 import signal
+import sys
 import threading
+import time
 
 import pytest
 
-from wattbench.signals import INTERRUPTING, Handlers
+from wattbench.signals import INTERRUPTING, Handlers, SignalInterrupt
 
 CAUGHT = [getattr(signal, name) for name in INTERRUPTING]
 
 
 @pytest.fixture(autouse=True)
 def own_handlers():
-    """Each test starts from and leaves behind the process's handlers (pytest's SIGINT one among them)."""
+    """Each test starts from and leaves behind the process's handlers (pytest's SIGINT one among them) and
+    its unraisable-exception hook (pytest's)."""
     before = {signum: signal.getsignal(signum) for signum in CAUGHT}
+    hook = sys.unraisablehook
     yield
     for signum, handler in before.items():
         signal.signal(signum, handler)
+    sys.unraisablehook = hook
 
 
 @pytest.fixture
@@ -83,3 +89,55 @@ def test_off_the_main_thread_nothing_is_installed(handlers):
     worker.start()
     worker.join()
     assert handlers.previous == {} and {signum: signal.getsignal(signum) for signum in CAUGHT} == before
+
+
+def interrupt(signum, frame):
+    raise SignalInterrupt(signum)
+
+
+class SignalledWhileDropped:
+    """An object whose `__del__` takes a SIGTERM: its handler runs there, where Python swallows exceptions."""
+
+    def __init__(self, ran: list):
+        self.ran = ran
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)
+        self.ran.append("__del__ went on")  # the handler has raised by now, inside __del__
+
+
+def test_a_signal_whose_interrupt_python_swallowed_is_raised_again_once_the_callback_returned():
+    """A handler that runs inside a __del__ (or a weakref callback, as torch._dynamo's) raises there, Python only
+    reports it, and the signal would be lost: it is sent again, and interrupts the code that runs next."""
+    reported, ran = [], []
+    sys.unraisablehook = reported.append  # the hook before: what else Python reports still gets there
+    handlers = Handlers(interrupt)
+    handlers.install()
+    try:
+        with pytest.raises(SignalInterrupt) as raised:
+            SignalledWhileDropped(ran)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+    finally:
+        handlers.restore()
+    assert raised.value.signum == signal.SIGTERM and str(raised.value) == "SIGTERM"
+    assert ran == [] and reported == []  # swallowed in __del__ (which stopped there), and not reported
+
+
+def test_other_unraisable_exceptions_go_to_the_hook_before_and_restore_puts_it_back():
+    reported = []
+    sys.unraisablehook = before = reported.append
+    handlers = Handlers(interrupt)
+    handlers.install()
+    assert sys.unraisablehook == handlers.unraisable
+
+    class Failing:
+        def __del__(self):
+            raise ValueError("not a signal")
+
+    Failing()
+    gc.collect()
+    assert [type(found.exc_value) for found in reported] == [ValueError]
+    handlers.restore()
+    assert sys.unraisablehook is before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -16,7 +15,7 @@ from wattbench.conditions import throttled_benchmarks
 from wattbench.config import RunConfig, run_file_name
 from wattbench.errors import UsageError
 from wattbench.journal import recorded_cases
-from wattbench.signals import Handlers
+from wattbench.signals import Handlers, SignalInterrupt
 from wattbench.specs import SpecTable
 
 SUITES_DIR = Path(wattbench.suites.__file__).resolve().parent
@@ -34,7 +33,7 @@ def placed(config: RunConfig, out: Path, save_trace: bool = False) -> RunConfig:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise SignalInterrupt(signum)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from wattbench import schema, timing
 from wattbench.config import RunConfig
 from wattbench.journal import RunJournal, recorded_cases
 from wattbench.power import PowerMonitor
-from wattbench.signals import Handlers
+from wattbench.signals import Handlers, SignalInterrupt
 
 
 class Interrupts(Handlers):
@@ -36,12 +36,11 @@ class Interrupts(Handlers):
         super().__init__(self._handle)
 
     def _handle(self, signum, frame):
-        name = signal.Signals(signum).name
-        self.received = self.received or name
+        self.received = self.received or signal.Signals(signum).name
         if self._deferring:
             self.pending = True
             return
-        raise KeyboardInterrupt(name)
+        raise SignalInterrupt(signum)
 
     @contextmanager
     def deferred(self):
